@@ -1,0 +1,87 @@
+"""Backend settings, read from the environment and a `.env` file (names: fields upper-cased)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_SECRET_KEY = "change-this-in-production"
+
+# The directories discovered at startup, as (setting, default folder inside the package).
+DISCOVERY_DIRS: dict[str, str] = {
+    "domain_models_dir": "domain_models",
+    "feature_plugins_dir": "plugins",
+    "route_plugins_dir": "routes",
+    "middleware_dir": "middleware",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    app_name: str = "pixsim7"
+    app_version: str = "0.7.0"
+    debug: bool = True
+    database_url: str | None = None
+    redis_url: str | None = None
+    redis_key_prefix: str = "pixsim7:"
+    secret_key: str = DEFAULT_SECRET_KEY
+    admin_token: str | None = None
+
+    domain_models_dir: Path = PACKAGE_DIR / "domain_models"
+    feature_plugins_dir: Path = PACKAGE_DIR / "plugins"
+    route_plugins_dir: Path = PACKAGE_DIR / "routes"
+    middleware_dir: Path = PACKAGE_DIR / "middleware"
+
+    plugin_fail_fast: bool | None = None
+    data_dir: Path = Field(
+        default=Path(".pixsim7"),
+        validation_alias=AliasChoices("PIXSIM7_DATA_DIR", "data_dir"),
+    )
+
+    ready_check_timeout: float = Field(default=1.0, gt=0)
+    ready_cache_ttl: float = Field(default=1.0, ge=0)
+    database_connect_timeout: float = Field(default=5.0, gt=0)
+    redis_connect_timeout: float = Field(default=2.0, gt=0)
+    cors_origins: list[str] = ["http://localhost:5173"]
+
+    @field_validator(*DISCOVERY_DIRS, "data_dir", mode="after")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # Relative overrides resolve against the working directory, once.
+        return value.expanduser().resolve()
+
+    @field_validator("database_url", "redis_url", "admin_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _fail_fast_follows_debug(self) -> Settings:
+        if self.plugin_fail_fast is None:
+            self.plugin_fail_fast = self.debug
+        return self
+
+    def discovery_dirs(self) -> dict[str, Path]:
+        """The four discovery directories by setting name."""
+        return {name: getattr(self, name) for name in DISCOVERY_DIRS}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()
+
+
+def __getattr__(name: str) -> Any:
+    # `settings` is read lazily so that importing this module never parses the environment.
+    if name == "settings":
+        return get_settings()
+    raise AttributeError(name)

@@ -1,0 +1,113 @@
+"""Running a real app's lifespan around a test, with a client and what it recorded."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from testing.inventory import Normalizer, state_inventory
+from testing.milestones import STARTUP_LOGGER, MilestoneRecorder
+
+AppFactory = Callable[[Any], FastAPI]
+DEFAULT_FACTORY = "pixsim7.backend.main.main:create_app"
+
+
+def load_factory(spec: str) -> AppFactory:
+    """`package.module:callable` to the callable."""
+    module_name, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module_name), attr or "create_app")
+
+
+@dataclass
+class RunningApp:
+    """An app whose startup has run (or failed); `stop()` runs its shutdown."""
+
+    app: FastAPI
+    settings: Any
+    recorder: MilestoneRecorder
+    normalizer: Normalizer
+    startup_error: BaseException | None = None
+    client: httpx.AsyncClient | None = None
+    _lifespan: AbstractAsyncContextManager | None = field(default=None, repr=False)
+    _handler_logger: Any = field(default=None, repr=False)
+
+    @property
+    def started(self) -> bool:
+        return self.startup_error is None
+
+    @property
+    def milestones(self) -> list[dict[str, Any]]:
+        """Every milestone logged so far, startup and shutdown, in order."""
+        return list(self.recorder.records)
+
+    def normalized_milestones(self) -> list[dict[str, Any]]:
+        return [self.normalizer(m) for m in self.recorder.records]
+
+    def inventory(self) -> dict[str, Any]:
+        return state_inventory(self.app.state, self.normalizer)
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        if self.client is None:
+            raise RuntimeError("the app did not start, so it has no client")
+        return await self.client.get(path, **kwargs)
+
+    async def probe(self, paths: Sequence[str] = ("/", "/ready", "/health")) -> dict[str, Any]:
+        """Status code and normalized JSON body of each path."""
+        result = {}
+        for path in paths:
+            response = await self.get(path)
+            try:
+                body: Any = response.json()
+            except ValueError:
+                body = response.text
+            result[path] = {"status": response.status_code, "body": self.normalizer(body)}
+        return result
+
+    async def stop(self) -> None:
+        """Run the shutdown half of the lifespan once; later calls do nothing."""
+        lifespan, self._lifespan = self._lifespan, None
+        try:
+            if self.client is not None:
+                await self.client.aclose()
+            if lifespan is not None:
+                await lifespan.__aexit__(None, None, None)
+        finally:
+            self._detach()
+
+    def _detach(self) -> None:
+        if self._handler_logger is not None:
+            self._handler_logger.removeHandler(self.recorder)
+            self._handler_logger = None
+
+
+async def start_app(factory: AppFactory, settings: Any,
+                    normalizer: Normalizer | None = None) -> RunningApp:
+    """Build the app with `settings` and run its startup; a startup error is kept, not raised."""
+    import logging
+
+    recorder = MilestoneRecorder()
+    logger = logging.getLogger(STARTUP_LOGGER)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    logger.addHandler(recorder)
+    running = RunningApp(app=None, settings=settings, recorder=recorder,  # type: ignore[arg-type]
+                         normalizer=normalizer or Normalizer(), _handler_logger=logger)
+    try:
+        running.app = factory(settings)
+        lifespan = running.app.router.lifespan_context(running.app)
+        await lifespan.__aenter__()
+    except Exception as exc:
+        running.startup_error = exc
+        running._detach()
+        return running
+    running._lifespan = lifespan
+    running.client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=running.app), base_url="http://testserver"
+    )
+    return running

@@ -1,0 +1,98 @@
+"""A database and a Redis keyspace of its own for each test; both gone after it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as aioredis
+
+from testing.services import PostgresEndpoint, RedisEndpoint
+
+
+def unique_suffix() -> str:
+    """Unique across xdist workers and test sessions running at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"{worker}_{uuid.uuid4().hex[:10]}"
+
+
+@dataclass(frozen=True)
+class IsolatedDatabase:
+    name: str
+    endpoint: PostgresEndpoint
+
+    @property
+    def url(self) -> str:
+        """Plain `postgresql://` URL (asyncpg's form)."""
+        return self.endpoint.url(self.name)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.endpoint.url(self.name, driver="asyncpg")
+
+
+async def create_database(endpoint: PostgresEndpoint, name: str | None = None) -> IsolatedDatabase:
+    """CREATE DATABASE with a unique name on the session's server."""
+    name = name or f"pixsim7_t_{unique_suffix()}"
+    conn = await asyncpg.connect(endpoint.url(), timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return IsolatedDatabase(name, endpoint)
+
+
+async def drop_database(database: IsolatedDatabase) -> None:
+    """DROP DATABASE, closing any connection a test left open."""
+    conn = await asyncpg.connect(database.endpoint.url(), timeout=10)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:
+    conn = await asyncpg.connect(endpoint.url(), timeout=10)
+    try:
+        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await conn.close()
+
+
+@dataclass(frozen=True)
+class RedisNamespace:
+    """A key prefix on the session's Redis; every key the test writes starts with it."""
+
+    endpoint: RedisEndpoint
+    prefix: str
+
+    @property
+    def url(self) -> str:
+        return self.endpoint.url()
+
+    def client(self, **kwargs) -> aioredis.Redis:
+        return aioredis.Redis.from_url(self.url, **kwargs)
+
+    async def keys(self) -> list[bytes]:
+        client = self.client()
+        try:
+            return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
+        finally:
+            await client.aclose()
+
+    async def clear(self) -> int:
+        """Delete every key under the prefix; returns how many were deleted."""
+        keys = await self.keys()
+        if not keys:
+            return 0
+        client = self.client()
+        try:
+            return int(await client.unlink(*keys))
+        finally:
+            await client.aclose()
+
+
+def new_namespace(endpoint: RedisEndpoint) -> RedisNamespace:
+    return RedisNamespace(endpoint, f"pixsim7:t:{unique_suffix()}:")

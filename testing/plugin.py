@@ -1,0 +1,179 @@
+"""The pixsim7 testing kit as a pytest plugin (`-p testing.plugin`).
+
+Fixtures: `kit_services` (session: PostgreSQL and Redis from the chosen backend),
+`test_database` and `redis_namespace` (per test, removed after), `make_settings` / `app_settings`
+(backend settings aimed at them), `fault_proxy` (cut / blackhole / restore a service),
+`app_factory` (build an app, run its lifespan, give a client, milestones and app.state
+inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots).
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
+from testing.inventory import Normalizer
+from testing.isolation import (
+    IsolatedDatabase,
+    RedisNamespace,
+    create_database,
+    drop_database,
+    new_namespace,
+)
+from testing.proxy import FaultProxy
+from testing.services import (
+    ServiceSet,
+    ServiceStartError,
+    describe_selection,
+    select_backend,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "pixsim7_app_factory",
+        "module:callable that builds the app from a Settings object",
+        default=DEFAULT_FACTORY,
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    try:
+        return [f"pixsim7 services: {describe_selection(select_backend())}"]
+    except ServiceStartError as exc:
+        return [f"pixsim7 services: {exc}"]
+
+
+@pytest.fixture(scope="session")
+def kit_services() -> Iterator[ServiceSet]:
+    """PostgreSQL and Redis for the whole session, stopped and removed at its end."""
+    try:
+        services = select_backend().start()
+    except ServiceStartError as exc:
+        raise ServiceStartError(
+            f"{exc}\n(the pixsim7 testing kit could not start its services; "
+            "see GETTING_STARTED.md, 'Testing kit')"
+        ) from None
+    atexit.register(services.stop)  # also after Ctrl-C or a crash of the session
+    try:
+        yield services
+    finally:
+        services.stop()
+
+
+@pytest_asyncio.fixture
+async def test_database(kit_services: ServiceSet) -> AsyncIterator[IsolatedDatabase]:
+    """A database created for this test and dropped after it."""
+    database = await create_database(kit_services.postgres)
+    try:
+        yield database
+    finally:
+        await drop_database(database)
+
+
+@pytest_asyncio.fixture
+async def redis_namespace(kit_services: ServiceSet) -> AsyncIterator[RedisNamespace]:
+    """A Redis key prefix for this test; its keys are deleted after it."""
+    namespace = new_namespace(kit_services.redis)
+    try:
+        yield namespace
+    finally:
+        await namespace.clear()
+
+
+@pytest.fixture
+def fault_proxy(kit_services: ServiceSet) -> Iterator[Callable[[str], FaultProxy]]:
+    """`fault_proxy("postgres" | "redis")`: a started proxy in front of that service."""
+    proxies: list[FaultProxy] = []
+
+    def make(service: str) -> FaultProxy:
+        endpoints = {"postgres": kit_services.postgres, "redis": kit_services.redis}
+        if service not in endpoints:
+            raise ValueError(f"fault_proxy: unknown service {service!r}; use postgres or redis")
+        endpoint = endpoints[service]
+        proxy = FaultProxy(endpoint.host, endpoint.port, name=service).start()
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def make_settings(
+    test_database: IsolatedDatabase, redis_namespace: RedisNamespace, tmp_path: Path
+) -> Callable[..., Any]:
+    """`make_settings(**overrides)`: backend Settings aimed at this test's database and Redis.
+
+    `database_proxy=` / `redis_proxy=` route the app through a `fault_proxy`.
+    """
+    from pixsim7.backend.main.shared.config import Settings
+
+    def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
+             **overrides: Any) -> Settings:
+        database_url = test_database.sqlalchemy_url
+        redis_url = redis_namespace.url
+        if database_proxy is not None:
+            database_url = database_proxy.rewrite_url(database_url)
+        if redis_proxy is not None:
+            redis_url = redis_proxy.rewrite_url(redis_url)
+        values: dict[str, Any] = {
+            "debug": True,
+            "database_url": database_url,
+            "redis_url": redis_url,
+            "redis_key_prefix": redis_namespace.prefix,
+            "secret_key": "kit-secret-key",
+            "admin_token": "kit-admin-token",
+            "data_dir": tmp_path / "data",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture
+def app_settings(make_settings: Callable[..., Any]) -> Any:
+    return make_settings()
+
+
+@pytest.fixture
+def kit_normalizer(tmp_path: Path) -> Normalizer:
+    return Normalizer({tmp_path: "<tmp_path>", PACKAGE_DIR: "<package>", REPO_ROOT: "<repo>"})
+
+
+@pytest_asyncio.fixture
+async def app_factory(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Any], kit_normalizer: Normalizer
+) -> AsyncIterator[Callable[..., Any]]:
+    """`await app_factory(settings, factory=None)`: a RunningApp; shut down after the test."""
+    default_factory = request.config.getini("pixsim7_app_factory")
+    running: list[RunningApp] = []
+
+    async def start(settings: Any = None, factory: AppFactory | str | None = None) -> RunningApp:
+        settings = make_settings() if settings is None else settings
+        build = factory if callable(factory) else load_factory(factory or default_factory)
+        app = await start_app(build, settings, kit_normalizer)
+        running.append(app)
+        return app
+
+    yield start
+    for app in reversed(running):
+        await app.stop()
+
+
+@pytest.fixture
+def snapshot_json(snapshot: Any) -> Any:
+    """A syrupy snapshot stored as a readable JSON file under __snapshots__/."""
+    return snapshot.use_extension(JSONSnapshotExtension)

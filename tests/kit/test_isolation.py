@@ -1,0 +1,131 @@
+"""Each test gets its own database and Redis keyspace, gone after it; safe under xdist."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import asyncpg
+
+from testing.isolation import create_database, database_exists, drop_database, new_namespace
+from testing.services import ENV_BACKEND, ENV_DATABASE_URL, ENV_REDIS_URL, ServiceSet
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Run as a separate pytest session so that "the next test" and "a parallel test" are real.
+INNER_TESTS = '''
+import asyncio, os
+import asyncpg
+import redis.asyncio as aioredis
+
+RUN = os.environ["KIT_RUN_ID"]
+
+async def write_and_wait(test_database, redis_namespace, marker):
+    conn = await asyncpg.connect(test_database.url)
+    await conn.execute("CREATE TABLE notes (body text)")
+    await conn.execute("INSERT INTO notes VALUES ($1)", marker)
+    client = redis_namespace.client()
+    await client.set(redis_namespace.prefix + "marker", marker)
+    # A barrier outside any namespace: both tests hold their data at the same moment.
+    barrier = aioredis.Redis.from_url(redis_namespace.url)
+    await barrier.incr(f"kit-barrier:{RUN}")
+    await barrier.expire(f"kit-barrier:{RUN}", 60)
+    for _ in range(300):
+        if int(await barrier.get(f"kit-barrier:{RUN}")) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the other test never ran alongside")
+    rows = [r["body"] for r in await conn.fetch("SELECT body FROM notes")]
+    assert rows == [marker]
+    assert await client.get(redis_namespace.prefix + "marker") == marker.encode()
+    await barrier.aclose(); await client.aclose(); await conn.close()
+    return test_database.name, redis_namespace.prefix
+
+async def test_left(test_database, redis_namespace):
+    await write_and_wait(test_database, redis_namespace, "left")
+
+async def test_right(test_database, redis_namespace):
+    await write_and_wait(test_database, redis_namespace, "right")
+'''
+
+SEQUENTIAL_TESTS = '''
+import asyncpg
+
+seen = {}
+
+async def test_first_writes(test_database, redis_namespace):
+    conn = await asyncpg.connect(test_database.url)
+    await conn.execute("CREATE TABLE notes (body text)")
+    await conn.execute("INSERT INTO notes VALUES ('first')")
+    await conn.close()
+    client = redis_namespace.client()
+    await client.set(redis_namespace.prefix + "k", "first")
+    await client.aclose()
+    seen["db"], seen["prefix"] = test_database.name, redis_namespace.prefix
+
+async def test_second_sees_nothing(test_database, redis_namespace, kit_services):
+    assert seen["db"] != test_database.name
+    admin = await asyncpg.connect(kit_services.postgres.url())
+    assert await admin.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", seen["db"]) is None
+    await admin.close()
+    conn = await asyncpg.connect(test_database.url)
+    assert await conn.fetchval("SELECT to_regclass('notes')") is None
+    await conn.close()
+    client = redis_namespace.client()
+    assert [k async for k in client.scan_iter(match=seen["prefix"] + "*")] == []
+    await client.aclose()
+'''
+
+
+def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str):
+    (tmp_path / "test_inner.py").write_text(textwrap.dedent(source))
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSIM7_")}
+    env.update({ENV_BACKEND: "external", ENV_DATABASE_URL: services.postgres.url(),
+                ENV_REDIS_URL: services.redis.url(), "PYTHONPATH": str(REPO_ROOT),
+                "KIT_RUN_ID": tmp_path.name})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "testing.plugin", "-p", "no:cacheprovider",
+         "-q", *args, str(tmp_path / "test_inner.py")],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+    )
+
+
+def test_parallel_tests_do_not_see_each_other(tmp_path, kit_services) -> None:
+    result = run_inner(tmp_path, kit_services, INNER_TESTS, "-n", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+def test_a_row_written_in_one_test_is_gone_in_the_next(tmp_path, kit_services) -> None:
+    result = run_inner(tmp_path, kit_services, SEQUENTIAL_TESTS, "-p", "no:randomly")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout
+
+
+async def test_create_and_drop_database(kit_services: ServiceSet) -> None:
+    database = await create_database(kit_services.postgres)
+    assert await database_exists(kit_services.postgres, database.name)
+    conn = await asyncpg.connect(database.url)  # left open on purpose: drop must still work
+    await drop_database(database)
+    assert not await database_exists(kit_services.postgres, database.name)
+    await conn.close()
+
+
+async def test_namespace_clear_removes_only_its_keys(kit_services: ServiceSet) -> None:
+    mine, other = new_namespace(kit_services.redis), new_namespace(kit_services.redis)
+    client = mine.client()
+    try:
+        await client.mset({f"{mine.prefix}a": 1, f"{mine.prefix}b": 2, f"{other.prefix}a": 3})
+        assert await mine.clear() == 2
+        assert await mine.keys() == []
+        assert len(await other.keys()) == 1
+    finally:
+        await other.clear()
+        await client.aclose()
