@@ -1,0 +1,124 @@
+"""Liveness (`/`), readiness (`/ready`) and the soft health view (`/health`).
+
+Readiness is 503 when the database check fails, when a required plugin failed, before startup
+completes and once shutdown has begun; `degraded` (200) when only optional parts are down.
+Checks run concurrently, each bounded by READY_CHECK_TIMEOUT, and a result is reused for
+READY_CACHE_TTL seconds so a storm of probes is not a storm of queries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from pixsim7.backend.main.infrastructure.redis import ping_redis
+
+router = APIRouter(tags=["health"])
+
+
+class ReadinessChecker:
+    """Runs the dependency checks for one app and remembers the last result briefly."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._cached: tuple[float, dict[str, str]] | None = None
+        self._inflight: asyncio.Task[dict[str, str]] | None = None
+
+    async def dependencies(self) -> dict[str, str]:
+        """`database` and `redis` states, fresh or at most READY_CACHE_TTL seconds old."""
+        settings = self.app.state.settings
+        now = time.monotonic()
+        if self._cached is not None and now - self._cached[0] < settings.ready_cache_ttl:
+            return self._cached[1]
+        if self._inflight is None or self._inflight.done():
+            # Concurrent probes share one round of checks.
+            self._inflight = asyncio.ensure_future(self._check(settings.ready_check_timeout))
+        result = await asyncio.shield(self._inflight)
+        self._cached = (time.monotonic(), result)
+        return result
+
+    async def _check(self, timeout: float) -> dict[str, str]:
+        database, redis = await asyncio.gather(self._database(timeout), self._redis(timeout))
+        return {"database": database, "redis": redis}
+
+    async def _database(self, timeout: float) -> str:
+        db = getattr(self.app.state, "db", None)
+        if db is None:
+            return "error:NotConnected"
+        try:
+            await asyncio.wait_for(db.ping(timeout), timeout + 0.1)
+        except Exception as exc:
+            return f"error:{type(exc).__name__}"
+        return "connected"
+
+    async def _redis(self, timeout: float) -> str:
+        state = self.app.state
+        if not getattr(state, "redis_configured", False):
+            return "disabled"
+        available = await ping_redis(getattr(state, "redis", None), timeout)
+        state.redis_available = available  # background features follow the live state
+        return "connected" if available else "disconnected"
+
+
+def _checker(app: FastAPI) -> ReadinessChecker:
+    checker = getattr(app.state, "readiness", None)
+    if checker is None:
+        checker = app.state.readiness = ReadinessChecker(app)
+    return checker
+
+
+def _plugins(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
+    enabled, failed, required_failed = 0, [], []
+    for name in ("plugin_manager", "routes_manager"):
+        manager = getattr(app.state, name, None)
+        if manager is None:
+            continue
+        enabled += len(manager.enabled_ids())
+        failed += manager.failed_ids()
+        required_failed += manager.required_failed_ids()
+    return {"enabled": enabled, "failed": sorted(failed)}, required_failed
+
+
+async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of the readiness check."""
+    lifecycle = getattr(app.state, "lifecycle", "starting")
+    plugins, required_failed = _plugins(app)
+    if lifecycle != "ready":
+        body = {"status": "unavailable", "lifecycle": lifecycle,
+                "database": "unknown", "redis": "unknown",
+                "plugins_loaded": False, "plugins": plugins}
+        return 503, body
+    deps = await _checker(app).dependencies()
+    if deps["database"] != "connected" or required_failed:
+        status = "unavailable"
+    elif deps["redis"] != "connected" or plugins["failed"]:
+        status = "degraded"
+    else:
+        status = "ready"
+    body = {"status": status, "lifecycle": lifecycle, **deps,
+            "plugins_loaded": not required_failed, "plugins": plugins}
+    return (503 if status == "unavailable" else 200), body
+
+
+@router.get("/", summary="Liveness: the process answers")
+async def liveness(request: Request) -> dict[str, str]:
+    settings = request.app.state.settings
+    return {"name": settings.app_name, "version": settings.app_version, "status": "alive"}
+
+
+@router.get("/ready", summary="Readiness: 503 unless this instance can take traffic")
+async def ready(request: Request) -> JSONResponse:
+    status_code, body = await readiness(request.app)
+    return JSONResponse(body, status_code=status_code)
+
+
+@router.get("/health", summary="Soft health view for dashboards: always 200")
+async def health(request: Request) -> dict[str, Any]:
+    _, body = await readiness(request.app)
+    timeline = getattr(request.app.state, "startup", None)
+    seed = timeline.status("seed") if timeline is not None else None
+    return {**body, "seed": seed or "not_run"}

@@ -1,0 +1,1 @@
+"""Core domain models: users, their assets and the generation presets."""

@@ -1,0 +1,1 @@
+"""Game domain models: worlds and the play sessions users run in them."""

@@ -1,0 +1,206 @@
+"""Async PostgreSQL access: the `Database` handle, schema creation and the session dependency."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+
+from fastapi import HTTPException, Request
+from sqlalchemy import Connection, Table, inspect, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.schema import sort_tables
+
+from .base import Base
+
+__all__ = [
+    "SCHEMA_LOCK_KEY",
+    "Base",
+    "Database",
+    "DatabaseConfigError",
+    "get_db",
+    "get_session",
+    "parse_database_url",
+]
+
+logger = logging.getLogger(__name__)
+
+_EXPECTED_FORM = "postgresql://user:password@host:port/dbname"
+_POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
+# Same 63-bit key in every replica whatever its hash seed, so they all serialise on one lock.
+SCHEMA_LOCK_KEY = int.from_bytes(hashlib.sha256(b"pixsim7:create_schema").digest()[:8], "big") >> 1
+
+
+class DatabaseConfigError(ValueError):
+    """DATABASE_URL (or a database setting) cannot be used; the message says what to change."""
+
+
+def parse_database_url(url: str) -> URL:
+    """Parse DATABASE_URL into an asyncpg URL; raise DatabaseConfigError without echoing it."""
+    if not isinstance(url, str) or not url.strip():
+        raise DatabaseConfigError(f"DATABASE_URL is empty; set it to {_EXPECTED_FORM}")
+    try:
+        parsed = make_url(url.strip())
+        parsed.port  # noqa: B018 - a non-numeric port only fails when read
+    except (ArgumentError, ValueError):
+        # `from None`: the parser's own message would repeat the URL, password included.
+        raise DatabaseConfigError(
+            f"DATABASE_URL is not a valid database URL; expected {_EXPECTED_FORM}"
+        ) from None
+    if parsed.drivername not in _POSTGRES_DRIVERS:
+        raise DatabaseConfigError(
+            f"DATABASE_URL uses the scheme {parsed.drivername!r}; pixsim7 needs PostgreSQL "
+            f"through asyncpg: use {_EXPECTED_FORM} or postgresql+asyncpg://..."
+        )
+    return parsed.set(drivername="postgresql+asyncpg")
+
+
+def _mask(url: URL) -> str:
+    query = dict(url.query)
+    if "password" in query:
+        query["password"] = "***"
+    return url.set(query=query).render_as_string(hide_password=True)
+
+
+def _create_missing(sync_conn: Connection, tables: list[Table]) -> list[str]:
+    inspector = inspect(sync_conn)
+    missing = [t for t in tables if not inspector.has_table(t.name, schema=t.schema)]
+    for table in sort_tables(missing):
+        table.create(sync_conn, checkfirst=False)
+    return [t.fullname for t in missing]
+
+
+class Database:
+    """One PostgreSQL database reached through an asyncpg connection pool."""
+
+    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+        if not connect_timeout > 0:
+            raise DatabaseConfigError(
+                f"database connect timeout must be positive, got {connect_timeout!r}; "
+                "check DATABASE_CONNECT_TIMEOUT"
+            )
+        self.url: URL = parse_database_url(url)
+        self.safe_url: str = _mask(self.url)
+        self.connect_timeout = connect_timeout
+        self.engine: AsyncEngine = create_async_engine(
+            self.url,
+            pool_pre_ping=True,
+            pool_timeout=connect_timeout,
+            # asyncpg's own bound covers TCP connect plus the startup/auth exchange, so a server
+            # that accepts connections but never answers cannot stall a pool checkout forever.
+            connect_args={"timeout": connect_timeout},
+        )
+        self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._abandoned: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Database {self.safe_url}>"
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An AsyncSession that keeps attributes loaded after commit; the caller commits."""
+        async with self._sessionmaker() as session:
+            yield session
+
+    async def ping(self, timeout: float) -> None:
+        """Run SELECT 1 within `timeout` seconds; raise TimeoutError or the driver error if not."""
+        probe = asyncio.create_task(self._select_one(), name=f"ping {self.safe_url}")
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(probe)
+        except TimeoutError:
+            self._abandon(probe)
+            raise TimeoutError(
+                f"database {self.safe_url} did not answer SELECT 1 within {timeout:g}s"
+            ) from None
+        except BaseException:
+            self._abandon(probe)
+            raise
+
+    async def _select_one(self) -> None:
+        conn = await self.engine.connect()
+        try:
+            await conn.execute(text("SELECT 1"))
+        except BaseException:
+            # A connection that failed or was cancelled mid-query may still be waiting for a
+            # reply; throw it away so the pool never hands it out again.
+            await _invalidate(conn)
+            raise
+        finally:
+            await conn.close()
+
+    def _abandon(self, probe: asyncio.Task[None]) -> None:
+        # SQLAlchemy closes a cancelled connection gracefully, which can itself wait on a silent
+        # server; the caller gets its answer now and the cleanup finishes in the background.
+        if probe.done():
+            return
+        probe.cancel()
+        self._abandoned.add(probe)
+        probe.add_done_callback(self._forget)
+
+    def _forget(self, probe: asyncio.Task[None]) -> None:
+        self._abandoned.discard(probe)
+        if not probe.cancelled():
+            probe.exception()
+
+    async def create_schema(self, tables: Iterable[Table]) -> list[str]:
+        """Create the tables that do not exist yet and return their names, in the given order."""
+        wanted = list(dict.fromkeys(tables))
+        if not wanted:
+            return []
+        async with self.engine.begin() as conn:
+            # Transaction-scoped lock: replicas starting together queue here, and each later one
+            # sees the tables the first committed instead of racing it to CREATE them.
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY}
+            )
+            created = await conn.run_sync(_create_missing, wanted)
+        if created:
+            logger.info("created tables %s in %s", ", ".join(created), self.safe_url)
+        return created
+
+    async def dispose(self) -> None:
+        """Close pooled connections, giving up after the connect timeout on a silent server."""
+        if self._abandoned:
+            await asyncio.wait(set(self._abandoned), timeout=self.connect_timeout)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                await self.engine.dispose()
+        except TimeoutError:
+            logger.warning(
+                "closing connections to %s took longer than %gs; dropping them",
+                self.safe_url,
+                self.connect_timeout,
+            )
+
+
+async def _invalidate(conn: AsyncConnection) -> None:
+    try:
+        await conn.invalidate()
+    except Exception:
+        logger.debug("invalidating a failed database connection raised", exc_info=True)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """FastAPI dependency: a session on `request.app.state.db`; 503 if there is no database."""
+    db: Database | None = getattr(request.app.state, "db", None)
+    if db is None:
+        raise HTTPException(
+            status_code=503,
+            detail="database is not configured: set DATABASE_URL and restart the backend",
+        )
+    async with db.session() as session:
+        yield session
+
+
+get_db = get_session

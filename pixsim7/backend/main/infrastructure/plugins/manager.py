@@ -1,0 +1,556 @@
+"""Discovery, dependency ordering, loading and enabling of one folder of plugins.
+
+Usage, inside the app's lifespan::
+
+    manager = PluginManager("feature", settings.feature_plugins_dir,
+                            fail_fast=settings.plugin_fail_fast)
+    manager.discover()
+    await manager.load_all(context_factory_from_app(app))
+    await manager.enable_all(app)
+    ...
+    await manager.disable_all()
+
+Each failure is recorded on the plugin's `PluginState`; a required plugin's failure, or any
+failure while `fail_fast` is on, raises `PluginStartupError` instead of continuing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Literal
+
+from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
+
+from .context import ContextFactory, PluginContext
+from .loader import call_hook, describe_error, load_package, namespace_token, unload_package
+from .manifest import (
+    MANIFEST_FILENAME,
+    PLUGIN_KINDS,
+    PluginManifest,
+    PluginManifestError,
+    load_manifest,
+)
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI versions that copy included routes into the app's list
+    iter_route_contexts = None
+
+logger = logging.getLogger("pixsim7.plugins")
+
+PluginStatus = Literal["discovered", "loaded", "enabled", "disabled", "failed"]
+API_PREFIX = "/api/v1"
+HOOK_NAMES = ("on_load", "on_enable", "on_disable")
+
+# The setting that points at each kind's folder, for error messages.
+DIRECTORY_SETTINGS = {"feature": "feature_plugins_dir", "route": "route_plugins_dir"}
+
+
+class PluginStartupError(RuntimeError):
+    """A plugin failure that stops startup: a required plugin, or any plugin under fail-fast."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        plugin_id: str | None = None,
+        manifest_path: Path | None = None,
+        cause: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.plugin_id = plugin_id
+        self.manifest_path = manifest_path
+        self.cause = cause
+
+
+class PluginDependencyError(RuntimeError):
+    """A plugin cannot load because of its dependencies (missing, failed, disabled, cyclic)."""
+
+
+@dataclass
+class PluginState:
+    """What the manager knows about one plugin; `error` is `ExceptionClass: message`."""
+
+    id: str
+    name: str
+    version: str
+    kind: str
+    required: bool
+    enabled_in_manifest: bool
+    folder: Path
+    manifest_path: Path
+    status: PluginStatus = "discovered"
+    error: str | None = None
+    dependencies: tuple[str, ...] = ()
+    routes: list[str] = field(default_factory=list)
+    description: str | None = None
+    prefix: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able view used by `PluginManager.summary()`."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "status": self.status,
+            "required": self.required,
+            "enabled_in_manifest": self.enabled_in_manifest,
+            "dependencies": list(self.dependencies),
+            "routes": list(self.routes),
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Runtime:
+    # Live objects kept out of PluginState so that state stays plain data.
+    module: ModuleType | None = None
+    module_name: str | None = None
+    context: PluginContext | None = None
+    route_objects: list[BaseRoute] = field(default_factory=list)
+
+
+class PluginManager:
+    """Loads the plugins of one kind from one directory; one instance per app."""
+
+    def __init__(self, kind: str, directory: Path, *, fail_fast: bool) -> None:
+        if kind not in PLUGIN_KINDS:
+            raise ValueError(f"plugin kind {kind!r} is unknown; use one of {PLUGIN_KINDS}")
+        self.kind = kind
+        self.directory = Path(directory)
+        self.fail_fast = bool(fail_fast)
+        self._plugins: dict[str, PluginState] = {}
+        self._runtime: dict[str, _Runtime] = {}
+        self._order: list[str] = []
+        self._token = namespace_token(kind)
+        self._discovered = False
+        self._loaded = False
+        self._app: FastAPI | None = None
+
+    @property
+    def plugins(self) -> dict[str, PluginState]:
+        """Plugin states by id: folder order after `discover()`, load order after `load_all()`."""
+        return self._plugins
+
+    def get(self, plugin_id: str) -> PluginState | None:
+        """The state of `plugin_id`, or None if no such plugin was discovered."""
+        return self._plugins.get(plugin_id)
+
+    def context(self, plugin_id: str) -> PluginContext:
+        """The context the plugin's hooks received; exists once the plugin has loaded."""
+        runtime = self._runtime.get(plugin_id)
+        if runtime is None or runtime.context is None:
+            known = ", ".join(self._plugins) or "none"
+            raise LookupError(
+                f"{self.kind} plugin {plugin_id!r} has no context: it was not discovered or did "
+                f"not load (known {self.kind} plugins: {known})"
+            )
+        return runtime.context
+
+    def module(self, plugin_id: str) -> ModuleType | None:
+        """The plugin's imported package, or None if it never imported."""
+        runtime = self._runtime.get(plugin_id)
+        return runtime.module if runtime else None
+
+    def enabled_ids(self) -> list[str]:
+        """Ids of enabled plugins, in load order."""
+        return [pid for pid, s in self._plugins.items() if s.status == "enabled"]
+
+    def failed_ids(self) -> list[str]:
+        """Ids of failed plugins, in order."""
+        return [pid for pid, s in self._plugins.items() if s.status == "failed"]
+
+    def required_failed_ids(self) -> list[str]:
+        """Ids of failed plugins whose manifest says `required = true`."""
+        return [pid for pid, s in self._plugins.items() if s.status == "failed" and s.required]
+
+    def summary(self) -> dict[str, Any]:
+        """Kind, fail-fast flag and each plugin's status; JSON-able and deterministic."""
+        return {
+            "kind": self.kind,
+            "fail_fast": self.fail_fast,
+            "plugins": [state.as_dict() for state in self._plugins.values()],
+        }
+
+    def discover(self) -> dict[str, PluginState]:
+        """Read every plugin folder's manifest (folders sorted by name)."""
+        if self._discovered:
+            raise RuntimeError(f"{self.kind} plugins in {self.directory} were already discovered")
+        self._discovered = True
+        if not self.directory.is_dir():
+            setting = DIRECTORY_SETTINGS[self.kind]
+            raise PluginStartupError(
+                f"{self.kind} plugin directory {self.directory} does not exist; create it or "
+                f"point the {setting.upper()} setting at an existing folder"
+            )
+        folders_by_id: dict[str, Path] = {}
+        for folder in sorted(self.directory.iterdir(), key=lambda p: p.name):
+            if not self._is_plugin_folder(folder):
+                continue
+            manifest_path = folder / MANIFEST_FILENAME
+            try:
+                manifest = load_manifest(manifest_path, self.kind)
+            except Exception as exc:
+                # Without a readable manifest the folder name is the only identity available.
+                state = self._broken_state(folder, manifest_path)
+                if state.id in self._plugins:
+                    state.id = f"{state.id}@{folder.name}"
+                self._plugins[state.id] = state
+                self._fail(state, exc)
+                continue
+            if manifest.id in self._plugins:
+                self._duplicate(manifest, folder, folders_by_id[manifest.id])
+                continue
+            folders_by_id[manifest.id] = folder
+            self._plugins[manifest.id] = self._state_from_manifest(manifest, folder, manifest_path)
+        return self._plugins
+
+    async def load_all(self, context_factory: ContextFactory) -> None:
+        """Import plugins in dependency order and run their `on_load(ctx)` hooks.
+
+        `context_factory(plugin_id)` returns the `PluginContext` for one plugin; it is called
+        once per plugin, and that context is passed to all of the plugin's hooks. Use
+        `context_factory_from_app(app)` to build contexts from `app.state`.
+        """
+        if self._loaded:
+            raise RuntimeError(f"{self.kind} plugins in {self.directory} were already loaded")
+        if not self._discovered:
+            self.discover()
+        self._loaded = True
+        cyclic = self._cyclic_groups()
+        for group in cyclic:
+            for pid in group:
+                state = self._plugins[pid]
+                if state.status != "failed":
+                    self._fail(
+                        state,
+                        PluginDependencyError(
+                            f"dependency cycle among plugins {', '.join(group)}; "
+                            "remove one of these dependencies"
+                        ),
+                    )
+        self._order = self._dependency_order({pid for group in cyclic for pid in group})
+        # Keep `plugins` in load order so summaries read top to bottom as startup happened.
+        self._plugins = {pid: self._plugins[pid] for pid in self._order}
+        for pid in self._order:
+            state = self._plugins[pid]
+            if state.status != "discovered":
+                continue
+            if not state.enabled_in_manifest:
+                state.status = "disabled"
+                logger.info("%s plugin %s is disabled in %s", self.kind, pid, state.manifest_path)
+                continue
+            problem = self._dependency_problem(state, ok_status="loaded")
+            if problem is not None:
+                self._fail(state, PluginDependencyError(problem))
+                continue
+            await self._load_one(state, context_factory)
+
+    async def enable_all(self, app: FastAPI) -> None:
+        """Include each loaded plugin's `router` into `app` and run its `on_enable(ctx)` hook.
+
+        Route plugins mount under `/api/v1` + manifest prefix; feature plugins under
+        `/api/v1/plugins/<id>` unless the manifest gives a prefix (then `/api/v1` + prefix).
+        """
+        if not self._loaded:
+            raise RuntimeError(
+                f"{self.kind} plugins in {self.directory} must be loaded (load_all) "
+                "before enable_all"
+            )
+        self._app = app
+        for pid in self._order:
+            state = self._plugins[pid]
+            if state.status != "loaded":
+                continue
+            problem = self._dependency_problem(state, ok_status="enabled")
+            if problem is not None:
+                self._fail(state, PluginDependencyError(problem))
+                continue
+            await self._enable_one(state, app)
+        # FastAPI caches the schema on first request; plugins may have added routes since.
+        app.openapi_schema = None
+
+    async def disable_all(self) -> None:
+        """Run `on_disable(ctx)` for enabled plugins in reverse order; hook errors are logged."""
+        for pid in reversed(self._order):
+            state = self._plugins[pid]
+            if state.status != "enabled":
+                continue
+            runtime = self._runtime[pid]
+            hook = getattr(runtime.module, "on_disable", None)
+            state.status = "disabled"
+            if hook is None:
+                continue
+            try:
+                await call_hook(hook, runtime.context)
+            except Exception as exc:
+                state.error = describe_error(exc)
+                logger.exception(
+                    "%s plugin %s: on_disable raised (%s); continuing with the others",
+                    self.kind,
+                    pid,
+                    state.manifest_path,
+                )
+        for runtime in self._runtime.values():
+            if runtime.module_name is not None:
+                unload_package(runtime.module_name)
+        self._app = None
+
+    def _is_plugin_folder(self, folder: Path) -> bool:
+        if not folder.is_dir() or folder.name.startswith(("_", ".")):
+            return False
+        # A folder with neither file is not a plugin attempt (for example a data folder).
+        return (folder / MANIFEST_FILENAME).exists() or (folder / "__init__.py").exists()
+
+    def _state_from_manifest(
+        self, manifest: PluginManifest, folder: Path, manifest_path: Path
+    ) -> PluginState:
+        return PluginState(
+            id=manifest.id,
+            name=manifest.name,
+            version=manifest.version,
+            kind=self.kind,
+            required=manifest.required,
+            enabled_in_manifest=manifest.enabled,
+            folder=folder,
+            manifest_path=manifest_path,
+            dependencies=manifest.dependencies,
+            description=manifest.description,
+            prefix=manifest.prefix,
+        )
+
+    def _broken_state(self, folder: Path, manifest_path: Path) -> PluginState:
+        return PluginState(
+            id=folder.name,
+            name=folder.name,
+            version="",
+            kind=self.kind,
+            required=False,
+            enabled_in_manifest=True,
+            folder=folder,
+            manifest_path=manifest_path,
+        )
+
+    def _duplicate(self, manifest: PluginManifest, folder: Path, first_folder: Path) -> None:
+        # Neither copy can be trusted to be the intended one, so the id as a whole fails.
+        state = self._plugins[manifest.id]
+        state.required = state.required or manifest.required
+        self._fail(
+            state,
+            PluginManifestError(
+                folder / MANIFEST_FILENAME,
+                f"field 'id': plugin id {manifest.id!r} is declared by both {first_folder} "
+                f"and {folder}; rename one of them",
+            ),
+        )
+
+    def _cyclic_groups(self) -> list[list[str]]:
+        """Strongly connected groups of plugins that depend on each other, in folder order."""
+        ids = list(self._plugins)
+        position = {pid: i for i, pid in enumerate(ids)}
+        edges = {
+            pid: [d for d in self._plugins[pid].dependencies if d in self._plugins] for pid in ids
+        }
+        index: dict[str, int] = {}
+        low: dict[str, int] = {}
+        stack: list[str] = []
+        on_stack: set[str] = set()
+        groups: list[list[str]] = []
+        counter = 0
+
+        def visit(root: str) -> None:
+            nonlocal counter
+            # Iterative Tarjan: plugin graphs are small, but recursion limits are not worth risking.
+            work: list[tuple[str, int]] = [(root, 0)]
+            while work:
+                node, i = work.pop()
+                if i == 0:
+                    index[node] = low[node] = counter
+                    counter += 1
+                    stack.append(node)
+                    on_stack.add(node)
+                if i < len(edges[node]):
+                    work.append((node, i + 1))
+                    nxt = edges[node][i]
+                    if nxt not in index:
+                        work.append((nxt, 0))
+                    elif nxt in on_stack:
+                        low[node] = min(low[node], index[nxt])
+                    continue
+                if low[node] == index[node]:
+                    group = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.append(member)
+                        if member == node:
+                            break
+                    if len(group) > 1 or node in edges[node]:
+                        groups.append(sorted(group, key=position.__getitem__))
+                if work:
+                    parent = work[-1][0]
+                    low[parent] = min(low[parent], low[node])
+
+        for pid in ids:
+            if pid not in index:
+                visit(pid)
+        return sorted(groups, key=lambda g: position[g[0]])
+
+    def _dependency_order(self, cyclic: set[str]) -> list[str]:
+        """Stable topological order: among ready plugins, the earliest folder goes first."""
+        ids = list(self._plugins)
+        position = {pid: i for i, pid in enumerate(ids)}
+        dependents: dict[str, list[str]] = {pid: [] for pid in ids}
+        waiting: dict[str, int] = {}
+        for pid in ids:
+            # Edges from cyclic plugins are dropped; those plugins already failed.
+            deps = [
+                d for d in self._plugins[pid].dependencies if d in self._plugins and d not in cyclic
+            ]
+            waiting[pid] = len(deps)
+            for dep in deps:
+                dependents[dep].append(pid)
+        ready = [position[pid] for pid in ids if waiting[pid] == 0]
+        heapq.heapify(ready)
+        order: list[str] = []
+        while ready:
+            pid = ids[heapq.heappop(ready)]
+            order.append(pid)
+            for dependent in dependents[pid]:
+                waiting[dependent] -= 1
+                if waiting[dependent] == 0:
+                    heapq.heappush(ready, position[dependent])
+        # Anything left depends only on cyclic plugins via edges already dropped; keep it listed.
+        order.extend(pid for pid in ids if pid not in order)
+        return order
+
+    def _dependency_problem(self, state: PluginState, *, ok_status: str) -> str | None:
+        for dep in state.dependencies:
+            dep_state = self._plugins.get(dep)
+            if dep_state is None:
+                return (
+                    f"depends on {dep!r}, which is not installed in {self.directory}; "
+                    f"add the {dep!r} plugin or remove it from dependencies"
+                )
+            if dep_state.status == "disabled":
+                return (
+                    f"dependency {dep!r} is disabled; enable it in {dep_state.manifest_path} "
+                    f"or disable {state.id!r} too"
+                )
+            if dep_state.status != ok_status:
+                return f"dependency {dep!r} failed"
+        return None
+
+    async def _load_one(self, state: PluginState, context_factory: ContextFactory) -> None:
+        runtime = self._runtime.setdefault(state.id, _Runtime())
+        module_name = f"{self._token}_{state.id}"
+        try:
+            runtime.context = context_factory(state.id)
+            module = load_package(state.folder, module_name)
+            runtime.module, runtime.module_name = module, module_name
+            self._check_module(module)
+            hook = getattr(module, "on_load", None)
+            if hook is not None:
+                await call_hook(hook, runtime.context)
+        except Exception as exc:
+            unload_package(module_name)
+            runtime.module = runtime.module_name = None
+            self._fail(state, exc)
+            return
+        state.status = "loaded"
+        logger.debug("%s plugin %s loaded", self.kind, state.id)
+
+    def _check_module(self, module: ModuleType) -> None:
+        router = getattr(module, "router", None)
+        if router is not None and not isinstance(router, APIRouter):
+            raise TypeError(
+                f"module attribute 'router' is a {type(router).__name__}; "
+                "it must be a fastapi.APIRouter or absent"
+            )
+        for name in HOOK_NAMES:
+            hook = getattr(module, name, None)
+            if hook is not None and not callable(hook):
+                raise TypeError(f"module attribute {name!r} must be a function taking ctx")
+
+    async def _enable_one(self, state: PluginState, app: FastAPI) -> None:
+        runtime = self._runtime[state.id]
+        router: APIRouter | None = getattr(runtime.module, "router", None)
+        try:
+            if router is not None:
+                before = {id(route) for route in app.router.routes}
+                app.include_router(router, prefix=self._router_prefix(state))
+                runtime.route_objects = [r for r in app.router.routes if id(r) not in before]
+                state.routes = [d for r in runtime.route_objects for d in _describe_routes(r)]
+            hook = getattr(runtime.module, "on_enable", None)
+            if hook is not None:
+                await call_hook(hook, runtime.context)
+        except Exception as exc:
+            # Take the plugin's routes back out so a failed plugin serves nothing.
+            removed = {id(r) for r in runtime.route_objects}
+            app.router.routes[:] = [r for r in app.router.routes if id(r) not in removed]
+            runtime.route_objects = []
+            state.routes = []
+            self._fail(state, exc)
+            return
+        state.status = "enabled"
+        logger.info(
+            "%s plugin %s %s enabled (%d routes)",
+            self.kind,
+            state.id,
+            state.version,
+            len(state.routes),
+        )
+
+    def _router_prefix(self, state: PluginState) -> str:
+        if state.prefix is not None:
+            return API_PREFIX + state.prefix
+        if self.kind == "feature":
+            return f"{API_PREFIX}/plugins/{state.id}"
+        return API_PREFIX
+
+    def _fail(self, state: PluginState, exc: BaseException) -> None:
+        state.status = "failed"
+        state.error = describe_error(exc)
+        raise_now = state.required or self.fail_fast
+        # Manifest and dependency problems are fully described by their message.
+        if isinstance(exc, PluginDependencyError | PluginManifestError):
+            logger.error("%s plugin %s failed: %s", self.kind, state.id, state.error)
+        else:
+            logger.error("%s plugin %s failed: %s", self.kind, state.id, state.error, exc_info=exc)
+        if not raise_now:
+            return
+        if state.required:
+            why = "required"
+            hint = "fix the plugin, or set required = false in its manifest to start without it"
+        else:
+            why = "optional"
+            hint = (
+                "fix the plugin, set enabled = false in its manifest, or set "
+                "PLUGIN_FAIL_FAST=false to start without it"
+            )
+        raise PluginStartupError(
+            f"{why} {self.kind} plugin {state.id!r} ({state.manifest_path}) failed: "
+            f"{state.error}; {hint}",
+            plugin_id=state.id,
+            manifest_path=state.manifest_path,
+            cause=state.error,
+        ) from exc
+
+
+def _describe_routes(route: BaseRoute) -> list[str]:
+    # Newer FastAPI includes a router as one lazy entry; expand it to the routes it serves.
+    if iter_route_contexts is not None:
+        contexts: list[Any] = list(iter_route_contexts([route]))
+    else:
+        contexts = [route]
+    described = []
+    for item in contexts:
+        path = getattr(item, "path", None) or repr(item)
+        methods = getattr(item, "methods", None)
+        described.append(f"{','.join(sorted(methods))} {path}" if methods else str(path))
+    return described

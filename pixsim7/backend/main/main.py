@@ -1,0 +1,56 @@
+"""The FastAPI entry point: `create_app(settings)`, its `lifespan`, and a lazily built `app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup
+from pixsim7.backend.main.infrastructure.events import websocket
+from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
+from pixsim7.backend.main.shared.config import Settings, get_settings
+from pixsim7.backend.main.startup import PLANS, StartupTimeline, resolve_directory, run_plan
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the app's startup plan; on the way out, tear down what started, in reverse."""
+    async with run_plan(app, PLANS[app.state.profile], app.state.profile):
+        yield
+
+
+def create_app(settings: Settings | None = None, *, profile: str = "api") -> FastAPI:
+    """Build an app that owns all its registries and managers (on `app.state`)."""
+    settings = settings or get_settings()
+    app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.profile = profile
+    app.state.lifecycle = "starting"
+    app.state.startup = StartupTimeline()
+    # Middleware can only be added before the app serves, so it is discovered here.
+    middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
+    middleware.discover()
+    middleware.install(app, settings)
+    app.state.middleware_manager = middleware
+    app.include_router(health.router)
+    app.include_router(admin_plugins.router)
+    app.include_router(admin_startup.router)
+    app.include_router(websocket.router)
+    return app
+
+
+_app: FastAPI | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # `uvicorn pixsim7.backend.main.main:app` still works; importing builds nothing.
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(name)

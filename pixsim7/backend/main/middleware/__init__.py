@@ -1,0 +1,1 @@
+"""Middleware plugin folders, installed by MiddlewareManager; not imported as a package."""

@@ -1,0 +1,1 @@
+"""Feature plugin folders, loaded by PluginManager; not imported as a package."""

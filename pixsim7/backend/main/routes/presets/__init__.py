@@ -1,0 +1,140 @@
+"""GET and POST /api/v1/presets: saved generation presets, stored in the database."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+MODEL_NAME = "GenerationPreset"
+CREATED_EVENT = "preset.created"
+
+logger = logging.getLogger("pixsim7.plugins.presets")
+
+
+class PresetCreate(BaseModel):
+    """The body of POST /api/v1/presets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    provider_id: str = Field(min_length=1, max_length=64)
+    operation: str = Field(min_length=1, max_length=64)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PresetOut(BaseModel):
+    """A stored preset."""
+
+    id: int
+    name: str
+    provider_id: str
+    operation: str
+    params: dict[str, Any]
+    created_at: datetime | None = None
+
+
+def _state(request: Request, key: str) -> Any:
+    value = getattr(request.app.state, key, None)
+    if value is None:
+        raise HTTPException(
+            status_code=503, detail=f"presets are unavailable: the app has no {key} service"
+        )
+    return value
+
+
+def _out(row: Any) -> PresetOut:
+    return PresetOut(
+        id=row.id,
+        name=row.name,
+        provider_id=row.provider_id,
+        operation=row.operation,
+        params=dict(row.params or {}),
+        created_at=row.created_at,
+    )
+
+
+def _conflict(name: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_409_CONFLICT,
+        detail=f"a preset named {name!r} already exists; choose another name",
+    )
+
+
+def _check_provider(request: Request, body: PresetCreate) -> None:
+    known = sorted(p.id for p in _state(request, "providers").list())
+    if body.provider_id not in known:
+        # Same shape as FastAPI's own validation errors, so clients handle one format.
+        raise HTTPException(
+            status_code=422,
+            detail=[
+                {
+                    "type": "unknown_provider",
+                    "loc": ["body", "provider_id"],
+                    "msg": f"unknown provider {body.provider_id!r}; known providers: "
+                    f"{', '.join(known) or 'none'}",
+                    "input": body.provider_id,
+                }
+            ],
+        )
+
+
+router = APIRouter(tags=["presets"])
+
+
+@router.get("", response_model=list[PresetOut])
+async def list_presets(request: Request) -> list[PresetOut]:
+    """All presets ordered by name."""
+    model = _state(request, "domain_registry").model(MODEL_NAME)
+    async with _state(request, "db").session() as session:
+        rows = (await session.execute(select(model).order_by(model.name))).scalars().all()
+        return [_out(row) for row in rows]
+
+
+@router.post("", response_model=PresetOut, status_code=status.HTTP_201_CREATED)
+async def create_preset(body: PresetCreate, request: Request) -> PresetOut:
+    """Create a preset; 409 if the name is taken, 422 if the provider is unknown."""
+    _check_provider(request, body)
+    model = _state(request, "domain_registry").model(MODEL_NAME)
+    event_bus = _state(request, "event_bus")
+    async with _state(request, "db").session() as session:
+        taken = await session.scalar(select(model.id).where(model.name == body.name))
+        if taken is not None:
+            raise _conflict(body.name)
+        row = model(
+            name=body.name,
+            provider_id=body.provider_id,
+            operation=body.operation,
+            params=body.params,
+        )
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # Another request took the name between the check and the insert.
+            await session.rollback()
+            raise _conflict(body.name) from None
+        # created_at comes from the server default, so read the row back once.
+        await session.refresh(row)
+        preset = _out(row)
+    try:
+        await event_bus.publish(
+            CREATED_EVENT,
+            {
+                "id": preset.id,
+                "name": preset.name,
+                "provider_id": preset.provider_id,
+                "operation": preset.operation,
+            },
+        )
+    except Exception:
+        # The preset is stored; failing the request now would invite a retry that gets a 409.
+        logger.exception(
+            "preset %r was created but publishing %s failed", preset.name, CREATED_EVENT
+        )
+    return preset

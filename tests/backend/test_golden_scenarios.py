@@ -1,0 +1,189 @@
+"""The ten golden startup scenarios: milestones, app.state inventory and health payloads.
+
+Each scenario is one JSON snapshot under __snapshots__/. A changed snapshot is a reviewed change
+in startup behaviour: refresh with `pytest --snapshot-update` and say why in the commit.
+"""
+
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pixsim7.backend.main.main import create_app
+from pixsim7.backend.main.shared.config import PACKAGE_DIR
+from pixsim7.backend.main.startup import StartupAborted
+
+pytestmark = pytest.mark.integration
+
+
+def plugin_dir_with(tmp_path: Path, plugin_id: str, *, required: bool, body: str) -> Path:
+    """A copy of the bundled feature plugins plus one extra plugin."""
+    target = tmp_path / "feature_plugins"
+    shutil.copytree(PACKAGE_DIR / "plugins", target)
+    folder = target / plugin_id
+    folder.mkdir()
+    (folder / "manifest.toml").write_text(textwrap.dedent(f"""
+        id = "{plugin_id}"
+        name = "{plugin_id}"
+        version = "0.1.0"
+        kind = "feature"
+        required = {str(required).lower()}
+    """))
+    (folder / "__init__.py").write_text(textwrap.dedent(body))
+    return target
+
+
+FAILING_ON_LOAD = """
+    def on_load(ctx):
+        raise RuntimeError("weather service unavailable")
+"""
+
+
+async def story(running: Any, *, probe: bool = True) -> dict[str, Any]:
+    """Everything a scenario pins: probes while up, inventory, then milestones after shutdown."""
+    result: dict[str, Any] = {}
+    if running.started:
+        if probe:
+            result["probes"] = await running.probe()
+        result["inventory"] = running.inventory()
+        await running.stop()
+    else:
+        result["startup_error"] = {
+            "type": type(running.startup_error).__name__,
+            "step": getattr(running.startup_error, "step", None),
+        }
+    result["milestones"] = running.normalized_milestones()
+    return result
+
+
+async def test_01_full_startup(app_factory, snapshot_json) -> None:
+    running = await app_factory()
+    assert running.started, running.startup_error
+    data = await story(running)
+    assert data["probes"]["/ready"] == {"status": 200, "body": data["probes"]["/ready"]["body"]}
+    assert data["probes"]["/ready"]["body"]["status"] == "ready"
+    assert data == snapshot_json
+
+
+async def test_02_redis_unreachable_at_startup(app_factory, make_settings, fault_proxy,
+                                               snapshot_json) -> None:
+    redis_proxy = fault_proxy("redis")
+    redis_proxy.cut()
+    running = await app_factory(make_settings(redis_proxy=redis_proxy, redis_connect_timeout=0.5))
+    assert running.started, running.startup_error
+    data = await story(running)
+    ready = data["probes"]["/ready"]
+    assert ready["status"] == 200
+    assert (ready["body"]["status"], ready["body"]["redis"]) == ("degraded", "disconnected")
+    assert data["inventory"]["redis_available"]["summary"] is False
+    assert data == snapshot_json
+
+
+async def test_03_database_unreachable_at_startup(app_factory, make_settings, fault_proxy,
+                                                  snapshot_json) -> None:
+    db_proxy = fault_proxy("postgres")
+    db_proxy.cut()
+    running = await app_factory(make_settings(database_proxy=db_proxy,
+                                              database_connect_timeout=0.5))
+    assert isinstance(running.startup_error, StartupAborted)
+    assert running.startup_error.step == "database"
+    data = await story(running)
+    shutdown = [m["step"] for m in data["milestones"] if m["phase"] == "shutdown"]
+    assert shutdown == ["embedded_services"]  # what had started is torn down
+    assert data == snapshot_json
+
+
+async def test_04_optional_plugin_fails_in_production(app_factory, make_settings, tmp_path,
+                                                      snapshot_json) -> None:
+    plugins = plugin_dir_with(tmp_path, "weather", required=False, body=FAILING_ON_LOAD)
+    settings = make_settings(debug=False, secret_key="production-secret",
+                             plugin_fail_fast=False, feature_plugins_dir=plugins)
+    running = await app_factory(settings)
+    assert running.started, running.startup_error
+    data = await story(running)
+    ready = data["probes"]["/ready"]
+    assert ready["status"] == 200 and ready["body"]["status"] == "degraded"
+    assert ready["body"]["plugins"]["failed"] == ["weather"]
+    assert data == snapshot_json
+
+
+async def test_05_required_plugin_fails(app_factory, make_settings, tmp_path,
+                                        snapshot_json) -> None:
+    plugins = plugin_dir_with(tmp_path, "weather", required=True, body=FAILING_ON_LOAD)
+    running = await app_factory(make_settings(debug=False, secret_key="production-secret",
+                                              plugin_fail_fast=False,
+                                              feature_plugins_dir=plugins))
+    assert isinstance(running.startup_error, StartupAborted)
+    assert running.startup_error.step == "plugins"
+    assert "weather" in str(running.startup_error)
+    assert await story(running) == snapshot_json
+
+
+async def test_06_optional_plugin_fails_with_fail_fast(app_factory, make_settings, tmp_path,
+                                                       snapshot_json) -> None:
+    plugins = plugin_dir_with(tmp_path, "weather", required=False, body=FAILING_ON_LOAD)
+    running = await app_factory(make_settings(plugin_fail_fast=True,
+                                              feature_plugins_dir=plugins))
+    assert isinstance(running.startup_error, StartupAborted)
+    assert running.startup_error.step == "plugins"
+    assert await story(running) == snapshot_json
+
+
+async def test_07_database_lost_after_startup_then_restored(app_factory, make_settings,
+                                                            fault_proxy, snapshot_json) -> None:
+    db_proxy = fault_proxy("postgres")
+    running = await app_factory(make_settings(database_proxy=db_proxy, ready_cache_ttl=0))
+    assert running.started, running.startup_error
+    phases = {"before": await running.probe(["/ready"])}
+    db_proxy.cut()
+    phases["lost"] = await running.probe(["/", "/ready", "/health"])
+    db_proxy.restore()
+    phases["restored"] = await running.probe(["/ready"])
+    assert phases["lost"]["/ready"]["status"] == 503
+    assert phases["lost"]["/ready"]["body"]["status"] == "unavailable"
+    assert phases["lost"]["/"]["status"] == 200
+    assert phases["restored"]["/ready"]["status"] == 200
+    data = await story(running, probe=False)
+    assert {"phases": phases, **data} == snapshot_json
+
+
+async def test_08_worker_profile(app_factory, app_settings, snapshot_json) -> None:
+    running = await app_factory(app_settings,
+                                factory=lambda settings: create_app(settings, profile="worker"))
+    assert running.started, running.startup_error
+    data = await story(running, probe=False)
+    steps = [m["step"] for m in data["milestones"] if m["phase"] == "startup"]
+    assert "plugins" not in steps and "redis" in steps
+    assert data == snapshot_json
+
+
+async def test_09_directories_moved_by_environment(app_factory, make_settings, tmp_path,
+                                                   monkeypatch, snapshot_json) -> None:
+    moved = tmp_path / "deploy"
+    for source, name in (("plugins", "FEATURE_PLUGINS_DIR"), ("routes", "ROUTE_PLUGINS_DIR"),
+                         ("middleware", "MIDDLEWARE_DIR")):
+        shutil.copytree(PACKAGE_DIR / source, moved / source)
+        monkeypatch.setenv(name, str(moved / source))
+    shutil.rmtree(moved / "plugins" / "game_stealth")  # this deployment leaves one out
+    running = await app_factory(make_settings())
+    assert running.started, running.startup_error
+    data = await story(running)
+    settings = data["inventory"]["settings"]["summary"]
+    assert settings["feature_plugins_dir"] == "<tmp_path>/deploy/plugins"
+    assert settings["middleware_dir"] == "<tmp_path>/deploy/middleware"
+    assert data == snapshot_json
+
+
+async def test_10_shutdown_order(app_factory, snapshot_json) -> None:
+    running = await app_factory()
+    assert running.started, running.startup_error
+    await running.stop()
+    startup = [m["step"] for m in running.milestones if m["phase"] == "startup"]
+    shutdown = [m["step"] for m in running.milestones if m["phase"] == "shutdown"]
+    with_teardown = [s for s in startup if s in shutdown]
+    assert shutdown == list(reversed(with_teardown))
+    assert shutdown == snapshot_json

@@ -1,0 +1,79 @@
+"""The /api/v1/ws/events endpoint streams published events to connected clients."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from pixsim7.backend.main.infrastructure.events import (
+    EventBus,
+    MetricsHandler,
+    WebSocketHub,
+    register_core_handlers,
+)
+from pixsim7.backend.main.infrastructure.events.websocket import router
+
+
+def build_app() -> tuple[FastAPI, EventBus, WebSocketHub, MetricsHandler]:
+    app = FastAPI()
+    bus, hub, metrics = EventBus(), WebSocketHub(), MetricsHandler()
+    register_core_handlers(bus, hub, metrics=metrics)
+    app.state.event_bus = bus
+    app.state.ws_hub = hub
+    app.include_router(router)
+    return app, bus, hub, metrics
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
+
+
+def test_published_event_reaches_a_connected_client() -> None:
+    app, bus, hub, metrics = build_app()
+    with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as ws:
+        wait_for(lambda: hub.connection_count == 1)
+        ws.portal.call(bus.publish, "generation.completed", {"job_id": 42})
+
+        message = ws.receive_json()
+        assert message["type"] == "generation.completed"
+        assert message["payload"] == {"job_id": 42}
+        assert isinstance(message["timestamp"], float)
+
+        ws.send_text("client chatter is ignored")
+        ws.portal.call(bus.publish, "generation.started", None)
+        assert ws.receive_json()["type"] == "generation.started"
+    wait_for(lambda: hub.connection_count == 0)
+    assert metrics.snapshot()["total"] == 2
+
+
+def test_two_clients_each_get_the_event() -> None:
+    app, bus, hub, _ = build_app()
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/api/v1/ws/events") as first,
+        client.websocket_connect("/api/v1/ws/events") as second,
+    ):
+        wait_for(lambda: hub.connection_count == 2)
+        first.portal.call(bus.publish, "world.saved", {"id": 1})
+        assert first.receive_json()["payload"] == {"id": 1}
+        assert second.receive_json()["payload"] == {"id": 1}
+
+
+def test_endpoint_refuses_when_no_hub_is_running() -> None:
+    app = FastAPI()
+    app.include_router(router)
+    with (
+        TestClient(app) as client,
+        pytest.raises(WebSocketDisconnect) as info,
+        client.websocket_connect("/api/v1/ws/events"),
+    ):
+        pass
+    assert info.value.code == 1011
