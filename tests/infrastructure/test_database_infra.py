@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated
 
 import asyncpg
 import httpx
@@ -242,7 +243,7 @@ async def test_get_session_dependency(database_url: str) -> None:
     app = FastAPI()
 
     @app.get("/one")
-    async def one(session: AsyncSession = Depends(get_session)) -> dict[str, int]:
+    async def one(session: Annotated[AsyncSession, Depends(get_session)]) -> dict[str, int]:
         return {"value": await session.scalar(text("SELECT 1"))}
 
     transport = httpx.ASGITransport(app=app)

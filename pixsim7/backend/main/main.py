@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.state.profile = profile
     app.state.lifecycle = "starting"
     app.state.startup = StartupTimeline()
+    app.state.readiness = health.ReadinessChecker(app)
     # Middleware can only be added before the app serves, so it is discovered here.
     middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
     middleware.discover()

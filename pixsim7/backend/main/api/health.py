@@ -28,6 +28,11 @@ class ReadinessChecker:
         self._cached: tuple[float, dict[str, str]] | None = None
         self._inflight: asyncio.Task[dict[str, str]] | None = None
 
+    def summary(self) -> dict[str, Any]:
+        settings = self.app.state.settings
+        return {"check_timeout": settings.ready_check_timeout,
+                "cache_ttl": settings.ready_cache_ttl}
+
     async def dependencies(self) -> dict[str, str]:
         """`database` and `redis` states, fresh or at most READY_CACHE_TTL seconds old."""
         settings = self.app.state.settings
@@ -66,7 +71,7 @@ class ReadinessChecker:
 
 def _checker(app: FastAPI) -> ReadinessChecker:
     checker = getattr(app.state, "readiness", None)
-    if checker is None:
+    if checker is None:  # an app not built by create_app
         checker = app.state.readiness = ReadinessChecker(app)
     return checker
 

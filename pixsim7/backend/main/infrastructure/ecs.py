@@ -69,6 +69,9 @@ class ComponentRegistry:
             grouped.setdefault(self._components[name].owner, []).append(name)
         return {owner: grouped[owner] for owner in sorted(grouped)}
 
+    def summary(self) -> dict[str, dict[str, list[str]]]:
+        return {"by_owner": self.by_owner()}
+
 
 def register_core_components(registry: ComponentRegistry) -> int:
     """Register the built-in components on `registry`; return how many were added."""

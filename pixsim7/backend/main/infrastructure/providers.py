@@ -57,6 +57,9 @@ class ProviderRegistry:
         """All provider ids, sorted."""
         return sorted(self._providers)
 
+    def summary(self) -> dict[str, dict[str, list[str]]]:
+        return {p.id: {"name": p.name, "operations": list(p.operations)} for p in self.list()}
+
     def supporting(self, operation: str) -> list[ProviderDescriptor]:
         """Providers that can run `operation`, sorted by id."""
         return [p for p in self.list() if p.supports(operation)]

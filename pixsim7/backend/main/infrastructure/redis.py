@@ -46,9 +46,7 @@ def _split(url: str) -> SplitResult:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018 - a non-numeric port only fails when read
     except ValueError:
-        raise RedisConfigError(
-            f"REDIS_URL is not a valid URL; expected {_EXPECTED_FORM}"
-        ) from None
+        raise RedisConfigError(f"REDIS_URL is not a valid URL; expected {_EXPECTED_FORM}") from None
     if parts.scheme not in _SCHEMES:
         raise RedisConfigError(
             f"REDIS_URL uses the scheme {parts.scheme or '(none)'!r}; use redis://, rediss:// "

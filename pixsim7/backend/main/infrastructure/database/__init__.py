@@ -106,6 +106,9 @@ class Database:
     def __repr__(self) -> str:
         return f"<Database {self.safe_url}>"
 
+    def summary(self) -> dict[str, object]:
+        return {"url": self.safe_url, "connect_timeout": self.connect_timeout}
+
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """An AsyncSession that keeps attributes loaded after commit; the caller commits."""
@@ -161,9 +164,7 @@ class Database:
         async with self.engine.begin() as conn:
             # Transaction-scoped lock: replicas starting together queue here, and each later one
             # sees the tables the first committed instead of racing it to CREATE them.
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY}
-            )
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
             created = await conn.run_sync(_create_missing, wanted)
         if created:
             logger.info("created tables %s in %s", ", ".join(created), self.safe_url)

@@ -100,6 +100,9 @@ class EventBus:
         """(event type, handler name) pairs, in subscription order."""
         return [(s.event_type, s.name) for s in self._subscriptions]
 
+    def summary(self) -> dict[str, Any]:
+        return {"subscriptions": [f"{kind} -> {name}" for kind, name in self.subscriptions()]}
+
     async def close(self) -> None:
         """Drop every subscriber; later publishes reach nobody."""
         self._subscriptions.clear()

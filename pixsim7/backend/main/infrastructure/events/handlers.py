@@ -38,6 +38,9 @@ class MetricsHandler:
             "last_event_at": self.last_event_at,
         }
 
+    def summary(self) -> dict[str, Any]:
+        return self.snapshot()
+
 
 class WebSocketHub:
     """The connected event WebSockets; broadcasts each event to all of them."""
@@ -50,6 +53,9 @@ class WebSocketHub:
     def connection_count(self) -> int:
         """How many sockets are registered."""
         return len(self._sockets)
+
+    def summary(self) -> dict[str, Any]:
+        return {"connections": self.connection_count}
 
     def register(self, websocket: WebSocket) -> None:
         """Start sending events to an accepted `websocket`."""

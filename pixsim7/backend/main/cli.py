@@ -1,0 +1,153 @@
+"""`pixsim7-backend serve | worker | check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from pixsim7.backend.main.main import create_app
+from pixsim7.backend.main.shared.config import Settings, get_settings
+from pixsim7.backend.main.startup import PLANS, StartupAborted, StartupTimeline, run_plan
+
+logger = logging.getLogger("pixsim7.worker")
+JOBS_KEY = "jobs"
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def _load_settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as exc:  # pydantic names the field and the bad value
+        raise SystemExit(f"invalid settings: {exc}") from None
+
+
+def serve(host: str, port: int) -> int:
+    """Run the API under uvicorn; SIGTERM turns /ready 503 and runs the teardowns."""
+    import uvicorn
+
+    app = create_app(_load_settings())
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
+    # a clean shutdown is a normal end of service, so the process exits 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0 if server.started else 3))
+    server.run()
+    return 0 if server.started else 3
+
+
+async def _worker_loop(app, stop: asyncio.Event) -> int:
+    state = app.state
+    key = f"{state.settings.redis_key_prefix}{JOBS_KEY}"
+    processed = 0
+    while not stop.is_set():
+        try:
+            item = await state.redis.blpop([key], timeout=1)
+        except Exception as exc:
+            logger.warning("job queue unavailable (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(1)
+            continue
+        if item is None:
+            continue
+        _, raw = item
+        try:
+            job = json.loads(raw)
+        except ValueError:
+            logger.error("dropped a job that is not JSON from %s", key)
+            continue
+        await state.event_bus.publish("job.processed", {"job": job})
+        processed += 1
+    return processed
+
+
+async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
+    """Start the worker profile and process jobs from Redis until `stop` is set."""
+    stop = stop or asyncio.Event()
+    app = create_app(settings, profile="worker")
+    async with run_plan(app, PLANS["worker"], "worker"):
+        logger.info("worker ready; waiting for jobs on %s%s", settings.redis_key_prefix, JOBS_KEY)
+        processed = await _worker_loop(app, stop)
+    logger.info("worker stopped after %d jobs", processed)
+    return processed
+
+
+def worker() -> int:
+    settings = _load_settings()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except StartupAborted as exc:
+        print(f"worker startup failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def format_timeline(timeline: StartupTimeline) -> str:
+    rows = [("phase", "step", "policy", "status", "ms", "detail")]
+    for record in timeline.records:
+        detail = record.error or ", ".join(f"{k}={v}" for k, v in record.counts.items())
+        rows.append((record.phase, record.step, str(record.policy), record.status,
+                     f"{record.duration_ms:.0f}", detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        for row in rows
+    )
+
+
+def check(profile: str) -> int:
+    """Run startup once and shut down; print each step; non-zero when a required step fails."""
+    app = create_app(_load_settings(), profile=profile)
+
+    async def main() -> None:
+        async with run_plan(app, PLANS[profile], profile):
+            pass
+
+    failed = None
+    try:
+        asyncio.run(main())
+    except StartupAborted as exc:
+        failed = exc
+    print(format_timeline(app.state.startup))
+    if failed is not None:
+        print(f"\nstartup failed at step '{failed.step}': {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pixsim7-backend", description=__doc__)
+    parser.add_argument("--log-level", default="info")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    commands.add_parser("worker", help="run the background worker profile")
+    check_cmd = commands.add_parser("check", help="run startup once and print each step")
+    check_cmd.add_argument("--profile", choices=sorted(PLANS), default="api")
+    args = parser.parse_args(argv)
+    _configure_logging(args.log_level)
+    if args.command == "serve":
+        return serve(args.host, args.port)
+    if args.command == "worker":
+        return worker()
+    return check(args.profile)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
