@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -90,10 +91,13 @@ async def _roundtrip(services: ServiceSet) -> tuple[int, bytes]:
     return value, pong
 
 
-async def test_embedded_backend_starts_and_stops_cleanly(tmp_path) -> None:
-    services = EmbeddedBackend(base_dir=tmp_path).start()
+async def test_embedded_backend_starts_and_stops_cleanly() -> None:
+    # Not under pytest's tmp_path: each new pytest session (the inner runs of other tests)
+    # resets pytest-of-<user> to 0700, which the unprivileged server user must traverse.
+    base = Path(tempfile.mkdtemp(prefix="pixsim7-kit-test-"))
+    services = EmbeddedBackend(base_dir=base).start()
     try:
-        (root,) = list(tmp_path.iterdir())
+        (root,) = list(base.iterdir())
         assert services.postgres_version[0].isdigit() and services.redis_version[0].isdigit()
         assert await _roundtrip(services) == (42, b"up")
         pg_port, redis_port = services.postgres.port, services.redis.port
@@ -104,6 +108,7 @@ async def test_embedded_backend_starts_and_stops_cleanly(tmp_path) -> None:
         with pytest.raises(OSError):
             await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", timeout=1)
     services.stop()  # idempotent
+    base.rmdir()
 
 
 async def test_external_backend_uses_given_servers(kit_services: ServiceSet) -> None:
