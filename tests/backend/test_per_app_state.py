@@ -1,0 +1,156 @@
+"""Every app owns its registries and managers on app.state; legacy names only forward."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pixsim7.backend.main.infrastructure import domain_registry as domain_registry_module
+from pixsim7.backend.main.infrastructure.middleware import manager as middleware_module
+from pixsim7.backend.main.infrastructure.plugins import behavior_registry as behavior_module
+from pixsim7.backend.main.infrastructure.plugins import dependencies as dependencies_module
+from pixsim7.backend.main.infrastructure.providers import ProviderDescriptor
+from pixsim7.backend.main.shared.app_context import NoActiveAppError
+from pixsim7.backend.main.shared.config import PACKAGE_DIR
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+CONTRACT_KEYS = (
+    "settings", "domain_registry", "db", "redis", "redis_available", "providers", "event_bus",
+    "ecs_registry", "plugin_manager", "routes_manager", "behavior_registry",
+    "middleware_manager", "startup",
+)
+# The keys holding mutable objects (everything but settings and the redis_available flag).
+OBJECT_KEYS = tuple(k for k in CONTRACT_KEYS if k not in ("settings", "redis_available"))
+
+# (module-level name, app.state key it stands for)
+LEGACY_NAMES = {
+    "domain_registry": (domain_registry_module.domain_registry, "domain_registry"),
+    "behavior_registry": (behavior_module.behavior_registry, "behavior_registry"),
+    "plugin_manager": (dependencies_module.plugin_manager, "plugin_manager"),
+    "routes_manager": (dependencies_module.routes_manager, "routes_manager"),
+    "middleware_manager": (middleware_module.middleware_manager, "middleware_manager"),
+}
+
+
+def plugins_without(tmp_path: Path, plugin_id: str) -> Path:
+    """A copy of the bundled feature plugins without `plugin_id`."""
+    target = tmp_path / f"feature_plugins_without_{plugin_id}"
+    shutil.copytree(PACKAGE_DIR / "plugins", target)
+    shutil.rmtree(target / plugin_id)
+    return target
+
+
+@pytest.fixture
+async def two_apps(app_factory, make_settings, tmp_path) -> tuple[Any, Any]:
+    """App A with every bundled feature plugin, then app B without game_stealth."""
+    first = await app_factory(make_settings())
+    second = await app_factory(
+        make_settings(feature_plugins_dir=plugins_without(tmp_path, "game_stealth"))
+    )
+    assert first.started, first.startup_error
+    assert second.started, second.startup_error
+    return first, second
+
+
+async def test_started_app_state_holds_every_contract_key(app_factory) -> None:
+    running = await app_factory()
+    assert running.started, running.startup_error
+    missing = [key for key in CONTRACT_KEYS if getattr(running.app.state, key, None) is None]
+    assert missing == []
+
+
+async def test_apps_with_different_plugin_folders_enable_different_plugins(two_apps) -> None:
+    first, second = two_apps
+    assert "game_stealth" in first.app.state.plugin_manager.enabled_ids()
+    assert sorted(second.app.state.plugin_manager.enabled_ids()) == ["mood", "relationships"]
+
+
+async def test_two_apps_share_no_state_object(two_apps) -> None:
+    first, second = two_apps
+    shared = [key for key in OBJECT_KEYS
+              if getattr(first.app.state, key) is getattr(second.app.state, key)]
+    assert shared == []
+
+
+async def test_plugin_registration_in_one_app_is_absent_from_the_other(two_apps) -> None:
+    first, second = two_apps
+    assert "hide" in first.app.state.behavior_registry.ids("effect")
+    assert "hide" not in second.app.state.behavior_registry.ids("effect")
+    assert "stealth_defaults" not in second.app.state.behavior_registry.ids("simulation_config")
+
+
+def forwarding_targets() -> dict[str, Any]:
+    """The object each legacy name forwards to right now."""
+    return {name: forwarder.summary.__self__ for name, (forwarder, _) in LEGACY_NAMES.items()}
+
+
+def state_objects(running: Any) -> dict[str, Any]:
+    return {name: getattr(running.app.state, key) for name, (_, key) in LEGACY_NAMES.items()}
+
+
+async def test_legacy_names_forward_to_the_most_recently_started_app(two_apps) -> None:
+    first, second = two_apps
+    targets, expected = forwarding_targets(), state_objects(second)
+    assert [name for name in LEGACY_NAMES if targets[name] is not expected[name]] == []
+
+
+async def test_legacy_names_fall_back_to_the_earlier_app_once_the_latest_stops(
+    two_apps,
+) -> None:
+    first, second = two_apps
+    await second.stop()
+    targets, expected = forwarding_targets(), state_objects(first)
+    assert [name for name in LEGACY_NAMES if targets[name] is not expected[name]] == []
+
+
+def names_still_forwarding() -> list[str]:
+    """Legacy names that answer instead of raising NoActiveAppError."""
+    answering = []
+    for name, (forwarder, _) in LEGACY_NAMES.items():
+        try:
+            forwarder.summary()
+        except NoActiveAppError:
+            continue
+        answering.append(name)
+    return answering
+
+
+def test_legacy_names_raise_no_active_app_when_no_app_runs() -> None:
+    assert names_still_forwarding() == []
+
+
+async def test_legacy_names_raise_no_active_app_once_the_app_stops(app_factory) -> None:
+    running = await app_factory()
+    assert running.started, running.startup_error
+    assert names_still_forwarding() == list(LEGACY_NAMES)
+    await running.stop()
+    assert names_still_forwarding() == []
+
+
+def test_importing_main_builds_no_app() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", "import pixsim7.backend.main.main as m; print(m._app)"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
+
+
+async def test_request_handlers_read_their_own_app_state(two_apps) -> None:
+    first, second = two_apps
+    first.app.state.providers.register(
+        ProviderDescriptor(id="only-in-a", name="Only in A", operations=("text_to_video",))
+    )
+    in_first = await first.get("/api/v1/providers")
+    in_second = await second.get("/api/v1/providers")
+    assert (in_first.status_code, in_second.status_code) == (200, 200)
+    assert "only-in-a" in [p["id"] for p in in_first.json()]
+    assert "only-in-a" not in [p["id"] for p in in_second.json()]
