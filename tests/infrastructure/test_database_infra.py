@@ -1,16 +1,19 @@
-"""Database handle: URL handling, schema creation under concurrency, seeding, bounded pings."""
+"""Database handle: URL handling, schema creation under concurrency, seeding, bounded pings.
+
+Servers come from the testing kit (`test_database`, `kit_services`, `fault_proxy`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from infra_netfakes import SilentProxy, free_port
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +31,15 @@ from pixsim7.backend.main.infrastructure.domain_registry import (
     DomainModelRegistry,
     init_domain_registry,
 )
+from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
+from testing.isolation import IsolatedDatabase
+from testing.proxy import FaultProxy
+from testing.services import ServiceSet
+
+pytestmark = pytest.mark.integration
+
+MakeProxy = Callable[[str], FaultProxy]
 
 
 @pytest.fixture
@@ -76,9 +87,9 @@ def test_non_positive_timeout_is_a_config_error() -> None:
 
 
 async def test_create_schema_then_nothing_left_to_create(
-    database_url: str, registry: DomainModelRegistry
+    test_database: IsolatedDatabase, registry: DomainModelRegistry
 ) -> None:
-    db = Database(database_url)
+    db = Database(test_database.sqlalchemy_url)
     try:
         await db.ping(timeout=5)
         created = await db.create_schema(registry.tables)
@@ -97,9 +108,9 @@ async def test_create_schema_then_nothing_left_to_create(
 
 
 async def test_create_schema_only_creates_what_is_missing(
-    database_url: str, registry: DomainModelRegistry
+    test_database: IsolatedDatabase, registry: DomainModelRegistry
 ) -> None:
-    db = Database(database_url)
+    db = Database(test_database.sqlalchemy_url)
     try:
         core_tables = [m.__table__ for m in registry.packages["core"].models]
         assert await db.create_schema(core_tables) == ["users", "assets", "generation_presets"]
@@ -109,9 +120,9 @@ async def test_create_schema_only_creates_what_is_missing(
 
 
 async def test_concurrent_replicas_create_and_seed_once(
-    database_url: str, registry: DomainModelRegistry
+    test_database: IsolatedDatabase, registry: DomainModelRegistry
 ) -> None:
-    replicas = [Database(database_url) for _ in range(4)]
+    replicas = [Database(test_database.sqlalchemy_url) for _ in range(4)]
     preset = registry.model("GenerationPreset")
 
     async def start(db: Database) -> tuple[list[str], int]:
@@ -127,7 +138,7 @@ async def test_concurrent_replicas_create_and_seed_once(
     assert created_everywhere == sorted(registry.table_names())
     assert sum(inserted for _, inserted in results) == len(DEFAULT_PRESETS)
 
-    check = Database(database_url)
+    check = Database(test_database.sqlalchemy_url)
     try:
         async with check.session() as session:
             count = await session.scalar(select(func.count()).select_from(preset))
@@ -138,8 +149,8 @@ async def test_concurrent_replicas_create_and_seed_once(
         await check.dispose()
 
 
-async def test_seed_needs_a_unique_name_column(database_url: str) -> None:
-    db = Database(database_url)
+async def test_seed_needs_a_unique_name_column(test_database: IsolatedDatabase) -> None:
+    db = Database(test_database.sqlalchemy_url)
     try:
         with pytest.raises(TypeError, match="not a mapped table model"):
             await seed_default_presets(db, dict)
@@ -158,80 +169,92 @@ async def test_ping_against_a_closed_port_fails_fast() -> None:
         await db.dispose()
 
 
-async def test_ping_is_bounded_when_the_server_accepts_but_never_answers() -> None:
-    async with SilentProxy("127.0.0.1", 5432) as proxy:
-        proxy.silent = True
-        # A long connect timeout proves the ping's own bound is what stops the wait.
-        db = Database(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", connect_timeout=30)
-        try:
-            started = time.monotonic()
-            with pytest.raises(TimeoutError, match="did not answer SELECT 1 within 0.5s"):
-                await db.ping(timeout=0.5)
-            assert time.monotonic() - started < 1.0
-        finally:
-            started = time.monotonic()
-            await db.dispose()
-            assert time.monotonic() - started < 3.0
+async def test_ping_is_bounded_when_the_server_accepts_but_never_answers(
+    kit_services: ServiceSet, fault_proxy: MakeProxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    proxy.blackhole()
+    # A long connect timeout proves the ping's own bound is what stops the wait.
+    db = Database(proxy.rewrite_url(kit_services.postgres.url()), connect_timeout=30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="did not answer SELECT 1 within 0.5s"):
+            await db.ping(timeout=0.5)
+        assert time.monotonic() - started < 1.0
+    finally:
+        started = time.monotonic()
+        await db.dispose()
+        assert time.monotonic() - started < 3.0
 
 
-async def test_connect_timeout_bounds_a_silent_server_for_sessions() -> None:
-    async with SilentProxy("127.0.0.1", 5432) as proxy:
-        proxy.silent = True
-        db = Database(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", connect_timeout=0.5)
-        try:
-            started = time.monotonic()
-            with pytest.raises((TimeoutError, OSError)):
-                async with db.engine.connect():
-                    pass
-            assert time.monotonic() - started < 2.0
-        finally:
-            await db.dispose()
+async def test_connect_timeout_bounds_a_silent_server_for_sessions(
+    kit_services: ServiceSet, fault_proxy: MakeProxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    proxy.blackhole()
+    db = Database(proxy.rewrite_url(kit_services.postgres.url()), connect_timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises((TimeoutError, OSError)):
+            async with db.engine.connect():
+                pass
+        assert time.monotonic() - started < 2.0
+    finally:
+        await db.dispose()
 
 
-async def test_a_hung_pooled_connection_is_not_reused(database_url: str) -> None:
-    _, _, rest = database_url.rpartition("@")
-    dbname = rest.split("/", 1)[1]
-    async with SilentProxy("127.0.0.1", 5432) as proxy:
-        db = Database(f"postgresql://postgres@127.0.0.1:{proxy.port}/{dbname}", connect_timeout=5)
-        try:
-            await db.ping(timeout=5)
-            assert db.engine.pool.checkedin() == 1
+async def test_a_hung_pooled_connection_is_not_reused(
+    test_database: IsolatedDatabase, fault_proxy: MakeProxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    db = Database(proxy.rewrite_url(test_database.url), connect_timeout=5)
+    try:
+        await db.ping(timeout=5)
+        assert db.engine.pool.checkedin() == 1
 
-            proxy.silent = True
-            started = time.monotonic()
-            with pytest.raises(TimeoutError):
-                await db.ping(timeout=0.5)
-            assert time.monotonic() - started < 1.0
+        proxy.blackhole()
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await db.ping(timeout=0.5)
+        assert time.monotonic() - started < 1.0
 
-            proxy.silent = False
-            await db.ping(timeout=5)
-            # Once the abandoned probe has cleaned up, the server holds just the fresh
-            # connection: the silent one was closed, not parked in the pool for reuse.
-            backends = -1
-            for _ in range(100):
-                backends = await _backend_count(dbname)
-                if backends == 1:
-                    break
-                await asyncio.sleep(0.05)
-            assert backends == 1
-            assert db.engine.pool.checkedout() == 0
-            await db.ping(timeout=2)
-        finally:
-            await db.dispose()
+        # While the proxy is still silent only the client can end the hung connection (the
+        # proxy closes the server side once the client leaves); restore() would close it
+        # anyway, so this is checked before it.
+        assert await _wait_for_backends(test_database, 0)
+
+        proxy.restore()
+        await db.ping(timeout=5)
+        # The server holds just the fresh connection: the silent one was closed, not parked
+        # in the pool for reuse.
+        assert await _wait_for_backends(test_database, 1)
+        assert db.engine.pool.checkedout() == 0
+        await db.ping(timeout=2)
+    finally:
+        await db.dispose()
 
 
-async def _backend_count(dbname: str) -> int:
-    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres", timeout=5)
+async def _wait_for_backends(database: IsolatedDatabase, expected: int) -> bool:
+    """Poll (up to 5s) until the server has `expected` connections to the database."""
+    for _ in range(100):
+        if await _backend_count(database) == expected:
+            return True
+        await asyncio.sleep(0.05)
+    return await _backend_count(database) == expected
+
+
+async def _backend_count(database: IsolatedDatabase) -> int:
+    conn = await asyncpg.connect(database.endpoint.url(), timeout=5)
     try:
         return await conn.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", dbname
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", database.name
         )
     finally:
         await conn.close()
 
 
-async def test_fixture_database_is_empty(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""), timeout=5)
+async def test_fixture_database_is_empty(test_database: IsolatedDatabase) -> None:
+    conn = await asyncpg.connect(test_database.url, timeout=5)
     try:
         tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     finally:
@@ -239,7 +262,7 @@ async def test_fixture_database_is_empty(database_url: str) -> None:
     assert tables == []
 
 
-async def test_get_session_dependency(database_url: str) -> None:
+async def test_get_session_dependency(test_database: IsolatedDatabase) -> None:
     app = FastAPI()
 
     @app.get("/one")
@@ -252,7 +275,7 @@ async def test_get_session_dependency(database_url: str) -> None:
         assert response.status_code == 503
         assert "DATABASE_URL" in response.json()["detail"]
 
-        app.state.db = Database(database_url)
+        app.state.db = Database(test_database.sqlalchemy_url)
         try:
             response = await client.get("/one")
             assert response.status_code == 200

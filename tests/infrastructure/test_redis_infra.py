@@ -1,13 +1,13 @@
-"""Redis connection status, bounded pings and URL handling against the local server."""
+"""Redis connection status, bounded pings and URL handling against the testing kit's server."""
 
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Callable
 
 import pytest
-from infra_netfakes import SilentProxy, free_port
 
+from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.infrastructure.redis import (
     RedisConfigError,
     close_redis,
@@ -15,21 +15,22 @@ from pixsim7.backend.main.infrastructure.redis import (
     ping_redis,
     safe_redis_url,
 )
+from testing.isolation import RedisNamespace
+from testing.proxy import FaultProxy
+
+pytestmark = pytest.mark.integration
 
 
-async def test_real_server_is_available(redis_url: str) -> None:
-    status = await connect_redis(redis_url, timeout=2)
+async def test_real_server_is_available(redis_namespace: RedisNamespace) -> None:
+    status = await connect_redis(redis_namespace.url, timeout=2)
     assert status.available and status.error is None
     assert status.client is not None
-    prefix = f"pixsim7-test:{uuid.uuid4().hex}:"
+    key = f"{redis_namespace.prefix}k"  # the fixture deletes every key under its prefix
     try:
-        await status.client.set(f"{prefix}k", "v", ex=60)
-        assert await status.client.get(f"{prefix}k") == b"v"
+        await status.client.set(key, "v", ex=60)
+        assert await status.client.get(key) == b"v"
         assert await ping_redis(status.client, 1.0)
     finally:
-        keys = [key async for key in status.client.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await status.client.delete(*keys)
         await close_redis(status.client)
 
 
@@ -46,23 +47,25 @@ async def test_closed_port_is_unavailable_but_keeps_the_client() -> None:
         await close_redis(status.client)
 
 
-async def test_silent_server_is_bounded_and_the_client_recovers() -> None:
-    async with SilentProxy("127.0.0.1", 6379) as proxy:
-        proxy.silent = True
+async def test_silent_server_is_bounded_and_the_client_recovers(
+    redis_namespace: RedisNamespace, fault_proxy: Callable[[str], FaultProxy]
+) -> None:
+    proxy = fault_proxy("redis")
+    proxy.blackhole()
+    started = time.monotonic()
+    status = await connect_redis(proxy.rewrite_url(redis_namespace.url), timeout=0.5)
+    try:
+        assert time.monotonic() - started < 1.0
+        assert not status.available and status.error is not None
+
         started = time.monotonic()
-        status = await connect_redis(f"redis://127.0.0.1:{proxy.port}/0", timeout=0.5)
-        try:
-            assert time.monotonic() - started < 1.0
-            assert not status.available and status.error is not None
+        assert not await ping_redis(status.client, 0.3)
+        assert time.monotonic() - started < 0.8
 
-            started = time.monotonic()
-            assert not await ping_redis(status.client, 0.3)
-            assert time.monotonic() - started < 0.8
-
-            proxy.silent = False
-            assert await ping_redis(status.client, 2.0)
-        finally:
-            await close_redis(status.client)
+        proxy.restore()
+        assert await ping_redis(status.client, 2.0)
+    finally:
+        await close_redis(status.client)
 
 
 async def test_ping_without_client_is_false() -> None:
