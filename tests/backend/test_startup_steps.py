@@ -214,7 +214,7 @@ async def test_setup_plugins_returns_feature_and_route_managers_on_app_state(
         assert plugin_ready_app.state.plugin_manager is feature
         assert plugin_ready_app.state.routes_manager is route
         assert sorted(feature.enabled_ids()) == ["game_stealth", "mood", "relationships"]
-        assert sorted(route.enabled_ids()) == ["presets", "providers"]
+        assert sorted(route.enabled_ids()) == ["jobs", "presets", "providers"]
     finally:
         await teardown_plugins(plugin_ready_app)
 

@@ -52,7 +52,7 @@ async def test_all_bundled_plugins_enable(started) -> None:
     app, features, routes = started
     assert features.failed_ids() == [] and routes.failed_ids() == []
     assert features.enabled_ids() == ["game_stealth", "relationships", "mood"]
-    assert routes.enabled_ids() == ["presets", "providers"]
+    assert routes.enabled_ids() == ["jobs", "presets", "providers"]
     assert all(state.required for state in routes.plugins.values())
     assert not any(state.required for state in features.plugins.values())
     assert routes.get("presets").routes == ["GET /api/v1/presets", "POST /api/v1/presets"]

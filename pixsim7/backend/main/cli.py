@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 
+import uvicorn
+from fastapi import FastAPI
+
+from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.startup import PLANS, StartupAborted, StartupTimeline, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
-JOBS_KEY = "jobs"
 
 
 def _configure_logging(level: str) -> None:
@@ -31,12 +35,10 @@ def _load_settings() -> Settings:
 
 
 def serve(host: str, port: int) -> int:
-    """Run the API under uvicorn; SIGTERM turns /ready 503 and runs the teardowns."""
-    import uvicorn
-
+    """Run the API under uvicorn; SIGTERM turns /ready 503, drains, then runs the teardowns."""
     app = create_app(_load_settings())
     config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app)
     # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
     # a clean shutdown is a normal end of service, so the process exits 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0 if server.started else 3))
@@ -44,24 +46,47 @@ def serve(host: str, port: int) -> int:
     return 0 if server.started else 3
 
 
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM: readiness turns 503 at once; uvicorn stops after SHUTDOWN_DRAIN_SECONDS.
+
+    Load balancers see the 503 and stop sending traffic while requests in flight finish.
+    A second signal, or SIGINT, stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.app.state.settings.shutdown_drain_seconds
+        if sig == signal.SIGTERM and not self._draining and drain > 0 and self.started:
+            self._draining = True
+            self.app.state.lifecycle = "stopping"
+            logging.getLogger("pixsim7.startup").info(
+                "SIGTERM: not ready; draining for %.1f s before shutdown", drain)
+            timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+            return
+        super().handle_exit(sig, frame)
+
+
 async def _worker_loop(app, stop: asyncio.Event) -> int:
     state = app.state
-    key = f"{state.settings.redis_key_prefix}{JOBS_KEY}"
+    prefix = state.settings.redis_key_prefix
     processed = 0
     while not stop.is_set():
         try:
-            item = await state.redis.blpop([key], timeout=1)
+            job = await jobs.next_job(state.redis, prefix, timeout=1)
+        except ValueError:
+            logger.error("dropped a job that is not JSON from %s", jobs.queue_key(prefix))
+            continue
         except Exception as exc:
             logger.warning("job queue unavailable (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1)
             continue
-        if item is None:
-            continue
-        _, raw = item
-        try:
-            job = json.loads(raw)
-        except ValueError:
-            logger.error("dropped a job that is not JSON from %s", key)
+        if job is None:
             continue
         await state.event_bus.publish("job.processed", {"job": job})
         processed += 1
@@ -73,7 +98,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> i
     stop = stop or asyncio.Event()
     app = create_app(settings, profile="worker")
     async with run_plan(app, PLANS["worker"], "worker"):
-        logger.info("worker ready; waiting for jobs on %s%s", settings.redis_key_prefix, JOBS_KEY)
+        logger.info("worker ready; waiting for jobs on %s",
+                    jobs.queue_key(settings.redis_key_prefix))
         processed = await _worker_loop(app, stop)
     logger.info("worker stopped after %d jobs", processed)
     return processed

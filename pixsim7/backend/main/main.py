@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api.errors import install_error_handlers
+from pixsim7.backend.main.api.security import require_admin_prefix
 from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup
 from pixsim7.backend.main.infrastructure.events import websocket
 from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
@@ -26,7 +28,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, profile: str = "api") -> FastAPI:
     """Build an app that owns all its registries and managers (on `app.state`)."""
     settings = settings or get_settings()
-    app = FastAPI(title=settings.app_name, version=settings.app_version, lifespan=lifespan)
+    app = FastAPI(
+        title=settings.app_name,
+        version=settings.app_version,
+        lifespan=lifespan,
+        # Every route under the admin prefix, plugin routes included, needs the admin token.
+        dependencies=[Depends(require_admin_prefix)],
+    )
+    install_error_handlers(app)
     app.state.settings = settings
     app.state.profile = profile
     app.state.lifecycle = "starting"

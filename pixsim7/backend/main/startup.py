@@ -20,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.database import Database
+from pixsim7.backend.main.infrastructure.database import Database, parse_database_url
 from pixsim7.backend.main.infrastructure.database.seed import seed_default_presets
 from pixsim7.backend.main.infrastructure.domain_registry import (
     DomainModelRegistry,
@@ -42,7 +42,12 @@ from pixsim7.backend.main.infrastructure.plugins.dependencies import (
 )
 from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
 from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
-from pixsim7.backend.main.infrastructure.redis import RedisStatus, close_redis, connect_redis
+from pixsim7.backend.main.infrastructure.redis import (
+    RedisStatus,
+    check_redis_url,
+    close_redis,
+    connect_redis,
+)
 from pixsim7.backend.main.shared import app_context
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
 
@@ -168,6 +173,11 @@ async def validate_settings(app: FastAPI) -> StepOutcome:
         raise SettingsError("SECRET_KEY is left at its default; set SECRET_KEY when DEBUG=false")
     if not settings.debug and not settings.database_url:
         raise SettingsError("DATABASE_URL is not set; it is required when DEBUG=false")
+    # Malformed URLs stop startup here, naming the variable, rather than as an outage later.
+    if settings.database_url:
+        parse_database_url(settings.database_url)
+    if settings.redis_url:
+        check_redis_url(settings.redis_url)
     for name in DISCOVERY_DIRS:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
     if settings.admin_token:

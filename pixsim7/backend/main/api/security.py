@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 import logging
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, status
+from starlette.requests import HTTPConnection
 
 logger = logging.getLogger("pixsim7.security")
 
@@ -21,7 +22,7 @@ def _unauthorized() -> HTTPException:
     )
 
 
-def require_admin(request: Request) -> None:
+def require_admin(request: HTTPConnection) -> None:
     """FastAPI dependency: allow only `Authorization: Bearer <ADMIN_TOKEN>`, else 401."""
     expected = getattr(request.app.state, "admin_token", None)
     if not expected:
@@ -36,3 +37,13 @@ def require_admin(request: Request) -> None:
         raise _unauthorized()
     if not hmac.compare_digest(credentials.encode("utf-8"), str(expected).encode("utf-8")):
         raise _unauthorized()
+
+
+ADMIN_PREFIX = "/api/v1/admin"
+
+
+def require_admin_prefix(connection: HTTPConnection) -> None:
+    """App-wide dependency: any path under /api/v1/admin (HTTP or WebSocket) needs the token."""
+    path = connection.url.path
+    if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+        require_admin(connection)

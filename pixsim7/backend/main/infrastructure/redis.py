@@ -64,6 +64,11 @@ def _split(url: str) -> SplitResult:
     return parts
 
 
+def check_redis_url(url: str) -> None:
+    """Raise RedisConfigError (naming REDIS_URL, never the password) unless `url` is usable."""
+    _split(url)
+
+
 def safe_redis_url(url: str) -> str:
     """`url` with its password replaced by ***, for logs and status pages."""
     try:
