@@ -21,30 +21,39 @@ Mode = Literal["pass", "cut", "blackhole"]
 
 _CHUNK = 64 * 1024
 _CONTROL_TIMEOUT = 10.0
+_BACKLOG = 128
+_ACCEPT_RETRY_DELAY = 1.0
 # libpq / asyncpg read these from the query string and they override the URL's netloc,
 # which would silently route around the proxy.
 _HOST_QUERY_KEYS = frozenset({"host", "hostaddr", "port"})
 
 
 class _Conn:
-    """One proxied client connection and, once dialled, its upstream half."""
+    """One accepted client socket, its stream once wrapped, and its upstream once dialled."""
 
-    __slots__ = ("client", "upstream", "silenced", "task")
+    __slots__ = ("sock", "client", "upstream", "silenced", "started", "task")
 
-    def __init__(self, client: asyncio.StreamWriter, task: asyncio.Task[Any] | None) -> None:
-        self.client = client
+    def __init__(self, sock: socket.socket, *, silenced: bool) -> None:
+        self.sock = sock
+        self.client: asyncio.StreamWriter | None = None
         self.upstream: asyncio.StreamWriter | None = None
-        self.silenced = False
-        self.task = task
+        self.silenced = silenced
+        self.started = False
+        self.task: asyncio.Task[None] | None = None
 
     def abort(self) -> None:
-        """Drop both sockets at once, discarding anything still buffered."""
+        """Drop both sides at once, discarding anything still buffered."""
         for writer in (self.client, self.upstream):
             if writer is not None:
                 writer.transport.abort()
+        # Closing the raw socket makes the client see the close now rather than a loop turn
+        # later. Skipped while open_connection() is still wrapping it: that transport owns
+        # the fd until the handler's cancellation unwinds it.
+        if self.client is not None or not self.started:
+            self.sock.close()
 
     async def wait_closed(self) -> None:
-        """Wait until both sockets are really closed at the OS level."""
+        """Wait until both sides are closed at the OS level."""
         for writer in (self.client, self.upstream):
             if writer is not None:
                 with contextlib.suppress(Exception):
@@ -74,7 +83,8 @@ class FaultProxy:
         self._port: int | None = None
         self._mode: Mode = "pass"
         self._conns: set[_Conn] = set()
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_retry: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -107,7 +117,10 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Close the listener and every connection, then join the thread. Idempotent."""
+        """Close the listener and every connection, then join the thread. Idempotent.
+
+        Afterwards ``mode`` reads ``"cut"``, which is what clients observe.
+        """
         self._check_not_proxy_thread()
         with self._lifecycle:
             if self._stopped or self._thread is None:
@@ -174,37 +187,32 @@ class FaultProxy:
         return len(self._conns)
 
     def restore(self) -> None:
-        """Forward again; re-listens on the same port after a cut.
+        """Forward again; after a cut, re-listen on the same port (OSError if it was taken).
 
         Connections silenced by ``blackhole()`` are closed, not resumed: bytes were dropped
         while silent, so their protocol streams can no longer be trusted.
         """
-        self._control(self._set_pass())
+        self._control(self._set_pass)
 
     def cut(self) -> None:
         """Refuse new connections (listener closed, ECONNREFUSED) and close open ones at once."""
-        self._control(self._set_cut())
+        self._control(self._set_cut)
 
     def blackhole(self) -> None:
         """Accept new connections but never forward or answer; open ones go silent both ways."""
-        self._control(self._set_blackhole())
+        self._control(self._set_blackhole)
 
     def _check_not_proxy_thread(self) -> None:
         if threading.current_thread() is self._thread:
             raise RuntimeError(f"{self.name}: cannot control the proxy from its own thread")
 
-    def _control(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _control(self, change: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run a mode change on the proxy loop and wait for it, so it is in force on return."""
+        self._check_not_proxy_thread()
         loop = self._loop
         if loop is None or self._stopped or not loop.is_running():
-            coro.close()
             raise RuntimeError(f"{self.name}: proxy is not running")
-        try:
-            self._check_not_proxy_thread()
-        except RuntimeError:
-            coro.close()
-            raise
-        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        future = asyncio.run_coroutine_threadsafe(change(), loop)
         try:
             future.result(_CONTROL_TIMEOUT)
         except TimeoutError:
@@ -218,7 +226,7 @@ class FaultProxy:
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         try:
-            await self._listen()
+            self._listen()
         except BaseException as exc:
             self._startup_error = exc
             self._ready.set()
@@ -227,35 +235,67 @@ class FaultProxy:
         try:
             await self._stop_event.wait()
         finally:
-            self._close_listener()
-            await self._close_all(lambda conn: True)
-        # asyncio.run() then cancels any handler that was accepted but had not started yet.
+            await self._set_cut()
 
-    async def _listen(self) -> None:
+    def _listen(self) -> None:
         family = socket.AF_INET6 if ":" in self._listen_host else socket.AF_INET
         # socket.create_server sets SO_REUSEADDR on POSIX, which is what lets a restore bind
         # the same port again while connections closed by the cut sit in TIME_WAIT.
-        sock = socket.create_server((self._listen_host, self._port or 0), family=family)
-        try:
-            self._server = await asyncio.start_server(self._handle, sock=sock, limit=_CHUNK)
-        except BaseException:
-            sock.close()
-            raise
+        sock = socket.create_server(
+            (self._listen_host, self._port or 0), family=family, backlog=_BACKLOG
+        )
+        sock.setblocking(False)
+        self._listener = sock
         self._port = sock.getsockname()[1]
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_ready)
 
     def _close_listener(self) -> None:
-        # Server.close() closes the listening socket synchronously; connections already
-        # queued in the kernel backlog are reset by the OS.
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        # Synchronous, so no connection can be accepted after this returns; whatever is
+        # still queued in the kernel backlog is reset by the OS.
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        if self._listener is not None:
+            asyncio.get_running_loop().remove_reader(self._listener.fileno())
+            self._listener.close()
+            self._listener = None
+
+    def _accept_ready(self) -> None:
+        # Accepting in the reader callback (not in a task) means every accepted socket is
+        # registered in self._conns before any mode change can run.
+        loop = asyncio.get_running_loop()
+        listener = self._listener
+        for _ in range(_BACKLOG):
+            if listener is None:
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError:
+                # Typically out of file descriptors: back off instead of spinning on a
+                # listener that stays readable.
+                loop.remove_reader(listener.fileno())
+                self._accept_retry = loop.call_later(_ACCEPT_RETRY_DELAY, self._resume_accepting)
+                return
+            sock.setblocking(False)
+            conn = _Conn(sock, silenced=self._mode == "blackhole")
+            self._conns.add(conn)
+            conn.task = loop.create_task(self._handle(conn))
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._listener is not None:
+            asyncio.get_running_loop().add_reader(self._listener.fileno(), self._accept_ready)
 
     async def _close_all(self, which: Callable[[_Conn], bool]) -> None:
         doomed = [conn for conn in self._conns if which(conn)]
         for conn in doomed:
             self._conns.discard(conn)
             conn.abort()
-            if conn.task is not None and conn.task is not asyncio.current_task():
+            if conn.task is not None:
                 conn.task.cancel()
         for conn in doomed:
             await conn.wait_closed()
@@ -265,8 +305,8 @@ class FaultProxy:
 
     async def _set_pass(self) -> None:
         # Listen first: if the port was taken meanwhile, the proxy stays cut and says so.
-        if self._server is None:
-            await self._listen()
+        if self._listener is None:
+            self._listen()
         self._mode = "pass"
         await self._close_all(lambda conn: conn.silenced)
 
@@ -276,44 +316,34 @@ class FaultProxy:
         await self._close_all(lambda conn: True)
 
     async def _set_blackhole(self) -> None:
-        if self._server is None:
-            await self._listen()
+        if self._listener is None:
+            self._listen()
         self._mode = "blackhole"
         for conn in self._conns:
             conn.silenced = True
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = _Conn(writer, asyncio.current_task())
-        self._conns.add(conn)
+    async def _handle(self, conn: _Conn) -> None:
+        conn.started = True
         try:
-            # Only this proxy cancels handlers (cut, stop). Ending normally matters because
-            # Python 3.11's start_server done-callback calls task.exception() on a cancelled
-            # task and logs a spurious error.
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serve(conn, reader)
+            await self._serve(conn)
         finally:
             self._conns.discard(conn)
             conn.abort()
+            conn.sock.close()
 
-    async def _serve(self, conn: _Conn, reader: asyncio.StreamReader) -> None:
-        if self._mode == "cut":
-            # Accepted in the same loop turn as the cut; treat it as refused.
-            return
-        if self._mode == "blackhole":
-            conn.silenced = True
+    async def _serve(self, conn: _Conn) -> None:
+        reader, conn.client = await asyncio.open_connection(sock=conn.sock, limit=_CHUNK)
+        if conn.silenced:
             await self._pump(conn, reader, None, from_client=True)
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(
+            up_reader, conn.upstream = await asyncio.open_connection(
                 self.target_host, self.target_port, limit=_CHUNK
             )
         except OSError:
             return
-        conn.upstream = up_writer
-        if conn not in self._conns:  # cut or stopped while dialling
-            return
         await asyncio.gather(
-            self._pump(conn, reader, up_writer, from_client=True),
+            self._pump(conn, reader, conn.upstream, from_client=True),
             self._pump(conn, up_reader, conn.client, from_client=False),
         )
 
