@@ -12,7 +12,7 @@ import httpx
 from fastapi import FastAPI
 
 from testing.inventory import Normalizer, state_inventory
-from testing.milestones import STARTUP_LOGGER, MilestoneRecorder
+from testing.milestones import MilestoneRecorder
 
 AppFactory = Callable[[Any], FastAPI]
 DEFAULT_FACTORY = "pixsim7.backend.main.main:create_app"
@@ -35,7 +35,6 @@ class RunningApp:
     startup_error: BaseException | None = None
     client: httpx.AsyncClient | None = None
     _lifespan: AbstractAsyncContextManager | None = field(default=None, repr=False)
-    _handler_logger: Any = field(default=None, repr=False)
 
     @property
     def started(self) -> bool:
@@ -78,33 +77,22 @@ class RunningApp:
             if lifespan is not None:
                 await lifespan.__aexit__(None, None, None)
         finally:
-            self._detach()
-
-    def _detach(self) -> None:
-        if self._handler_logger is not None:
-            self._handler_logger.removeHandler(self.recorder)
-            self._handler_logger = None
+            self.recorder.detach()
 
 
 async def start_app(factory: AppFactory, settings: Any,
                     normalizer: Normalizer | None = None) -> RunningApp:
     """Build the app with `settings` and run its startup; a startup error is kept, not raised."""
-    import logging
-
-    recorder = MilestoneRecorder()
-    logger = logging.getLogger(STARTUP_LOGGER)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    logger.addHandler(recorder)
+    recorder = MilestoneRecorder().attach()
     running = RunningApp(app=None, settings=settings, recorder=recorder,  # type: ignore[arg-type]
-                         normalizer=normalizer or Normalizer(), _handler_logger=logger)
+                         normalizer=normalizer or Normalizer())
     try:
         running.app = factory(settings)
         lifespan = running.app.router.lifespan_context(running.app)
         await lifespan.__aenter__()
     except Exception as exc:
         running.startup_error = exc
-        running._detach()
+        recorder.detach()
         return running
     running._lifespan = lifespan
     running.client = httpx.AsyncClient(

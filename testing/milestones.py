@@ -16,6 +16,24 @@ class MilestoneRecorder(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self.records: list[dict[str, Any]] = []
+        self._logger: logging.Logger | None = None
+        self._previous_level = logging.NOTSET
+
+    def attach(self, logger_name: str = STARTUP_LOGGER) -> MilestoneRecorder:
+        """Start recording from `logger_name` (lowering its level to INFO if needed)."""
+        logger = logging.getLogger(logger_name)
+        self._logger, self._previous_level = logger, logger.level
+        if logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self
+
+    def detach(self) -> None:
+        """Stop recording; safe to call twice."""
+        if self._logger is not None:
+            self._logger.removeHandler(self)
+            self._logger.setLevel(self._previous_level)
+            self._logger = None
 
     def emit(self, record: logging.LogRecord) -> None:
         milestone = getattr(record, "milestone", None)
@@ -32,15 +50,9 @@ class MilestoneRecorder(logging.Handler):
 
 @contextmanager
 def record_milestones(logger_name: str = STARTUP_LOGGER) -> Iterator[MilestoneRecorder]:
-    """Attach a recorder to the startup logger for the duration of the block."""
-    logger = logging.getLogger(logger_name)
-    recorder = MilestoneRecorder()
-    previous_level = logger.level
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    logger.addHandler(recorder)
+    """Record milestones for the duration of the block."""
+    recorder = MilestoneRecorder().attach(logger_name)
     try:
         yield recorder
     finally:
-        logger.removeHandler(recorder)
-        logger.setLevel(previous_level)
+        recorder.detach()

@@ -70,3 +70,21 @@ def test_normalizer_hides_volatile_values(tmp_path) -> None:
             "duration_ms": "<duration>", "started_at": "<timestamp>", "steps": 3}},
         "url": {"type": "str", "summary": "postgresql+asyncpg://postgres:pw@<host>:<port>/<test-db>"},
     }
+
+
+async def test_record_milestones_around_a_plan_run_directly(app_settings) -> None:
+    from fastapi import FastAPI
+
+    from pixsim7.backend.main.startup import Policy, Step, run_plan
+    from testing.milestones import record_milestones
+
+    async def noop(app: FastAPI) -> None:
+        return None
+
+    app = FastAPI()
+    app.state.settings = app_settings
+    with record_milestones() as recorder:
+        async with run_plan(app, (Step("one", noop, Policy.REQUIRED, noop),), "direct"):
+            pass
+    assert recorder.steps("startup") == [("one", "ok"), ("complete", "ok")]
+    assert recorder.steps("shutdown") == [("one", "ok")]

@@ -386,10 +386,6 @@ def _plugins_outcome(result: tuple[PluginManager, PluginManager]) -> StepOutcome
                        counts={"enabled": enabled, "failed": failed})
 
 
-async def _step_validate_settings(app: FastAPI) -> StepOutcome:
-    return await validate_settings(app)
-
-
 async def _step_domain_registry(app: FastAPI) -> StepOutcome:
     registry = await setup_domain_registry(app)
     return StepOutcome(counts={"packages": len(registry.packages), "models": len(registry.models)})
@@ -449,7 +445,7 @@ async def _step_middleware(app: FastAPI) -> StepOutcome:
     return StepOutcome(counts={"middleware": len(app.state.middleware_manager.installed_ids())})
 
 
-_SETTINGS = Step("settings", _step_validate_settings, Policy.REQUIRED)
+_SETTINGS = Step("settings", validate_settings, Policy.REQUIRED)
 _EMBEDDED = Step("embedded_services", setup_embedded_services, Policy.REQUIRED,
                  teardown_embedded_services)
 _DOMAIN = Step("domain_registry", _step_domain_registry, Policy.REQUIRED)
