@@ -115,7 +115,9 @@ async def liveness(request: Request) -> dict[str, str]:
     return {"name": settings.app_name, "version": settings.app_version, "status": "alive"}
 
 
-@router.get("/ready", summary="Readiness: 503 unless this instance can take traffic")
+@router.get("/ready", summary="Readiness: 503 unless this instance can take traffic",
+            responses={503: {"description": "unavailable: not started, stopping, or the "
+                                            "database or a required plugin is down"}})
 async def ready(request: Request) -> JSONResponse:
     status_code, body = await readiness(request.app)
     return JSONResponse(body, status_code=status_code)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
+import redis.exceptions as redis_errors
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -60,13 +61,19 @@ async def jobs_status(request: Request) -> JobsStatus:
     timeout = request.app.state.settings.ready_check_timeout
     try:
         count = await asyncio.wait_for(jobs.queued(client, prefix), timeout)
-    except (OSError, TimeoutError, ConnectionError) as exc:
+    except (OSError, TimeoutError, redis_errors.ConnectionError,
+            redis_errors.TimeoutError) as exc:
+        # redis-py's ConnectionError/TimeoutError are not the builtin ones: Redis going away
+        # between the ping and LLEN must still read as "disabled", not as an error response.
         return JobsStatus(background_jobs="disabled", reason=_disabled_reason(request) + (
             f" ({type(exc).__name__})"))
     return JobsStatus(background_jobs="enabled", queued=count)
 
 
-@router.post("", status_code=202, responses={503: {"description": "background jobs are off"}})
+@router.post("", status_code=202, responses={
+    400: {"description": "the body could not be read (not UTF-8)"},
+    503: {"description": "background jobs are off"},
+})
 async def enqueue_job(job: JobIn, request: Request) -> Any:
     """Queue a job for the worker (202), or 503 saying why background jobs are off."""
     client = await _redis_if_available(request)

@@ -87,7 +87,11 @@ def _check_provider(request: Request, body: PresetCreate) -> None:
 router = APIRouter(tags=["presets"])
 
 
-@router.get("", response_model=list[PresetOut])
+# Declared so the OpenAPI schema lists every status these routes answer with.
+_DATABASE_DOWN = {503: {"description": "the database is unavailable; retry later"}}
+
+
+@router.get("", response_model=list[PresetOut], responses=_DATABASE_DOWN)
 async def list_presets(request: Request) -> list[PresetOut]:
     """All presets ordered by name."""
     model = _state(request, "domain_registry").model(MODEL_NAME)
@@ -96,7 +100,11 @@ async def list_presets(request: Request) -> list[PresetOut]:
         return [_out(row) for row in rows]
 
 
-@router.post("", response_model=PresetOut, status_code=status.HTTP_201_CREATED)
+@router.post("", response_model=PresetOut, status_code=status.HTTP_201_CREATED, responses={
+    400: {"description": "the body could not be read (not UTF-8)"},
+    409: {"description": "a preset with this name already exists"},
+    **_DATABASE_DOWN,
+})
 async def create_preset(body: PresetCreate, request: Request) -> PresetOut:
     """Create a preset; 409 if the name is taken, 422 if the provider is unknown."""
     _check_provider(request, body)
