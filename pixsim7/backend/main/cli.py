@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
@@ -27,11 +28,28 @@ def _configure_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
+# Settings whose values are never echoed back, not even when they are malformed.
+_SECRET_SETTINGS = frozenset({"secret_key", "admin_token", "database_url", "redis_url"})
+
+
+def _settings_problems(exc: Exception) -> str:
+    """One line per bad setting, named by its environment variable (DEBUG, not debug)."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        env = "PIXSIM7_DATA_DIR" if field == "data_dir" else (field.upper() or "settings")
+        shown = field and field not in _SECRET_SETTINGS and "input" in error
+        problems.append(f"{env}: {error['msg']}" + (f" (got {error['input']!r})" if shown else ""))
+    return "\n  ".join(problems)
+
+
 def _load_settings() -> Settings:
     try:
         return get_settings()
-    except Exception as exc:  # pydantic names the field and the bad value
-        raise SystemExit(f"invalid settings: {exc}") from None
+    except Exception as exc:
+        raise SystemExit(f"invalid settings:\n  {_settings_problems(exc)}") from None
 
 
 def serve(host: str, port: int) -> int:

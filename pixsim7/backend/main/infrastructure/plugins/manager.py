@@ -34,6 +34,7 @@ from .manifest import (
     PluginManifest,
     PluginManifestError,
     load_manifest,
+    read_toml,
 )
 
 try:
@@ -330,7 +331,9 @@ class PluginManager:
             name=folder.name,
             version="",
             kind=self.kind,
-            required=False,
+            # A manifest that fails validation may still say `required = true`; honour it, so a
+            # required plugin's packaging mistake stops startup instead of starting without it.
+            required=_declares_required(manifest_path),
             enabled_in_manifest=True,
             folder=folder,
             manifest_path=manifest_path,
@@ -540,6 +543,14 @@ class PluginManager:
             manifest_path=state.manifest_path,
             cause=state.error,
         ) from exc
+
+
+def _declares_required(manifest_path: Path) -> bool:
+    """Whether an invalid but readable manifest says `required = true`."""
+    try:
+        return read_toml(manifest_path).get("required") is True
+    except PluginManifestError:  # not TOML at all: nothing can be read from it
+        return False
 
 
 def _describe_routes(route: BaseRoute) -> list[str]:
