@@ -1,0 +1,267 @@
+"""Outages of PostgreSQL and Redis while the app runs: readiness, liveness and API answers.
+
+Every scenario puts a kit `fault_proxy` between the app and a real server and takes the server
+away (cut: connections refused and closed; blackhole: connections accepted, nothing answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.integration
+
+PRESET = {"provider_id": "pixverse", "operation": "text_to_video", "params": {"duration": 5}}
+JOB = {"kind": "render.video", "payload": {"scene": 7}}
+
+
+async def started(app_factory: Callable[..., Awaitable[Any]], settings: Any) -> Any:
+    running = await app_factory(settings)
+    assert running.started, running.startup_error
+    return running
+
+
+async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    began = time.monotonic()
+    response = await call
+    return response, time.monotonic() - began
+
+
+def assert_clean_503(response: httpx.Response) -> None:
+    """A 503 with a short JSON detail: no traceback, exception text, host or URL."""
+    assert response.status_code == 503, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) <= {"detail", "background_jobs"}, body
+    text = response.text
+    for leak in ("Traceback", "Error", "Exception", "127.0.0.1", "postgresql", "redis://",
+                 "asyncpg", "File \""):
+        assert leak not in text, (leak, text)
+
+
+async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: float) -> float:
+    """Poll `path` until its JSON `status` is `wanted`; returns the seconds it took."""
+    began = time.monotonic()
+    last: Any = None
+    while time.monotonic() - began < deadline_s:
+        response = await running.get(path)
+        last = (response.status_code, response.json())
+        if last[1].get("status") == wanted:
+            return time.monotonic() - began
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never said {wanted!r} within {deadline_s}s; last: {last}")
+
+
+# --- database blackholed -------------------------------------------------------------------
+
+
+async def test_blackholed_database_gives_bounded_503s_and_fast_liveness(
+    app_factory, make_settings, fault_proxy
+) -> None:
+    check_timeout, connect_timeout = 0.5, 1.0
+    proxy = fault_proxy("postgres")
+    running = await started(app_factory, make_settings(
+        database_proxy=proxy, ready_cache_ttl=0, ready_check_timeout=check_timeout,
+        database_connect_timeout=connect_timeout))
+    # The pool holds a connection from startup: the blackhole silences it mid-stream.
+    warm, _ = await timed(running.get("/api/v1/presets"))
+    assert warm.status_code == 200, warm.text
+    proxy.blackhole()
+    try:
+        for attempt in range(5):
+            ready, ready_s = await timed(running.get("/ready"))
+            assert ready.status_code == 503, (attempt, ready.text)
+            body = ready.json()
+            assert body["status"] == "unavailable"
+            assert body["database"].startswith("error:"), body
+            assert ready_s < check_timeout + 0.5, (attempt, ready_s)
+            alive, alive_s = await timed(running.get("/"))
+            assert alive.status_code == 200
+            assert alive.json()["status"] == "alive"
+            assert alive_s < 0.1, (attempt, alive_s)
+        presets, presets_s = await timed(running.get("/api/v1/presets"))
+        assert_clean_503(presets)
+        assert presets_s < connect_timeout + 1.0, presets_s
+        # A second request must not queue behind the first one's hung connection either.
+        again, again_s = await timed(running.get("/api/v1/presets"))
+        assert_clean_503(again)
+        assert again_s < connect_timeout + 1.0, again_s
+    finally:
+        proxy.restore()
+    # The silenced connections are gone after the restore; the pool must not hand one out.
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    recovered = await running.get("/api/v1/presets")
+    assert recovered.status_code == 200, recovered.text
+
+
+# --- database cut, then restored ------------------------------------------------------------
+
+
+async def test_cut_database_gives_clean_503s_then_recovers_without_restart(
+    app_factory, make_settings, fault_proxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    running = await started(app_factory, make_settings(
+        database_proxy=proxy, ready_cache_ttl=0, ready_check_timeout=0.5,
+        database_connect_timeout=1.0))
+    before = await running.get("/ready")
+    assert (before.status_code, before.json()["status"]) == (200, "ready")
+    proxy.cut()
+    try:
+        ready = await running.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["status"] == "unavailable"
+        assert ready.json()["database"].startswith("error:")
+        assert_clean_503(await running.get("/api/v1/presets"))
+        assert_clean_503(await running.client.post(
+            "/api/v1/presets", json={"name": "during-outage", **PRESET}))
+        assert (await running.get("/")).status_code == 200
+    finally:
+        proxy.restore()
+    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    assert took < 3.0
+    created = await running.client.post("/api/v1/presets", json={"name": "after-outage", **PRESET})
+    assert created.status_code == 201, created.text
+    listed = await running.get("/api/v1/presets")
+    assert listed.status_code == 200
+    names = [p["name"] for p in listed.json()]
+    assert "after-outage" in names
+    assert "during-outage" not in names
+
+
+# --- Redis down at startup, back later ------------------------------------------------------
+
+
+async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
+    app_factory, make_settings, fault_proxy, redis_namespace
+) -> None:
+    proxy = fault_proxy("redis")
+    proxy.cut()
+    running = await started(app_factory, make_settings(
+        redis_proxy=proxy, redis_connect_timeout=0.5, ready_cache_ttl=0,
+        ready_check_timeout=0.5))
+    ready = await running.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "degraded"
+    assert ready.json()["redis"] == "disconnected"
+    assert ready.json()["database"] == "connected"
+    status = (await running.get("/api/v1/jobs/status")).json()
+    assert status["background_jobs"] == "disabled"
+    assert status["reason"] and "Redis" in status["reason"]
+    refused = await running.client.post("/api/v1/jobs", json=JOB)
+    assert_clean_503(refused)
+    assert refused.json()["background_jobs"] == "disabled"
+    assert "background jobs" in refused.json()["detail"]
+
+    proxy.restore()
+    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    assert took < 3.0
+    status = (await running.get("/api/v1/jobs/status")).json()
+    assert status["background_jobs"] == "enabled", status
+    accepted = await running.client.post("/api/v1/jobs", json=JOB)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json() == {"queued": True, "queue_length": 1}
+    client = redis_namespace.client()
+    try:
+        stored = await client.lrange(f"{redis_namespace.prefix}jobs", 0, -1)
+    finally:
+        await client.aclose()
+    assert [json.loads(item) for item in stored] == [JOB]
+
+
+# --- Redis flapping under load --------------------------------------------------------------
+
+
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_redis_flapping_under_load_never_hangs_or_errors(
+    app_factory, make_settings, fault_proxy
+) -> None:
+    request_bound, run_for, workers = 3.0, 3.0, 40
+    proxy = fault_proxy("redis")
+    running = await started(app_factory, make_settings(
+        redis_proxy=proxy, redis_connect_timeout=0.5, ready_cache_ttl=0,
+        ready_check_timeout=0.5))
+    collector = _Collector()
+    watched = [logging.getLogger("pixsim7"), logging.getLogger("asyncio")]
+    for logger in watched:
+        logger.addHandler(collector)
+    calls: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
+        ("GET /ready", lambda: running.get("/ready")),
+        ("GET /api/v1/jobs/status", lambda: running.get("/api/v1/jobs/status")),
+        ("POST /api/v1/jobs", lambda: running.client.post("/api/v1/jobs", json=JOB)),
+        ("GET /api/v1/presets", lambda: running.get("/api/v1/presets")),
+    ]
+    # Redis is optional for readiness and presets, and the jobs status reports an outage as
+    # "disabled" (200); only enqueueing may answer 503 while Redis is away.
+    allowed = {"GET /ready": {200}, "GET /api/v1/jobs/status": {200},
+               "POST /api/v1/jobs": {202, 503}, "GET /api/v1/presets": {200}}
+    readiness: set[str] = set()
+    outcomes: list[tuple[str, int]] = []
+    problems: list[str] = []
+    stop_at = time.monotonic() + run_for
+
+    async def worker(index: int) -> None:
+        turn = index
+        while time.monotonic() < stop_at:
+            name, call = calls[turn % len(calls)]
+            turn += 1
+            try:
+                response = await asyncio.wait_for(call(), request_bound)
+            except TimeoutError:
+                problems.append(f"{name} took longer than {request_bound}s")
+                continue
+            outcomes.append((name, response.status_code))
+            if response.status_code not in allowed[name]:
+                problems.append(f"{name} -> {response.status_code} {response.text[:200]}")
+            elif "Traceback" in response.text:
+                problems.append(f"{name} body carries a traceback")
+            elif name == "GET /ready":
+                readiness.add(response.json()["status"])
+
+    async def flapper() -> list[str]:
+        modes = [proxy.cut, proxy.blackhole, proxy.restore]
+        done: list[str] = []
+        while time.monotonic() < stop_at:
+            change = modes[len(done) % len(modes)]
+            await asyncio.to_thread(change)
+            done.append(change.__name__)
+            await asyncio.sleep(0.2)
+        return done
+
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(flapper(), *(worker(i) for i in range(workers))),
+            run_for + request_bound + 5.0)
+    finally:
+        await asyncio.to_thread(proxy.restore)
+        for logger in watched:
+            logger.removeHandler(collector)
+    flips = results[0]
+    assert {"cut", "blackhole", "restore"} <= set(flips), flips
+    assert not problems, problems[:10]
+    seen = {name for name, _ in outcomes}
+    assert seen == {name for name, _ in calls}
+    enqueued = {code for name, code in outcomes if name == "POST /api/v1/jobs"}
+    assert enqueued == {202, 503}, f"Redis was not seen both up and down: {enqueued}"
+    assert readiness == {"ready", "degraded"}, readiness
+    errors = [f"{r.name}: {r.getMessage()[:300]}" for r in collector.records]
+    assert not errors, errors
+    assert not [r for r in collector.records if r.exc_info], "an exception was logged"
+    # The app is not left wedged: once Redis is back it says ready again and takes jobs.
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    accepted = await running.client.post("/api/v1/jobs", json=JOB)
+    assert accepted.status_code == 202, accepted.text

@@ -1,0 +1,200 @@
+"""A backend process whose startup fails exits non-zero, says why, and leaves nothing behind.
+
+Runs the real `pixsim7-backend` command as a subprocess: a database that is not there (URL
+with a password that must never be printed), and a startup that fails after the embedded
+PostgreSQL and Redis servers were started (they must be stopped on the way out).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.shared.config import PACKAGE_DIR, Settings
+
+pytestmark = pytest.mark.integration
+
+CLI = str(Path(sys.executable).with_name("pixsim7-backend"))
+PASSWORD = "s3cret-pw"
+EXIT_BOUND_S = 30.0
+SERVE_STARTUP_FAILURE = 3  # what `serve` returns when the app never started
+
+
+def backend_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """The test's environment without any backend setting, plus `values` and a private TMPDIR."""
+    names = {name.upper() for name in Settings.model_fields} | {"PIXSIM7_DATA_DIR"}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir(exist_ok=True)
+    env.update(TMPDIR=str(tmp), PYTHONUNBUFFERED="1", **values)
+    return env
+
+
+def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, int]:
+    """Run the CLI to its end (bounded); (exit code, combined output, pid)."""
+    proc = subprocess.Popen([CLI, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=EXIT_BOUND_S)
+    except subprocess.TimeoutExpired:
+        output = ""
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            pytest.fail(f"`pixsim7-backend {' '.join(args)}` did not exit within {EXIT_BOUND_S}s")
+    return proc.returncode, output, proc.pid
+
+
+def _cwd(proc: psutil.Process) -> str:
+    try:
+        return proc.cwd()
+    except (psutil.Error, OSError):
+        return ""
+
+
+def processes_using(folder: Path, parent_pid: int | None = None) -> list[psutil.Process]:
+    """Live processes whose command line or working directory is inside `folder`, or whose
+    parent is `parent_pid`."""
+    marker = str(folder)
+    found = []
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cmdline = " ".join(info["cmdline"] or [])
+        if marker in cmdline or _cwd(proc).startswith(marker) or (
+                parent_pid is not None and info["ppid"] == parent_pid):
+            found.append(proc)
+    return found
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    for proc in processes:
+        try:
+            proc.kill()
+        except psutil.Error:
+            continue
+    psutil.wait_procs(processes, timeout=10)
+
+
+def port_is_closed(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
+# --- database unreachable -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("command", "database"), [
+    pytest.param(["serve", "--port", "{port}"], "refused", id="serve-nothing-listens"),
+    pytest.param(["check"], "refused", id="check-nothing-listens"),
+    pytest.param(["serve", "--port", "{port}"], "blackholed", id="serve-never-answers"),
+])
+def test_unreachable_database_exits_nonzero_naming_it_without_the_password(
+    command: list[str], database: str, tmp_path: Path, redis_namespace, fault_proxy
+) -> None:
+    if database == "refused":
+        dead_port = free_port()
+    else:  # accepts the connection, never answers: only DATABASE_CONNECT_TIMEOUT ends it
+        proxy = fault_proxy("postgres")
+        proxy.blackhole()
+        dead_port = proxy.port
+    data_dir = tmp_path / "data"
+    env = backend_env(
+        tmp_path,
+        DATABASE_URL=f"postgresql://postgres:{PASSWORD}@127.0.0.1:{dead_port}/pixsim7",
+        REDIS_URL=redis_namespace.url,
+        REDIS_KEY_PREFIX=redis_namespace.prefix,
+        PIXSIM7_DATA_DIR=str(data_dir),
+        DATABASE_CONNECT_TIMEOUT="1",
+        ADMIN_TOKEN="process-test-token",
+    )
+    port = free_port()
+    args = [part.format(port=port) for part in command]
+    pid = None
+    try:
+        began = time.monotonic()
+        code, output, pid = run_cli(args, env, tmp_path)
+        took = time.monotonic() - began
+        assert code != 0, output
+        assert took < 10.0, f"took {took:.1f}s to give up on the database"
+        if command[0] == "serve":
+            assert code == SERVE_STARTUP_FAILURE, output
+            assert port_is_closed(port)
+        assert re.search(r"\bdatabase\b", output), output
+        assert re.search(r"database: failed|step 'database'", output), output
+        assert PASSWORD not in output
+        assert processes_using(tmp_path, parent_pid=pid) == []
+        assert list((tmp_path / "tmp").iterdir()) == []
+    finally:
+        kill_all(processes_using(tmp_path, parent_pid=pid))
+
+
+# --- failure after the embedded servers started ---------------------------------------------
+
+
+FAILING_PLUGIN = """\
+def on_load(ctx):
+    raise RuntimeError("boom-plugin refuses to load")
+"""
+
+
+def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path) -> None:
+    plugins = tmp_path / "plugins"
+    shutil.copytree(PACKAGE_DIR / "plugins", plugins,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    boom = plugins / "zz_boom"
+    boom.mkdir()
+    (boom / "manifest.toml").write_text(textwrap.dedent("""\
+        id = "zz_boom"
+        name = "Boom"
+        version = "1.0.0"
+        kind = "feature"
+        required = true
+        """), encoding="utf-8")
+    (boom / "__init__.py").write_text(FAILING_PLUGIN, encoding="utf-8")
+    # Not under pytest's tmp_path: when run as root the embedded PostgreSQL runs as an
+    # unprivileged user that must traverse every parent folder, and each new pytest session
+    # resets pytest's own temp root to 0700.
+    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-outage-data-"))
+    env = backend_env(tmp_path, DEBUG="true", PIXSIM7_DATA_DIR=str(data_dir),
+                      FEATURE_PLUGINS_DIR=str(plugins), ADMIN_TOKEN="process-test-token")
+    port = free_port()
+    pid = None
+    try:
+        code, output, pid = run_cli(["serve", "--port", str(port)], env, tmp_path)
+        assert code == SERVE_STARTUP_FAILURE, output
+        # Both embedded servers really ran: they logged where they listened.
+        started = dict(re.findall(r"embedded (PostgreSQL|Redis) \S+ on 127\.0\.0\.1:(\d+)",
+                                  output))
+        assert set(started) == {"PostgreSQL", "Redis"}, output
+        assert "zz_boom" in output
+        assert re.search(r"plugins: failed", output), output
+        # ... and were stopped on the way out: nothing listens, no process is left.
+        for name, server_port in started.items():
+            assert port_is_closed(int(server_port)), f"embedded {name} still listens"
+        assert processes_using(data_dir, parent_pid=pid) == []
+        assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists()
+        assert re.search(r"shutdown embedded_services: ok", output), output
+        assert port_is_closed(port)
+        assert list((tmp_path / "tmp").iterdir()) == []
+    finally:
+        kill_all([*processes_using(tmp_path, parent_pid=pid), *processes_using(data_dir)])
+        shutil.rmtree(data_dir, ignore_errors=True)
