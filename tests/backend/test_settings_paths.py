@@ -1,0 +1,67 @@
+"""Discovery directories: defaults from the installed package, overrides, logging, packaging."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pixsim7.backend.main.shared.config import DISCOVERY_DIRS, PACKAGE_DIR, Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_are_todays_layout_from_the_repo_root(monkeypatch) -> None:
+    monkeypatch.chdir(REPO_ROOT)
+    for name in DISCOVERY_DIRS:
+        monkeypatch.delenv(name.upper(), raising=False)
+    settings = Settings(_env_file=None)
+    assert {name: path.relative_to(REPO_ROOT).as_posix()
+            for name, path in settings.discovery_dirs().items()} == {
+        "domain_models_dir": "pixsim7/backend/main/domain_models",
+        "feature_plugins_dir": "pixsim7/backend/main/plugins",
+        "route_plugins_dir": "pixsim7/backend/main/routes",
+        "middleware_dir": "pixsim7/backend/main/middleware",
+    }
+
+
+def test_defaults_do_not_depend_on_the_working_directory(tmp_path, monkeypatch) -> None:
+    for name in DISCOVERY_DIRS:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    elsewhere = Settings(_env_file=None).discovery_dirs()
+    assert all(path.is_dir() and path.parent == PACKAGE_DIR for path in elsewhere.values())
+
+
+def test_relative_overrides_resolve_against_the_working_directory(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FEATURE_PLUGINS_DIR", "deploy/plugins")
+    assert Settings(_env_file=None).feature_plugins_dir == tmp_path / "deploy" / "plugins"
+
+
+@pytest.mark.integration
+async def test_effective_paths_are_logged_at_startup(app_factory, make_settings, tmp_path,
+                                                     caplog) -> None:
+    caplog.set_level(logging.INFO, logger="pixsim7.startup")
+    running = await app_factory(make_settings())
+    assert running.started, running.startup_error
+    logged = {r.getMessage() for r in caplog.records if r.name == "pixsim7.startup"}
+    for name in DISCOVERY_DIRS:
+        assert f"{name.upper()} = {getattr(running.settings, name)}" in logged
+
+
+def test_the_wheel_carries_every_manifest(tmp_path) -> None:
+    # An installed package must find its plugins: their manifest.toml files ship in the wheel.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+         "-w", str(tmp_path), str(REPO_ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )
+    (wheel,) = tmp_path.glob("pixsim7-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {p.relative_to(REPO_ROOT).as_posix() for p in PACKAGE_DIR.rglob("manifest.toml")}
+    assert expected and expected <= names
