@@ -16,6 +16,7 @@ from testing.milestones import MilestoneRecorder
 
 AppFactory = Callable[[Any], FastAPI]
 DEFAULT_FACTORY = "pixsim7.backend.main.main:create_app"
+DEFAULT_PROBES = ("/", "/ready", "/health")
 
 
 def load_factory(spec: str) -> AppFactory:
@@ -56,7 +57,7 @@ class RunningApp:
             raise RuntimeError("the app did not start, so it has no client")
         return await self.client.get(path, **kwargs)
 
-    async def probe(self, paths: Sequence[str] = ("/", "/ready", "/health")) -> dict[str, Any]:
+    async def probe(self, paths: Sequence[str] = DEFAULT_PROBES) -> dict[str, Any]:
         """Status code and normalized JSON body of each path."""
         result = {}
         for path in paths:
@@ -66,6 +67,32 @@ class RunningApp:
             except ValueError:
                 body = response.text
             result[path] = {"status": response.status_code, "body": self.normalizer(body)}
+        return result
+
+    async def story(self, probe_paths: Sequence[str] | str | None = DEFAULT_PROBES, *,
+                    inventory: bool = True) -> dict[str, Any]:
+        """What a startup story pins, then shuts the app down.
+
+        Started: the probes of `probe_paths` under "probes" (a single path given as a string:
+        its probe under the path's name, "/ready" -> "ready"; None: no probes), then the
+        app.state inventory under "inventory" if asked. Not started: "startup_error" with the
+        error's type and step. Last, "milestones": every normalized milestone.
+        """
+        result: dict[str, Any] = {}
+        if self.started:
+            if isinstance(probe_paths, str):
+                result[probe_paths.strip("/")] = (await self.probe([probe_paths]))[probe_paths]
+            elif probe_paths is not None:
+                result["probes"] = await self.probe(probe_paths)
+            if inventory:
+                result["inventory"] = self.inventory()
+            await self.stop()
+        else:
+            result["startup_error"] = {
+                "type": type(self.startup_error).__name__,
+                "step": getattr(self.startup_error, "step", None),
+            }
+        result["milestones"] = self.normalized_milestones()
         return result
 
     async def stop(self) -> None:
@@ -98,4 +125,11 @@ async def start_app(factory: AppFactory, settings: Any,
     running.client = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=running.app), base_url="http://testserver"
     )
+    return running
+
+
+async def started(app_factory: Callable[..., Any], settings: Any = None) -> RunningApp:
+    """`await app_factory(settings)`, asserting that the app did start."""
+    running = await app_factory(settings)
+    assert running.started, running.startup_error
     return running

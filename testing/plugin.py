@@ -4,7 +4,10 @@ Fixtures: `kit_services` (session: PostgreSQL and Redis from the chosen backend)
 `test_database` and `redis_namespace` (per test, removed after), `make_settings` / `app_settings`
 (backend settings aimed at them), `fault_proxy` (cut / blackhole / restore a service),
 `app_factory` (build an app, run its lifespan, give a client, milestones and app.state
-inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots).
+inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots), `backend_env` /
+`backend_services_env` (a subprocess environment without the parent's backend settings, the
+second aimed at this test's database and Redis) and `backend_processes` (start the real CLI,
+stopped after the test).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from testing.isolation import (
     drop_database,
     new_namespace,
 )
+from testing.processes import BackendProcess, start_backend
+from testing.processes import backend_env as build_backend_env
 from testing.proxy import FaultProxy
 from testing.services import (
     ServiceSet,
@@ -177,3 +182,45 @@ async def app_factory(
 def snapshot_json(snapshot: Any) -> Any:
     """A syrupy snapshot stored as a readable JSON file under __snapshots__/."""
     return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.fixture
+def backend_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for a `pixsim7-backend` subprocess: the parent's without any backend
+    setting, PYTHONUNBUFFERED=1 and PIXSIM7_DATA_DIR=<tmp_path>/data. No database is made."""
+    return build_backend_env(PIXSIM7_DATA_DIR=str(tmp_path / "data"))
+
+
+@pytest.fixture
+def backend_services_env(
+    backend_env: dict[str, str], test_database: IsolatedDatabase, redis_namespace: RedisNamespace
+) -> dict[str, str]:
+    """`backend_env` plus DATABASE_URL, REDIS_URL and REDIS_KEY_PREFIX of this test."""
+    return {
+        **backend_env,
+        "DATABASE_URL": test_database.url,
+        "REDIS_URL": redis_namespace.url,
+        "REDIS_KEY_PREFIX": redis_namespace.prefix,
+    }
+
+
+@pytest.fixture
+def backend_processes(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
+    """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command (see
+    `testing.processes.start_backend`; cwd defaults to tmp_path). Every one still running
+    after the test gets SIGTERM, then a kill after 15 s."""
+    started: list[BackendProcess] = []
+
+    def start(command: str, env: dict[str, str], *, cwd: Path | None = None,
+              **kwargs: Any) -> BackendProcess:
+        process = start_backend(command, env, cwd or tmp_path, **kwargs)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.send()
+        for process in started:
+            process.stop(timeout=15.0)

@@ -7,34 +7,22 @@ in startup behaviour: refresh with `pytest --snapshot-update` and say why in the
 from __future__ import annotations
 
 import shutil
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from pixsim7.backend.main.startup import StartupAborted
+from testing.plugins import bundled_with_plugin
 
 pytestmark = pytest.mark.integration
 
 
 def plugin_dir_with(tmp_path: Path, plugin_id: str, *, required: bool, body: str) -> Path:
     """A copy of the bundled feature plugins plus one extra plugin."""
-    target = tmp_path / "feature_plugins"
-    shutil.copytree(PACKAGE_DIR / "plugins", target)
-    folder = target / plugin_id
-    folder.mkdir()
-    (folder / "manifest.toml").write_text(textwrap.dedent(f"""
-        id = "{plugin_id}"
-        name = "{plugin_id}"
-        version = "0.1.0"
-        kind = "feature"
-        required = {str(required).lower()}
-    """))
-    (folder / "__init__.py").write_text(textwrap.dedent(body))
-    return target
+    return bundled_with_plugin(tmp_path / "feature_plugins", "plugins", plugin_id, body,
+                               name=plugin_id, version="0.1.0", required=required)
 
 
 FAILING_ON_LOAD = """
@@ -43,27 +31,10 @@ FAILING_ON_LOAD = """
 """
 
 
-async def story(running: Any, *, probe: bool = True) -> dict[str, Any]:
-    """Everything a scenario pins: probes while up, inventory, then milestones after shutdown."""
-    result: dict[str, Any] = {}
-    if running.started:
-        if probe:
-            result["probes"] = await running.probe()
-        result["inventory"] = running.inventory()
-        await running.stop()
-    else:
-        result["startup_error"] = {
-            "type": type(running.startup_error).__name__,
-            "step": getattr(running.startup_error, "step", None),
-        }
-    result["milestones"] = running.normalized_milestones()
-    return result
-
-
 async def test_01_full_startup(app_factory, snapshot_json) -> None:
     running = await app_factory()
     assert running.started, running.startup_error
-    data = await story(running)
+    data = await running.story()
     assert data["probes"]["/ready"] == {"status": 200, "body": data["probes"]["/ready"]["body"]}
     assert data["probes"]["/ready"]["body"]["status"] == "ready"
     assert data == snapshot_json
@@ -75,7 +46,7 @@ async def test_02_redis_unreachable_at_startup(app_factory, make_settings, fault
     redis_proxy.cut()
     running = await app_factory(make_settings(redis_proxy=redis_proxy, redis_connect_timeout=0.5))
     assert running.started, running.startup_error
-    data = await story(running)
+    data = await running.story()
     ready = data["probes"]["/ready"]
     assert ready["status"] == 200
     assert (ready["body"]["status"], ready["body"]["redis"]) == ("degraded", "disconnected")
@@ -91,7 +62,7 @@ async def test_03_database_unreachable_at_startup(app_factory, make_settings, fa
                                               database_connect_timeout=0.5))
     assert isinstance(running.startup_error, StartupAborted)
     assert running.startup_error.step == "database"
-    data = await story(running)
+    data = await running.story()
     shutdown = [m["step"] for m in data["milestones"] if m["phase"] == "shutdown"]
     assert shutdown == ["embedded_services"]  # what had started is torn down
     assert data == snapshot_json
@@ -104,7 +75,7 @@ async def test_04_optional_plugin_fails_in_production(app_factory, make_settings
                              plugin_fail_fast=False, feature_plugins_dir=plugins)
     running = await app_factory(settings)
     assert running.started, running.startup_error
-    data = await story(running)
+    data = await running.story()
     ready = data["probes"]["/ready"]
     assert ready["status"] == 200 and ready["body"]["status"] == "degraded"
     assert ready["body"]["plugins"]["failed"] == ["weather"]
@@ -120,7 +91,7 @@ async def test_05_required_plugin_fails(app_factory, make_settings, tmp_path,
     assert isinstance(running.startup_error, StartupAborted)
     assert running.startup_error.step == "plugins"
     assert "weather" in str(running.startup_error)
-    assert await story(running) == snapshot_json
+    assert await running.story() == snapshot_json
 
 
 async def test_06_optional_plugin_fails_with_fail_fast(app_factory, make_settings, tmp_path,
@@ -130,7 +101,7 @@ async def test_06_optional_plugin_fails_with_fail_fast(app_factory, make_setting
                                               feature_plugins_dir=plugins))
     assert isinstance(running.startup_error, StartupAborted)
     assert running.startup_error.step == "plugins"
-    assert await story(running) == snapshot_json
+    assert await running.story() == snapshot_json
 
 
 async def test_07_database_lost_after_startup_then_restored(app_factory, make_settings,
@@ -147,7 +118,7 @@ async def test_07_database_lost_after_startup_then_restored(app_factory, make_se
     assert phases["lost"]["/ready"]["body"]["status"] == "unavailable"
     assert phases["lost"]["/"]["status"] == 200
     assert phases["restored"]["/ready"]["status"] == 200
-    data = await story(running, probe=False)
+    data = await running.story(probe_paths=None)
     assert {"phases": phases, **data} == snapshot_json
 
 
@@ -155,7 +126,7 @@ async def test_08_worker_profile(app_factory, app_settings, snapshot_json) -> No
     running = await app_factory(app_settings,
                                 factory=lambda settings: create_app(settings, profile="worker"))
     assert running.started, running.startup_error
-    data = await story(running, probe=False)
+    data = await running.story(probe_paths=None)
     steps = [m["step"] for m in data["milestones"] if m["phase"] == "startup"]
     assert "plugins" not in steps and "redis" in steps
     assert data == snapshot_json
@@ -171,7 +142,7 @@ async def test_09_directories_moved_by_environment(app_factory, make_settings, t
     shutil.rmtree(moved / "plugins" / "game_stealth")  # this deployment leaves one out
     running = await app_factory(make_settings())
     assert running.started, running.startup_error
-    data = await story(running)
+    data = await running.story()
     settings = data["inventory"]["settings"]["summary"]
     assert settings["feature_plugins_dir"] == "<tmp_path>/deploy/plugins"
     assert settings["middleware_dir"] == "<tmp_path>/deploy/middleware"

@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 from pixsim7.backend.main.api.health import readiness
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import API_PLAN, Policy, Step, run_plan
+from testing.apps import started
 
 pytestmark = pytest.mark.integration
 
@@ -22,12 +23,6 @@ ADMIN_PATHS = ("/api/v1/admin/plugins", "/api/v1/admin/startup")
 ADMIN_HEADERS = {"Authorization": "Bearer kit-admin-token"}
 PRESET = {"name": "test-preset-720p", "provider_id": "pixverse",
           "operation": "text_to_video", "params": {"duration": 5}}
-
-
-async def started(app_factory, settings: Any = None) -> Any:
-    running = await app_factory(settings)
-    assert running.started, running.startup_error
-    return running
 
 
 def strings_in(body: Any) -> list[str]:

@@ -11,13 +11,10 @@ import ast
 import asyncio
 import inspect
 import logging
-import os
 import re
-import shutil
-import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +25,9 @@ from fastapi import FastAPI
 
 from pixsim7.backend.main.api import security
 from pixsim7.backend.main.startup import StartupAborted
+from testing.apps import started
+from testing.plugins import bundled_with_plugin
+from testing.processes import run_backend
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -37,7 +37,6 @@ except ImportError:  # FastAPI versions that copy included routes into the app's
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
 ADMIN_PREFIX = "/api/v1/admin"
 TOKEN = "kit-admin-token"
 PLUGIN_PATH = f"{ADMIN_PREFIX}/extra/status"
@@ -82,14 +81,8 @@ async def status() -> dict:
 
 def feature_plugins_with_admin_route(tmp_path: Path) -> Path:
     """The package's feature plugins plus one whose manifest prefix lands under the admin API."""
-    folder = tmp_path / "feature_plugins"
-    shutil.copytree(PACKAGE_DIR / "plugins", folder,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    plugin = folder / "admin_extra"
-    plugin.mkdir()
-    (plugin / "manifest.toml").write_text(ADMIN_PLUGIN_MANIFEST)
-    (plugin / "__init__.py").write_text(ADMIN_PLUGIN_INIT)
-    return folder
+    return bundled_with_plugin(tmp_path / "feature_plugins", "plugins", "admin_extra",
+                               ADMIN_PLUGIN_INIT, manifest_text=ADMIN_PLUGIN_MANIFEST)
 
 
 def served_routes(app: FastAPI) -> Iterable[Any]:
@@ -108,12 +101,6 @@ def admin_operations(app: FastAPI) -> list[tuple[str, str]]:
             if method != "HEAD":
                 found.add((method, path))
     return sorted(found)
-
-
-async def started(app_factory: Callable[..., Any], settings: Any = None) -> Any:
-    running = await app_factory(settings)
-    assert running.started, running.startup_error
-    return running
 
 
 @pytest.fixture
@@ -329,26 +316,15 @@ async def test_logs_never_carry_a_password_from_a_url(
 
 
 async def test_check_command_refuses_the_default_secret_key_without_debug(
-    test_database, redis_namespace, tmp_path
+    test_database, redis_namespace, backend_env, tmp_path
 ) -> None:
     password = f"s3cret-{uuid.uuid4().hex[:12]}"
-    env = {key: value for key, value in os.environ.items()
-           if key.upper() not in {"SECRET_KEY", "ADMIN_TOKEN", "DEBUG", "DATABASE_URL",
-                                  "REDIS_URL", "PIXSIM7_DATA_DIR"}}
-    env.update(DEBUG="false", DATABASE_URL=with_password(test_database.url, password),
-               REDIS_URL=redis_namespace.url, PIXSIM7_DATA_DIR=str(tmp_path / "data"))
-    command = Path(sys.executable).with_name("pixsim7-backend")
-    process = await asyncio.create_subprocess_exec(
-        str(command), "check", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    output = stdout.decode() + stderr.decode()
-    assert process.returncode == 1, output
+    env = {**backend_env, "DEBUG": "false",
+           "DATABASE_URL": with_password(test_database.url, password),
+           "REDIS_URL": redis_namespace.url}
+    run = await asyncio.to_thread(run_backend, ["check"], env, tmp_path, 60)
+    output = run.output
+    assert run.returncode == 1, output
     assert "startup failed at step 'settings'" in output
-    assert "SECRET_KEY" in stderr.decode()
+    assert "SECRET_KEY" in run.stderr
     assert password not in output

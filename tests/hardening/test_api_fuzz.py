@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -30,6 +30,8 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+
+from testing.apps import started
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -134,12 +136,6 @@ def documented_operations(app: FastAPI) -> set[str]:
     return {f"{method} {route.path}" for route in routes
             for method in getattr(route, "methods", None) or ()
             if getattr(route, "include_in_schema", False) and method != "HEAD"}
-
-
-async def started(app_factory: Callable[..., Any], settings: Any = None) -> Any:
-    running = await app_factory(settings)
-    assert running.started, running.startup_error
-    return running
 
 
 async def test_every_operation_survives_fuzzing_and_conforms_to_its_schema(app_factory) -> None:

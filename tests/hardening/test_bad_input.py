@@ -11,10 +11,6 @@ plugin under fail-fast (startup aborts). Startup stories are pinned as JSON snap
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import subprocess
-import sys
 import textwrap
 import traceback
 from collections.abc import Callable
@@ -24,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from pixsim7.backend.main.startup import SettingsError, StartupAborted
+from testing.plugins import copy_bundled
+from testing.plugins import write_plugin as kit_write_plugin
+from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +42,13 @@ BUNDLED = {
 
 def bundled_copy(tmp_path: Path, setting: str) -> Path:
     """A fresh copy of the bundled folder behind `setting`, without byte-code caches."""
-    target = tmp_path / setting
-    shutil.copytree(PACKAGE_DIR / BUNDLED[setting], target,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    return target
+    return copy_bundled(BUNDLED[setting], tmp_path / setting)
 
 
 def write_plugin(root: Path, folder: str, *, manifest: str, body: str = "") -> Path:
     """A plugin folder with the given manifest text and `__init__.py` body."""
-    path = root / folder
-    path.mkdir()
-    (path / "manifest.toml").write_text(textwrap.dedent(manifest).lstrip())
-    (path / "__init__.py").write_text(textwrap.dedent(body).lstrip())
-    return path
+    return kit_write_plugin(root, folder, textwrap.dedent(body).lstrip(),
+                            manifest_text=textwrap.dedent(manifest).lstrip())
 
 
 def manifest_text(plugin_id: str, *, kind: str, required: bool, extra: str = "",
@@ -70,21 +62,6 @@ def manifest_text(plugin_id: str, *, kind: str, required: bool, extra: str = "",
     }
     lines = [f"{key} = {value}" for key, value in fields.items() if key not in skip]
     return "\n".join(lines) + "\n" + textwrap.dedent(extra).lstrip()
-
-
-async def story(running: Any) -> dict[str, Any]:
-    """What a startup story pins: the error or the /ready probe, then every milestone."""
-    result: dict[str, Any] = {}
-    if running.started:
-        result["ready"] = (await running.probe(["/ready"]))["/ready"]
-        await running.stop()
-    else:
-        result["startup_error"] = {
-            "type": type(running.startup_error).__name__,
-            "step": getattr(running.startup_error, "step", None),
-        }
-    result["milestones"] = running.normalized_milestones()
-    return result
 
 
 async def admin_plugins(running: Any) -> dict[str, Any]:
@@ -237,7 +214,7 @@ async def run_plugin_case(app_factory, make_settings, tmp_path: Path, case: str,
     else:
         assert running.started, running.startup_error
         admin = await admin_plugins(running)
-    data = await story(running)
+    data = await running.story(probe_paths="/ready", inventory=False)
     if not policy.aborts:
         ready = data["ready"]
         assert ready["status"] == 200
@@ -366,7 +343,7 @@ async def test_broken_domain_package_manifest_aborts(app_factory, make_settings,
     assert error.step == "domain_registry"
     assert str(manifest) in str(error)
     assert fragment in str(error)
-    data = await story(running)
+    data = await running.story(probe_paths="/ready", inventory=False)
     assert [m["step"] for m in data["milestones"] if m["phase"] == "startup"][-1] == (
         "domain_registry")
     assert data == snapshot_json
@@ -405,7 +382,7 @@ async def test_malformed_url_aborts_at_settings(app_factory, make_settings, capl
     text = str(error)
     assert setting.upper() in text
     assert fragment in text
-    data = await story(running)
+    data = await running.story(probe_paths="/ready", inventory=False)
     assert data["milestones"] == [{"phase": "startup", "step": "settings", "status": "failed",
                                    "policy": "required", "error": error.cause.__class__.__name__}]
     if password is not None:
@@ -424,16 +401,11 @@ async def test_malformed_url_aborts_at_settings(app_factory, make_settings, capl
 # --- a non-boolean DEBUG through the command line -------------------------------------------
 
 
-def test_non_boolean_debug_is_refused_by_check(kit_services, tmp_path) -> None:
-    env = {key: value for key, value in os.environ.items()
-           if key.upper() not in {"DEBUG", "PLUGIN_FAIL_FAST", "DATABASE_URL", "REDIS_URL",
-                                  *(name.upper() for name in BUNDLED)}}
-    env.update(DEBUG="maybe", DATABASE_URL=kit_services.postgres.url(),
-               REDIS_URL=kit_services.redis.url())
-    command = Path(sys.executable).with_name("pixsim7-backend")
-    result = subprocess.run([str(command), "check"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=60)
-    output = result.stdout + result.stderr
+def test_non_boolean_debug_is_refused_by_check(kit_services, backend_env, tmp_path) -> None:
+    env = {**backend_env, "DEBUG": "maybe", "DATABASE_URL": kit_services.postgres.url(),
+           "REDIS_URL": kit_services.redis.url()}
+    result = run_backend(["check"], env, tmp_path, timeout=60)
+    output = result.output
     assert result.returncode != 0, output
     assert "DEBUG" in output, output
     assert "maybe" in output, output

@@ -16,16 +16,12 @@ from typing import Any
 import httpx
 import pytest
 
+from testing.apps import started
+
 pytestmark = pytest.mark.integration
 
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video", "params": {"duration": 5}}
 JOB = {"kind": "render.video", "payload": {"scene": 7}}
-
-
-async def started(app_factory: Callable[..., Awaitable[Any]], settings: Any) -> Any:
-    running = await app_factory(settings)
-    assert running.started, running.startup_error
-    return running
 
 
 async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:

@@ -7,16 +7,8 @@ replica must become ready, and none may log an error on the way.
 from __future__ import annotations
 
 import asyncio
-import os
-import re
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -25,106 +17,33 @@ import pytest
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
-from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
+from testing.processes import LOG_LINE, BackendProcess
 
 pytestmark = pytest.mark.integration
 
-CLI = Path(sys.executable).with_name("pixsim7-backend")
 ADMIN_TOKEN = "replicas-admin-token"
 STARTUP_DEADLINE = 60.0
-# The CLI's log format: "%(asctime)s %(levelname)-7s %(name)s: %(message)s".
-LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+)\s+(?P<name>\S+): ")
-# Settings the parent environment may carry that would point a replica elsewhere.
-OVERRIDDEN = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
-    "ADMIN_TOKEN",
-    "DEBUG",
-    "SECRET_KEY",
-    "DOMAIN_MODELS_DIR",
-    "FEATURE_PLUGINS_DIR",
-    "ROUTE_PLUGINS_DIR",
-    "MIDDLEWARE_DIR",
-    "PLUGIN_FAIL_FAST",
-    "PIXSIM7_DATA_DIR",
-    "SHUTDOWN_DRAIN_SECONDS",
-)
 
 
-@dataclass
-class Replica:
-    name: str
-    proc: subprocess.Popen
-    log: Path
-    port: int | None = None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+@pytest.fixture
+def env(backend_services_env) -> dict[str, str]:
+    # PIXSIM7_DATA_DIR (from backend_env) is never used: both URLs are set.
+    return {**backend_services_env, "ADMIN_TOKEN": ADMIN_TOKEN, "SHUTDOWN_DRAIN_SECONDS": "0"}
 
 
-def _env(test_database, redis_namespace, tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDDEN}
-    env.update(
-        {
-            "DATABASE_URL": test_database.url,
-            "REDIS_URL": redis_namespace.url,
-            "REDIS_KEY_PREFIX": redis_namespace.prefix,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "PIXSIM7_DATA_DIR": str(tmp_path / "data"),  # never used: both URLs are set
-            "SHUTDOWN_DRAIN_SECONDS": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-@contextmanager
-def replicas(kinds: list[str], env: dict[str, str], tmp_path: Path) -> Iterator[list[Replica]]:
+def replicas(backend_processes, kinds: list[str], env: dict[str, str]) -> list[BackendProcess]:
     """Start one CLI process per entry of `kinds` ("serve" / "worker"), all at once."""
-    started: list[Replica] = []
-    try:
-        for index, kind in enumerate(kinds):
-            log = tmp_path / f"{kind}-{index}.log"
-            args = [str(CLI), kind]
-            port = None
-            if kind == "serve":
-                port = free_port()
-                args += ["--host", "127.0.0.1", "--port", str(port)]
-            with open(log, "wb") as out:
-                # cwd=tmp_path: no `.env` from the repository is read.
-                proc = subprocess.Popen(
-                    args,
-                    env=env,
-                    cwd=tmp_path,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                )
-            started.append(Replica(f"{kind}-{index}", proc, log, port))
-        yield started
-    finally:
-        for replica in started:
-            if replica.proc.poll() is None:
-                replica.proc.send_signal(signal.SIGTERM)
-        for replica in started:
-            try:
-                replica.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                replica.proc.kill()
-                replica.proc.wait(5)
+    return [backend_processes(kind, env, name=f"{kind}-{index}")
+            for index, kind in enumerate(kinds)]
 
 
-def _describe(replica: Replica) -> str:
-    return f"{replica.name} (exit {replica.proc.poll()}):\n{replica.output()[-3000:]}"
+def _describe(replica: BackendProcess) -> str:
+    return replica.describe(3000)
 
 
-def wait_all_ready(serves: list[Replica], deadline: float = STARTUP_DEADLINE) -> dict[str, dict]:
+def wait_all_ready(serves: list[BackendProcess],
+                   deadline: float = STARTUP_DEADLINE) -> dict[str, dict]:
     """Poll each replica's /ready until it says 200 "ready"; the bodies by replica name."""
     bodies: dict[str, dict] = {}
     end = time.monotonic() + deadline
@@ -148,7 +67,7 @@ def wait_all_ready(serves: list[Replica], deadline: float = STARTUP_DEADLINE) ->
     return bodies
 
 
-def wait_for_log(replica: Replica, needle: str, deadline: float = STARTUP_DEADLINE) -> None:
+def wait_for_log(replica: BackendProcess, needle: str, deadline: float = STARTUP_DEADLINE) -> None:
     end = time.monotonic() + deadline
     while needle not in replica.output():
         assert replica.proc.poll() is None, f"{replica.name} died:\n{_describe(replica)}"
@@ -166,16 +85,10 @@ def error_lines(text: str) -> list[str]:
     return bad
 
 
-def stop_all(started: list[Replica], timeout: float = 15.0) -> dict[str, int]:
+def stop_all(started: list[BackendProcess], timeout: float = 15.0) -> dict[str, int]:
     for replica in started:
-        replica.proc.send_signal(signal.SIGTERM)
-    codes = {}
-    for replica in started:
-        try:
-            codes[replica.name] = replica.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            codes[replica.name] = -999
-    return codes
+        replica.send(signal.SIGTERM)
+    return {replica.name: replica.stop(timeout=timeout) for replica in started}
 
 
 def expected_tables() -> list[str]:
@@ -208,25 +121,24 @@ async def assert_schema_and_presets_exactly_once(database_url: str) -> None:
     assert sorted(names) == sorted(p["name"] for p in DEFAULT_PRESETS)
 
 
-def assert_clean_logs(started: list[Replica]) -> None:
+def assert_clean_logs(started: list[BackendProcess]) -> None:
     for replica in started:
         bad = error_lines(replica.output())
         assert not bad, f"{replica.name} logged errors:\n" + "\n".join(bad)
 
 
 async def test_four_serve_replicas_on_one_empty_database_create_and_seed_once(
-    test_database, redis_namespace, tmp_path: Path
+    test_database, backend_processes, env
 ) -> None:
-    env = _env(test_database, redis_namespace, tmp_path)
-    with replicas(["serve"] * 4, env, tmp_path) as started:
-        bodies = wait_all_ready(started)
-        assert sorted(bodies) == sorted(r.name for r in started)
-        for body in bodies.values():
-            assert body["database"] == "connected"
-            assert body["redis"] == "connected"
-            assert body["plugins"]["failed"] == []
-        await assert_schema_and_presets_exactly_once(test_database.url)
-        codes = stop_all(started)
+    started = replicas(backend_processes, ["serve"] * 4, env)
+    bodies = wait_all_ready(started)
+    assert sorted(bodies) == sorted(r.name for r in started)
+    for body in bodies.values():
+        assert body["database"] == "connected"
+        assert body["redis"] == "connected"
+        assert body["plugins"]["failed"] == []
+    await assert_schema_and_presets_exactly_once(test_database.url)
+    codes = stop_all(started)
     assert codes == {r.name: 0 for r in started}, "\n".join(_describe(r) for r in started)
     assert_clean_logs(started)
     # Every replica did run the schema step against the shared database.
@@ -235,37 +147,36 @@ async def test_four_serve_replicas_on_one_empty_database_create_and_seed_once(
 
 
 async def test_serve_replicas_and_a_worker_start_together_and_the_worker_takes_jobs(
-    test_database, redis_namespace, tmp_path: Path
+    test_database, redis_namespace, backend_processes, env
 ) -> None:
-    env = _env(test_database, redis_namespace, tmp_path)
-    with replicas(["serve", "worker", "serve", "serve"], env, tmp_path) as started:
-        worker = next(r for r in started if r.name.startswith("worker"))
-        serves = [r for r in started if r.name.startswith("serve")]
-        wait_all_ready(serves)
-        wait_for_log(worker, "worker ready")
-        await assert_schema_and_presets_exactly_once(test_database.url)
+    started = replicas(backend_processes, ["serve", "worker", "serve", "serve"], env)
+    worker = next(r for r in started if r.name.startswith("worker"))
+    serves = [r for r in started if r.name.startswith("serve")]
+    wait_all_ready(serves)
+    wait_for_log(worker, "worker ready")
+    await assert_schema_and_presets_exactly_once(test_database.url)
 
-        key = jobs.queue_key(redis_namespace.prefix)
-        redis = redis_namespace.client()
-        try:
-            with httpx.Client(timeout=5.0) as client:
-                response = client.post(
-                    serves[1].base_url + "/api/v1/jobs",
-                    json={"kind": "replica.check", "payload": {"n": 1}},
-                )
-                assert response.status_code == 202, response.text
-                assert response.json()["queued"] is True
-                status = client.get(serves[2].base_url + "/api/v1/jobs/status").json()
-                assert status["background_jobs"] == "enabled"
-            end = time.monotonic() + 15.0
-            while await redis.llen(key):
-                assert worker.proc.poll() is None, _describe(worker)
-                assert time.monotonic() < end, "job not taken:\n" + _describe(worker)
-                await asyncio.sleep(0.05)
-        finally:
-            await redis.aclose()
-        assert await redis_namespace.keys() == []  # the queue is gone, nothing else was written
-        codes = stop_all(started)
+    key = jobs.queue_key(redis_namespace.prefix)
+    redis = redis_namespace.client()
+    try:
+        with httpx.Client(timeout=5.0) as client:
+            response = client.post(
+                serves[1].base_url + "/api/v1/jobs",
+                json={"kind": "replica.check", "payload": {"n": 1}},
+            )
+            assert response.status_code == 202, response.text
+            assert response.json()["queued"] is True
+            status = client.get(serves[2].base_url + "/api/v1/jobs/status").json()
+            assert status["background_jobs"] == "enabled"
+        end = time.monotonic() + 15.0
+        while await redis.llen(key):
+            assert worker.proc.poll() is None, _describe(worker)
+            assert time.monotonic() < end, "job not taken:\n" + _describe(worker)
+            await asyncio.sleep(0.05)
+    finally:
+        await redis.aclose()
+    assert await redis_namespace.keys() == []  # the queue is gone, nothing else was written
+    codes = stop_all(started)
     assert codes == {r.name: 0 for r in started}, "\n".join(_describe(r) for r in started)
     assert_clean_logs(started)
     assert "worker stopped after 1 jobs" in worker.output()

@@ -14,45 +14,21 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from pixsim7.backend.main.infrastructure.embedded import free_port
-from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from pixsim7.backend.main.startup import API_PLAN
+from testing.plugins import bundled_with_plugin, write_plugin
+from testing.processes import BackendProcess
 
 pytestmark = pytest.mark.integration
 
-CLI = Path(sys.executable).with_name("pixsim7-backend")
 ADMIN_TOKEN = "shutdown-admin-token"
 DRAIN = 1.5
-# The CLI's log format: "%(asctime)s %(levelname)-7s %(name)s: %(message)s".
-LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+)\s+(?P<name>\S+): (?P<msg>.*)$"
-)
-MILESTONE = re.compile(r"^(?P<phase>startup|shutdown) (?P<step>\w+): (?P<status>\w+)")
-OVERRIDDEN = (
-    "DATABASE_URL",
-    "REDIS_URL",
-    "REDIS_KEY_PREFIX",
-    "ADMIN_TOKEN",
-    "DEBUG",
-    "SECRET_KEY",
-    "DOMAIN_MODELS_DIR",
-    "FEATURE_PLUGINS_DIR",
-    "ROUTE_PLUGINS_DIR",
-    "MIDDLEWARE_DIR",
-    "PLUGIN_FAIL_FAST",
-    "PIXSIM7_DATA_DIR",
-    "SHUTDOWN_DRAIN_SECONDS",
-)
 # The teardowns the API plan has, in the order they must run: the reverse of startup.
 API_TEARDOWNS = [step.name for step in reversed(API_PLAN) if step.teardown is not None]
 
@@ -75,153 +51,86 @@ async def slow(millis: int) -> dict:
 """
 
 
-def _base_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in OVERRIDDEN}
-    env.update(
-        {
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "PYTHONUNBUFFERED": "1",
-            "PIXSIM7_DATA_DIR": str(tmp_path / "data"),
-        }
-    )
-    return env
-
-
-def _start(env: dict[str, str], log: Path, cwd: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [str(CLI), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    return proc, port
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-            return
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    proc.wait(10)
-
-
-def _tail(log: Path, proc: subprocess.Popen) -> str:
-    return f"(exit {proc.poll()})\n" + log.read_text(errors="replace")[-4000:]
-
-
-async def _wait_ready(
-    client: httpx.AsyncClient, proc: subprocess.Popen, log: Path, deadline: float
-) -> dict:
+async def _wait_ready(client: httpx.AsyncClient, serve: BackendProcess, deadline: float) -> dict:
     end = time.monotonic() + deadline
     while True:
-        assert proc.poll() is None, "serve died while starting:\n" + _tail(log, proc)
+        assert serve.proc.poll() is None, "serve died while starting:\n" + serve.describe()
         with contextlib.suppress(httpx.TransportError):
             response = await client.get("/ready")
             if response.status_code == 200:
                 return response.json()
-        assert time.monotonic() < end, "serve not ready in time:\n" + _tail(log, proc)
+        assert time.monotonic() < end, "serve not ready in time:\n" + serve.describe()
         await asyncio.sleep(0.1)
 
 
-async def _wait_for_line(log: Path, needle: str, proc: subprocess.Popen, deadline: float) -> None:
+async def _wait_for_line(serve: BackendProcess, needle: str, deadline: float) -> None:
     end = time.monotonic() + deadline
-    while needle not in log.read_text(errors="replace"):
-        assert proc.poll() is None, _tail(log, proc)
-        assert time.monotonic() < end, f"no {needle!r} in time:\n" + _tail(log, proc)
+    while needle not in serve.output():
+        assert serve.proc.poll() is None, serve.describe()
+        assert time.monotonic() < end, f"no {needle!r} in time:\n" + serve.describe()
         await asyncio.sleep(0.02)
 
 
-def _log_records(text: str) -> list[tuple[str, str, str]]:
-    """(level, logger, message) of each log line."""
-    return [(m["level"], m["name"], m["msg"]) for m in map(LOG_LINE.match, text.splitlines()) if m]
-
-
-def _milestones(records: list[tuple[str, str, str]], phase: str) -> list[tuple[str, str]]:
-    found = []
-    for _level, name, message in records:
-        match = MILESTONE.match(message) if name == "pixsim7.startup" else None
-        if match and match["phase"] == phase:
-            found.append((match["step"], match["status"]))
-    return found
+def _steps(serve: BackendProcess, phase: str) -> list[tuple[str, str]]:
+    """(step, status) of each milestone of `phase` the process logged."""
+    return [(step, status) for _phase, step, status in serve.milestones(phase)]
 
 
 def _route_plugins_with_slow(tmp_path: Path) -> Path:
-    routes = tmp_path / "routes"
-    shutil.copytree(PACKAGE_DIR / "routes", routes, ignore=shutil.ignore_patterns("__pycache__"))
-    slow = routes / "slow"
-    slow.mkdir()
-    (slow / "manifest.toml").write_text(
-        'id = "slow"\nname = "Slow"\nversion = "1.0.0"\nkind = "route"\nprefix = "/slow"\n'
-    )
-    (slow / "__init__.py").write_text(textwrap.dedent(SLOW_PLUGIN))
-    return routes
+    return bundled_with_plugin(tmp_path / "routes", "routes", "slow", SLOW_PLUGIN, name="Slow",
+                               kind="route", prefix="/slow")
 
 
 async def test_sigterm_turns_ready_503_at_once_lets_requests_finish_and_tears_down_in_reverse(
-    test_database, redis_namespace, tmp_path: Path
+    backend_services_env, backend_processes, tmp_path: Path
 ) -> None:
-    env = _base_env(tmp_path)
-    env.update(
-        {
-            "DATABASE_URL": test_database.url,
-            "REDIS_URL": redis_namespace.url,
-            "REDIS_KEY_PREFIX": redis_namespace.prefix,
-            "SHUTDOWN_DRAIN_SECONDS": str(DRAIN),
-            "ROUTE_PLUGINS_DIR": str(_route_plugins_with_slow(tmp_path)),
-        }
-    )
-    log = tmp_path / "serve.log"
-    proc, port = _start(env, log, tmp_path)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            body = await _wait_ready(client, proc, log, deadline=60)
-            assert body["status"] == "ready"
-            assert "slow" not in body["plugins"]["failed"]
-            # One request that ends inside the drain window, one that outlasts it.
-            short = asyncio.ensure_future(client.get("/api/v1/slow/1000"))
-            long = asyncio.ensure_future(client.get("/api/v1/slow/2200"))
-            await _wait_for_line(log, "slow request 1000 started", proc, 10)
-            await _wait_for_line(log, "slow request 2200 started", proc, 10)
+    env = {
+        **backend_services_env,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "SHUTDOWN_DRAIN_SECONDS": str(DRAIN),
+        "ROUTE_PLUGINS_DIR": str(_route_plugins_with_slow(tmp_path)),
+    }
+    serve = backend_processes("serve", env)
+    async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+        body = await _wait_ready(client, serve, deadline=60)
+        assert body["status"] == "ready"
+        assert "slow" not in body["plugins"]["failed"]
+        # One request that ends inside the drain window, one that outlasts it.
+        short = asyncio.ensure_future(client.get("/api/v1/slow/1000"))
+        long = asyncio.ensure_future(client.get("/api/v1/slow/2200"))
+        await _wait_for_line(serve, "slow request 1000 started", 10)
+        await _wait_for_line(serve, "slow request 2200 started", 10)
 
-            signalled = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            first = await client.get("/ready")
-            answered = time.monotonic() - signalled
-            assert first.status_code == 503, first.text
-            assert first.json()["lifecycle"] == "stopping"
-            assert first.json()["status"] == "unavailable"
-            assert answered < 0.3, f"/ready took {answered:.3f}s to turn 503"
-            # While draining the process still answers: liveness stays 200.
-            assert (await client.get("/")).status_code == 200
-            assert (await client.get("/ready")).status_code == 503
+        signalled = time.monotonic()
+        serve.send(signal.SIGTERM)
+        first = await client.get("/ready")
+        answered = time.monotonic() - signalled
+        assert first.status_code == 503, first.text
+        assert first.json()["lifecycle"] == "stopping"
+        assert first.json()["status"] == "unavailable"
+        assert answered < 0.3, f"/ready took {answered:.3f}s to turn 503"
+        # While draining the process still answers: liveness stays 200.
+        assert (await client.get("/")).status_code == 200
+        assert (await client.get("/ready")).status_code == 503
 
-            short_response, long_response = await asyncio.wait_for(
-                asyncio.gather(short, long), timeout=DRAIN + 10
-            )
-            assert short_response.status_code == 200, short_response.text
-            assert short_response.json() == {"slept_ms": 1000}
-            assert long_response.status_code == 200, long_response.text
-            assert long_response.json() == {"slept_ms": 2200}
-        code = await asyncio.to_thread(proc.wait, DRAIN + 10)
-        total = time.monotonic() - signalled
-    finally:
-        _stop(proc)
-    output = log.read_text(errors="replace")
-    assert code == 0, _tail(log, proc)
+        short_response, long_response = await asyncio.wait_for(
+            asyncio.gather(short, long), timeout=DRAIN + 10
+        )
+        assert short_response.status_code == 200, short_response.text
+        assert short_response.json() == {"slept_ms": 1000}
+        assert long_response.status_code == 200, long_response.text
+        assert long_response.json() == {"slept_ms": 2200}
+    code = await asyncio.to_thread(serve.proc.wait, DRAIN + 10)
+    total = time.monotonic() - signalled
+    output = serve.output()
+    assert code == 0, serve.describe()
     assert total < DRAIN + 10
     # Not sooner than the drain: the load balancer gets its window.
     assert total >= DRAIN - 0.1, f"exited after {total:.2f}s, drain is {DRAIN}s"
 
-    records = _log_records(output)
-    startup = [step for step, _status in _milestones(records, "startup") if step != "complete"]
-    shutdown = _milestones(records, "shutdown")
+    records = serve.log_lines
+    startup = [step for step, _status in _steps(serve, "startup") if step != "complete"]
+    shutdown = _steps(serve, "shutdown")
     assert [step for step, _ in shutdown] == API_TEARDOWNS, output
     assert all(status == "ok" for _, status in shutdown), shutdown
     # Reverse of the order the same process logged on the way up.
@@ -303,44 +212,45 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_sigterm_with_embedded_services_stops_postgres_and_redis(tmp_path: Path) -> None:
+async def test_sigterm_with_embedded_services_stops_postgres_and_redis(
+    backend_env, backend_processes
+) -> None:
     # Outside pytest's tmp tree: the embedded PostgreSQL runs as an unprivileged user that must
     # reach its folder, and pytest keeps its tmp root private.
     data_dir = tempfile.mkdtemp(prefix="pixsim7-shutdown-")
-    env = _base_env(tmp_path)
-    env.update({"DEBUG": "true", "PIXSIM7_DATA_DIR": data_dir, "SHUTDOWN_DRAIN_SECONDS": "0.2"})
-    log = tmp_path / "serve-embedded.log"
-    proc = None
+    env = {**backend_env, "ADMIN_TOKEN": ADMIN_TOKEN, "DEBUG": "true",
+           "PIXSIM7_DATA_DIR": data_dir, "SHUTDOWN_DRAIN_SECONDS": "0.2"}
+    serve = None
     servers: dict[int, tuple[str, int, int]] = {}
     try:
-        proc, port = _start(env, log, tmp_path)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            body = await _wait_ready(client, proc, log, deadline=120)
+        serve = backend_processes("serve", env, name="serve-embedded")
+        async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+            body = await _wait_ready(client, serve, deadline=120)
         assert body["database"] == "connected" and body["redis"] == "connected", body
         ports = {
             m["kind"]: int(m["port"])
-            for _lvl, name, msg in _log_records(log.read_text(errors="replace"))
+            for _lvl, name, msg in serve.log_lines
             if name == "pixsim7.embedded" and (m := EMBEDDED_PORT.match(msg))
         }
-        assert set(ports) == {"PostgreSQL", "Redis"}, _tail(log, proc)
+        assert set(ports) == {"PostgreSQL", "Redis"}, serve.describe()
         servers = _server_processes(data_dir, ports["Redis"])
         commands = " ".join(_cmdline(pid) for pid in servers)
         assert data_dir in commands and "redis-server" in commands, servers
         assert all(_port_open(p) for p in ports.values())
 
-        proc.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(proc.wait, 30)
-        assert code == 0, _tail(log, proc)
+        serve.send(signal.SIGTERM)
+        code = await asyncio.to_thread(serve.proc.wait, 30)
+        assert code == 0, serve.describe()
         end = time.monotonic() + 10
         while (left := _alive(servers)) or _processes_mentioning(data_dir):
             assert time.monotonic() < end, f"left running after exit: {left}"
             await asyncio.sleep(0.1)
         assert not any(_port_open(p) for p in ports.values()), ports
-        shutdown = _milestones(_log_records(log.read_text(errors="replace")), "shutdown")
+        shutdown = _steps(serve, "shutdown")
         assert shutdown[-1] == ("embedded_services", "ok"), shutdown
     finally:
-        if proc is not None:
-            _stop(proc)
+        if serve is not None:
+            serve.stop()
         # Anything the run left behind is stopped by its pid before the folder goes.
         for pid in [*_alive(servers), *_processes_mentioning(data_dir)]:
             with contextlib.suppress(ProcessLookupError):
@@ -357,11 +267,7 @@ async def test_a_plugin_teardown_that_raises_is_logged_and_the_other_teardowns_s
         ("calm", f"    open({str(marker)!r}, 'w').write('disabled')\n"),
         ("grumpy", "    raise RuntimeError('grumpy refuses to stop')\n"),
     ):
-        (plugins / folder).mkdir(parents=True)
-        (plugins / folder / "manifest.toml").write_text(
-            f'id = "{folder}"\nname = "{folder.title()}"\nversion = "1.0.0"\nkind = "feature"\n'
-        )
-        (plugins / folder / "__init__.py").write_text(f"def on_disable(ctx):\n{hook}")
+        write_plugin(plugins, folder, f"def on_disable(ctx):\n{hook}")
 
     running = await app_factory(make_settings(feature_plugins_dir=plugins))
     assert running.started, running.startup_error

@@ -7,15 +7,10 @@ PostgreSQL and Redis servers were started (they must be stopped on the way out).
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -23,40 +18,28 @@ import psutil
 import pytest
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
-from pixsim7.backend.main.shared.config import PACKAGE_DIR, Settings
+from testing.plugins import bundled_with_plugin
+from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
 
-CLI = str(Path(sys.executable).with_name("pixsim7-backend"))
 PASSWORD = "s3cret-pw"
 EXIT_BOUND_S = 30.0
 SERVE_STARTUP_FAILURE = 3  # what `serve` returns when the app never started
 
 
-def backend_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The test's environment without any backend setting, plus `values` and a private TMPDIR."""
-    names = {name.upper() for name in Settings.model_fields} | {"PIXSIM7_DATA_DIR"}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+@pytest.fixture
+def env(backend_env, tmp_path: Path) -> dict[str, str]:
+    """`backend_env` with a private TMPDIR and an admin token."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
-    env.update(TMPDIR=str(tmp), PYTHONUNBUFFERED="1", **values)
-    return env
+    return {**backend_env, "TMPDIR": str(tmp), "ADMIN_TOKEN": "process-test-token"}
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, int]:
     """Run the CLI to its end (bounded); (exit code, combined output, pid)."""
-    proc = subprocess.Popen([CLI, *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=EXIT_BOUND_S)
-    except subprocess.TimeoutExpired:
-        output = ""
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            pytest.fail(f"`pixsim7-backend {' '.join(args)}` did not exit within {EXIT_BOUND_S}s")
-    return proc.returncode, output, proc.pid
+    run = run_backend(args, env, cwd, timeout=EXIT_BOUND_S)
+    return run.returncode, run.output, run.pid
 
 
 def _cwd(proc: psutil.Process) -> str:
@@ -108,7 +91,7 @@ def port_is_closed(port: int) -> bool:
     pytest.param(["serve", "--port", "{port}"], "blackholed", id="serve-never-answers"),
 ])
 def test_unreachable_database_exits_nonzero_naming_it_without_the_password(
-    command: list[str], database: str, tmp_path: Path, redis_namespace, fault_proxy
+    command: list[str], database: str, tmp_path: Path, redis_namespace, fault_proxy, env
 ) -> None:
     if database == "refused":
         dead_port = free_port()
@@ -116,16 +99,13 @@ def test_unreachable_database_exits_nonzero_naming_it_without_the_password(
         proxy = fault_proxy("postgres")
         proxy.blackhole()
         dead_port = proxy.port
-    data_dir = tmp_path / "data"
-    env = backend_env(
-        tmp_path,
-        DATABASE_URL=f"postgresql://postgres:{PASSWORD}@127.0.0.1:{dead_port}/pixsim7",
-        REDIS_URL=redis_namespace.url,
-        REDIS_KEY_PREFIX=redis_namespace.prefix,
-        PIXSIM7_DATA_DIR=str(data_dir),
-        DATABASE_CONNECT_TIMEOUT="1",
-        ADMIN_TOKEN="process-test-token",
-    )
+    env = {
+        **env,
+        "DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{dead_port}/pixsim7",
+        "REDIS_URL": redis_namespace.url,
+        "REDIS_KEY_PREFIX": redis_namespace.prefix,
+        "DATABASE_CONNECT_TIMEOUT": "1",
+    }
     port = free_port()
     args = [part.format(port=port) for part in command]
     pid = None
@@ -156,26 +136,15 @@ def on_load(ctx):
 """
 
 
-def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path) -> None:
-    plugins = tmp_path / "plugins"
-    shutil.copytree(PACKAGE_DIR / "plugins", plugins,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    boom = plugins / "zz_boom"
-    boom.mkdir()
-    (boom / "manifest.toml").write_text(textwrap.dedent("""\
-        id = "zz_boom"
-        name = "Boom"
-        version = "1.0.0"
-        kind = "feature"
-        required = true
-        """), encoding="utf-8")
-    (boom / "__init__.py").write_text(FAILING_PLUGIN, encoding="utf-8")
+def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path, env) -> None:
+    plugins = bundled_with_plugin(tmp_path / "plugins", "plugins", "zz_boom", FAILING_PLUGIN,
+                                  name="Boom", required=True)
     # Not under pytest's tmp_path: when run as root the embedded PostgreSQL runs as an
     # unprivileged user that must traverse every parent folder, and each new pytest session
     # resets pytest's own temp root to 0700.
     data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-outage-data-"))
-    env = backend_env(tmp_path, DEBUG="true", PIXSIM7_DATA_DIR=str(data_dir),
-                      FEATURE_PLUGINS_DIR=str(plugins), ADMIN_TOKEN="process-test-token")
+    env = {**env, "DEBUG": "true", "PIXSIM7_DATA_DIR": str(data_dir),
+           "FEATURE_PLUGINS_DIR": str(plugins)}
     port = free_port()
     pid = None
     try:

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from plugin_test_folders import write_plugin
 
 from pixsim7.backend.main.infrastructure.middleware import (
     MiddlewareError,
@@ -17,6 +16,7 @@ from pixsim7.backend.main.infrastructure.middleware import (
     MiddlewareManifestError,
 )
 from pixsim7.backend.main.shared.config import PACKAGE_DIR, Settings
+from testing.plugins import write_plugin
 
 TAGGING_MIDDLEWARE = """
 from starlette.datastructures import MutableHeaders

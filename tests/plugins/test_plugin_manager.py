@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from plugin_test_folders import write_plugin
 
 from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
@@ -19,6 +18,7 @@ from pixsim7.backend.main.infrastructure.plugins import (
     PluginStartupError,
     plugin_logger,
 )
+from testing.plugins import write_plugin
 
 RECORDING_HOOKS = """
 def on_load(ctx):

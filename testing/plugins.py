@@ -1,10 +1,13 @@
-"""Builders for throwaway plugin folders used by the plugin tests."""
+"""Throwaway plugin folders: a copy of a bundled discovery folder, plus plugins written in it."""
 
 from __future__ import annotations
 
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "pixsim7" / "backend" / "main"
 
 
 def toml_value(value: Any) -> str:
@@ -28,7 +31,12 @@ def write_plugin(
     manifest_text: str | None = None,
     **fields: Any,
 ) -> Path:
-    """Create `root/folder` with a manifest (from `fields` unless given) and `__init__.py`."""
+    """Create `root/folder` with a manifest (from `fields` unless given) and `__init__.py`.
+
+    The manifest built from `fields` starts with id = folder, name = folder.title(),
+    version = "1.0.0" and kind = "feature"; `fields` override or add to these. `code` is
+    dedented.
+    """
     path = root / folder
     path.mkdir(parents=True, exist_ok=True)
     if manifest_text is None:
@@ -38,3 +46,18 @@ def write_plugin(
     (path / "manifest.toml").write_text(manifest_text, encoding="utf-8")
     (path / "__init__.py").write_text(textwrap.dedent(code), encoding="utf-8")
     return path
+
+
+def copy_bundled(folder: str, target: Path) -> Path:
+    """A fresh copy of the package's bundled `folder` ("plugins", "routes", "middleware",
+    "domain_models") at `target`, without byte-code caches."""
+    shutil.copytree(PACKAGE_DIR / folder, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def bundled_with_plugin(target: Path, bundled: str, folder: str, code: str = "", *,
+                        manifest_text: str | None = None, **fields: Any) -> Path:
+    """`copy_bundled(bundled, target)` plus one more plugin written by `write_plugin`."""
+    copy_bundled(bundled, target)
+    write_plugin(target, folder, code, manifest_text=manifest_text, **fields)
+    return target

@@ -1,0 +1,169 @@
+"""The real `pixsim7-backend` command as a subprocess: its environment, its log, its exit.
+
+`start_backend` starts a long-running command (`serve`, `worker`) writing to a log file;
+`run_backend` runs a short one (`check`, or a `serve` expected to fail) to its end.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal as signals
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+CLI = Path(sys.executable).with_name("pixsim7-backend")
+# The CLI's log format: "%(asctime)s %(levelname)-7s %(name)s: %(message)s".
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+)\s+(?P<name>\S+): (?P<msg>.*)$"
+)
+# What pixsim7.startup logs per step: "startup <step>: <status> (N ms)", "shutdown <step>: ...".
+MILESTONE = re.compile(r"^(?P<phase>startup|shutdown) (?P<step>\w+): (?P<status>\w+)")
+STARTUP_LOGGER = "pixsim7.startup"
+
+
+@cache
+def setting_names() -> frozenset[str]:
+    """Every environment variable the backend reads its settings from."""
+    from pixsim7.backend.main.shared.config import Settings
+
+    return frozenset({name.upper() for name in Settings.model_fields} | {"PIXSIM7_DATA_DIR"})
+
+
+def backend_env(values: Mapping[str, str] | None = None, /, **more: str) -> dict[str, str]:
+    """This process's environment without any backend setting, plus the given values and
+    PYTHONUNBUFFERED=1."""
+    names = setting_names()
+    env = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(values or {})
+    env.update(more)
+    return env
+
+
+def parse_log(text: str) -> list[tuple[str, str, str]]:
+    """(level, logger, message) of each line written in the CLI's log format."""
+    return [(m["level"], m["name"], m["msg"]) for m in map(LOG_LINE.match, text.splitlines()) if m]
+
+
+def parse_milestones(records: Iterable[tuple[str, str, str]],
+                     phase: str | None = None) -> list[tuple[str, str, str]]:
+    """(phase, step, status) of each startup / shutdown milestone among `records`."""
+    found = []
+    for _level, name, message in records:
+        match = MILESTONE.match(message) if name == STARTUP_LOGGER else None
+        if match and phase in (None, match["phase"]):
+            found.append((match["phase"], match["step"], match["status"]))
+    return found
+
+
+@dataclass
+class BackendProcess:
+    """One running `pixsim7-backend` command; its combined output goes to `log`."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+    port: int | None = None
+    _signalled: set[int] = field(default_factory=set, repr=False)
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError(f"{self.name} listens on no port")
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    @property
+    def log_lines(self) -> list[tuple[str, str, str]]:
+        """(level, logger, message) of each log line written so far."""
+        return parse_log(self.output())
+
+    def milestones(self, phase: str | None = None) -> list[tuple[str, str, str]]:
+        """(phase, step, status) of each milestone logged so far, of one phase if given."""
+        return parse_milestones(self.log_lines, phase)
+
+    def describe(self, chars: int = 4000) -> str:
+        """Its name, exit code and the end of its output: for assertion messages."""
+        return f"{self.name} (exit {self.proc.poll()}):\n{self.output()[-chars:]}"
+
+    def send(self, signal: int = signals.SIGTERM) -> None:
+        """Send `signal` if the process still runs (`stop` will not send it again)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal)
+            self._signalled.add(signal)
+
+    def stop(self, signal: int = signals.SIGTERM, timeout: float = 20.0) -> int:
+        """Send `signal` (once), wait up to `timeout` seconds, then kill; the exit code."""
+        if signal not in self._signalled:
+            self.send(signal)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path | None = None,
+                  port: int | None = None, name: str | None = None,
+                  args: Sequence[str] = ()) -> BackendProcess:
+    """Start `pixsim7-backend <command> [args]` in `cwd` (a folder without a `.env`).
+
+    `serve` listens on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
+    (default `<cwd>/<name>.log`).
+    """
+    argv = [str(CLI), command, *args]
+    if command == "serve":
+        if port is None:
+            from pixsim7.backend.main.infrastructure.embedded import free_port
+
+            port = free_port()
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+    name = name or command
+    log = log or cwd / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT)
+    return BackendProcess(name, proc, log, port)
+
+
+@dataclass(frozen=True)
+class BackendRun:
+    """A finished `pixsim7-backend` command."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    pid: int
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_backend(args: Sequence[str], env: Mapping[str, str], cwd: Path,
+                timeout: float = 60.0) -> BackendRun:
+    """Run `pixsim7-backend <args>` to its end; a run longer than `timeout` is killed (with
+    its process group) and fails the test."""
+    proc = subprocess.Popen([str(CLI), *args], env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    stdout = stderr = ""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signals.SIGKILL)
+            proc.communicate(timeout=10)
+            pytest.fail(f"`pixsim7-backend {' '.join(args)}` did not exit within {timeout}s")
+    return BackendRun(proc.returncode, stdout, stderr, proc.pid)
