@@ -285,6 +285,14 @@ async def test_a_plugin_teardown_that_raises_is_logged_and_the_other_teardowns_s
         API_TEARDOWNS.index("plugins") + 1 :
     ]
     assert after_plugins and all(status == "ok" for _, status in after_plugins), steps
+    # The plugins teardown itself reports the failure, naming the plugin, once all hooks ran.
+    assert dict(steps)["plugins"] == "failed"
+    plugins_down = [m for m in running.milestones
+                    if m["phase"] == "shutdown" and m["step"] == "plugins"]
+    assert plugins_down[0]["error"] == "PluginTeardownError"
+    timeline = running.app.state.startup.records
+    assert "grumpy" in next(r.error for r in timeline if r.phase == "shutdown"
+                            and r.step == "plugins")
     # The plugin disabled after the failing one (reverse load order) still ran its hook.
     assert marker.read_text() == "disabled"
     assert manager.get("grumpy").error.startswith("RuntimeError")

@@ -356,11 +356,21 @@ async def setup_plugins(app: FastAPI) -> tuple[PluginManager, PluginManager]:
     return managers[0], managers[1]
 
 
+class PluginTeardownError(RuntimeError):
+    """One or more plugins' on_disable raised; the others were still disabled."""
+
+
 async def teardown_plugins(app: FastAPI) -> None:
+    """Disable route plugins, then feature plugins; report hooks that raised once all ran."""
+    raised: list[str] = []
     for name in ("routes_manager", "plugin_manager"):
         manager = getattr(app.state, name, None)
         if manager is not None:
             await manager.disable_all()
+            raised += [pid for pid, state in manager.plugins.items()
+                       if state.status == "disabled" and state.error]
+    if raised:
+        raise PluginTeardownError(f"on_disable raised in plugin(s): {', '.join(raised)}")
 
 
 async def setup_behavior_registry_lock(app: FastAPI) -> BehaviorRegistry:
