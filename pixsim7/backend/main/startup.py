@@ -8,6 +8,7 @@ the way out, the teardowns of the steps that completed, in reverse, also after a
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import secrets
@@ -200,13 +201,16 @@ async def setup_embedded_services(app: FastAPI) -> StepOutcome:
     data_dir = Path(settings.data_dir)
     try:
         if not settings.database_url:
-            postgres = EmbeddedPostgres(data_dir / "postgres").start()
-            app.state.embedded["postgres"] = postgres
+            # Registered before starting, so a failure or cancellation mid-start still stops it;
+            # start and stop block (initdb, waiting for ports), so they run off the loop.
+            postgres = app.state.embedded["postgres"] = EmbeddedPostgres(data_dir / "postgres")
+            await asyncio.to_thread(postgres.start)
             await _ensure_database(postgres.url(), EMBEDDED_DATABASE)
             updates["database_url"] = postgres.url(EMBEDDED_DATABASE)
         if not settings.redis_url:
-            redis_server = EmbeddedRedis(data_dir / "redis", persist=True).start()
-            app.state.embedded["redis"] = redis_server
+            redis_server = app.state.embedded["redis"] = EmbeddedRedis(
+                data_dir / "redis", persist=True)
+            await asyncio.to_thread(redis_server.start)
             updates["redis_url"] = redis_server.url()
     except BaseException:
         await teardown_embedded_services(app)
@@ -228,7 +232,7 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 
 async def teardown_embedded_services(app: FastAPI) -> None:
     for server in reversed(list(getattr(app.state, "embedded", {}).values())):
-        server.stop()
+        await asyncio.to_thread(server.stop)
     app.state.embedded = {}
 
 
