@@ -1,0 +1,68 @@
+"""`pixsim7-backend check` and `serve` as an operator runs them."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pixsim7.backend.main.startup import API_PLAN, WORKER_PLAN
+from testing.processes import run_backend
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("profile", "plan"), [("api", API_PLAN), ("worker", WORKER_PLAN)])
+def test_check_prints_every_step_and_exits_zero(profile, plan, backend_services_env,
+                                                tmp_path) -> None:
+    run = run_backend(["check", "--profile", profile], backend_services_env, tmp_path)
+    assert run.returncode == 0, run.output
+    rows = [line.split() for line in run.stdout.splitlines()[1:] if line.strip()]
+    startup = [row[1] for row in rows if row[0] == "startup"]
+    shutdown = [row[1] for row in rows if row[0] == "shutdown"]
+    assert startup == [step.name for step in plan] + ["complete"]
+    assert shutdown == [step.name for step in reversed(plan) if step.teardown is not None]
+    assert run.stdout.splitlines()[0].split() == ["phase", "step", "policy", "status", "ms",
+                                                 "detail"]
+
+
+def test_check_exits_nonzero_naming_the_failed_step(backend_services_env, tmp_path) -> None:
+    env = {**backend_services_env, "ROUTE_PLUGINS_DIR": str(tmp_path / "missing")}
+    run = run_backend(["check"], env, tmp_path)
+    assert run.returncode == 1
+    assert "startup failed at step 'settings'" in run.stderr
+    assert "ROUTE_PLUGINS_DIR" in run.stderr
+
+
+def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,
+                                                                backend_processes) -> None:
+    # backend_env carries no DATABASE_URL / REDIS_URL: the embedded default starts.
+    # Outside pytest's tmp tree: the unprivileged PostgreSQL user must traverse it.
+    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-cli-"))
+    try:
+        server = backend_processes("serve", {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir),
+                                             "SHUTDOWN_DRAIN_SECONDS": "0"})
+        body = None
+        with httpx.Client(base_url=server.base_url, timeout=2) as client:
+            for _ in range(300):
+                try:
+                    response = client.get("/ready")
+                except httpx.TransportError:
+                    response = None
+                if response is not None and response.status_code == 200:
+                    body = response.json()
+                    break
+                if server.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        assert body is not None, server.describe()
+        assert body["status"] == "ready"
+        assert "this run's admin token is" in server.output()
+        assert server.stop() == 0
+        assert server.output().count("this run's admin token is") == 1
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
