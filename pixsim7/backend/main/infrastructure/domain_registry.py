@@ -6,7 +6,6 @@ A package is a folder holding `manifest.toml` (name, depends_on, models, descrip
 
 from __future__ import annotations
 
-import heapq
 import importlib.util
 import re
 import sys
@@ -20,6 +19,7 @@ from typing import Any
 from sqlalchemy import Table
 
 from pixsim7.backend.main.infrastructure.database.base import Base
+from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
 __all__ = [
@@ -237,27 +237,14 @@ def _string_list(path: Path, data: dict[str, Any], key: str, *, required: bool) 
 
 
 def _dependency_order(manifests: list[_Manifest]) -> list[str]:
-    # Kahn's algorithm; among packages that are ready at the same time the one discovered first
-    # (folder name order) goes first, so the order is the same on every run.
-    position = {m.name: index for index, m in enumerate(manifests)}
-    waiting_on = {m.name: set(m.depends_on) for m in manifests}
-    dependents: dict[str, list[str]] = {m.name: [] for m in manifests}
-    for m in manifests:
-        for dependency in m.depends_on:
-            dependents[dependency].append(m.name)
-    ready = [(position[name], name) for name, deps in waiting_on.items() if not deps]
-    heapq.heapify(ready)
-    order: list[str] = []
-    while ready:
-        _, name = heapq.heappop(ready)
-        order.append(name)
-        for dependent in dependents[name]:
-            waiting_on[dependent].discard(name)
-            if not waiting_on[dependent]:
-                heapq.heappush(ready, (position[dependent], dependent))
-    if len(order) < len(manifests):
+    # Among packages ready at the same time the one discovered first (folder name order) goes
+    # first, so the order is the same on every run.
+    order, blocked = stable_dependency_order(
+        [m.name for m in manifests], {m.name: m.depends_on for m in manifests}
+    )
+    if blocked:
         by_name = {m.name: m for m in manifests}
-        cycle = _find_cycle({n: deps for n, deps in waiting_on.items() if deps}, by_name)
+        cycle = _find_cycle(set(blocked), by_name)
         paths = ", ".join(str(by_name[n].manifest_path) for n in dict.fromkeys(cycle))
         raise DomainRegistryError(
             f"dependency cycle between domain packages: {' -> '.join(cycle)} "
@@ -266,7 +253,7 @@ def _dependency_order(manifests: list[_Manifest]) -> list[str]:
     return order
 
 
-def _find_cycle(blocked: dict[str, set[str]], by_name: dict[str, _Manifest]) -> list[str]:
+def _find_cycle(blocked: set[str], by_name: dict[str, _Manifest]) -> list[str]:
     # Every blocked package waits on another blocked one, so walking dependencies from any of
     # them must revisit a package; the walk from that point on is the cycle.
     start = min(blocked, key=lambda n: by_name[n].folder.name)

@@ -16,7 +16,6 @@ failure while `fail_fast` is on, raises `PluginStartupError` instead of continui
 
 from __future__ import annotations
 
-import heapq
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
+
+from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
 
 from .context import ContextFactory, PluginContext
 from .loader import call_hook, describe_error, load_package, namespace_token, unload_package
@@ -407,30 +408,12 @@ class PluginManager:
     def _dependency_order(self, cyclic: set[str]) -> list[str]:
         """Stable topological order: among ready plugins, the earliest folder goes first."""
         ids = list(self._plugins)
-        position = {pid: i for i, pid in enumerate(ids)}
-        dependents: dict[str, list[str]] = {pid: [] for pid in ids}
-        waiting: dict[str, int] = {}
-        for pid in ids:
-            # Edges from cyclic plugins are dropped; those plugins already failed.
-            deps = [
-                d for d in self._plugins[pid].dependencies if d in self._plugins and d not in cyclic
-            ]
-            waiting[pid] = len(deps)
-            for dep in deps:
-                dependents[dep].append(pid)
-        ready = [position[pid] for pid in ids if waiting[pid] == 0]
-        heapq.heapify(ready)
-        order: list[str] = []
-        while ready:
-            pid = ids[heapq.heappop(ready)]
-            order.append(pid)
-            for dependent in dependents[pid]:
-                waiting[dependent] -= 1
-                if waiting[dependent] == 0:
-                    heapq.heappush(ready, position[dependent])
+        # Edges from cyclic plugins are dropped; those plugins already failed.
+        order, rest = stable_dependency_order(ids, {
+            pid: [d for d in self._plugins[pid].dependencies if d not in cyclic] for pid in ids
+        })
         # Anything left depends only on cyclic plugins via edges already dropped; keep it listed.
-        order.extend(pid for pid in ids if pid not in order)
-        return order
+        return order + rest
 
     def _dependency_problem(self, state: PluginState, *, ok_status: str) -> str | None:
         for dep in state.dependencies:
