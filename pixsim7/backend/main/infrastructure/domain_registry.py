@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from sqlalchemy import Table
 
 from pixsim7.backend.main.infrastructure.database.base import Base
 from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
+from pixsim7.backend.main.infrastructure.plugins.manifest import read_toml
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
 __all__ = [
@@ -180,12 +180,7 @@ def init_domain_registry(directory: Path) -> DomainModelRegistry:
 
 def _read_manifest(folder: Path) -> _Manifest:
     path = folder / MANIFEST_NAME
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise DomainRegistryError(f"{path}: invalid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DomainRegistryError(f"{path}: cannot be read: {exc}") from None
+    data = read_toml(path, lambda where, problem: DomainRegistryError(f"{where}: {problem}"))
 
     unknown = sorted(set(data) - set(_MANIFEST_KEYS))
     if unknown:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -71,7 +72,9 @@ class PluginManifest(BaseModel):
         return value
 
 
-def read_toml(path: Path, error_cls: type[Exception] = PluginManifestError) -> dict[str, Any]:
+def read_toml(
+    path: Path, error_cls: Callable[[Path, str], Exception] = PluginManifestError
+) -> dict[str, Any]:
     """Parse a TOML file; syntax errors become `error_cls(path, message)` with the line number."""
     try:
         text = path.read_text(encoding="utf-8")
