@@ -7,6 +7,7 @@ the status) instead of failing with an error.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import redis.exceptions as redis_errors
@@ -15,7 +16,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.redis import ping_redis
 
 
 class JobIn(BaseModel):
@@ -32,17 +32,30 @@ class JobsStatus(BaseModel):
 router = APIRouter(tags=["jobs"])
 
 
-async def _redis_if_available(request: Request) -> Any:
+# What Redis going away looks like from redis-py (its own classes, not the builtin ones).
+_REDIS_DOWN = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
+async def _on_redis(
+    request: Request, operation: Callable[[Any, str], Awaitable[int]]
+) -> int | None:
+    """Run one Redis command bounded by READY_CHECK_TIMEOUT; None when Redis is off or down.
+
+    The outcome also refreshes `redis_available`, so background features follow the live state.
+    """
     state = request.app.state
     client = getattr(state, "redis", None)
     if client is None:
         return None
-    timeout = state.settings.ready_check_timeout
-    if not await ping_redis(client, timeout):
+    settings = state.settings
+    try:
+        result = await asyncio.wait_for(operation(client, settings.redis_key_prefix),
+                                        settings.ready_check_timeout)
+    except _REDIS_DOWN:
         state.redis_available = False
         return None
     state.redis_available = True
-    return client
+    return result
 
 
 def _disabled_reason(request: Request) -> str:
@@ -54,19 +67,9 @@ def _disabled_reason(request: Request) -> str:
 @router.get("/status", response_model=JobsStatus)
 async def jobs_status(request: Request) -> JobsStatus:
     """Whether background jobs run right now, and how many are waiting."""
-    client = await _redis_if_available(request)
-    if client is None:
+    count = await _on_redis(request, jobs.queued)
+    if count is None:
         return JobsStatus(background_jobs="disabled", reason=_disabled_reason(request))
-    prefix = request.app.state.settings.redis_key_prefix
-    timeout = request.app.state.settings.ready_check_timeout
-    try:
-        count = await asyncio.wait_for(jobs.queued(client, prefix), timeout)
-    except (OSError, TimeoutError, redis_errors.ConnectionError,
-            redis_errors.TimeoutError) as exc:
-        # redis-py's ConnectionError/TimeoutError are not the builtin ones: Redis going away
-        # between the ping and LLEN must still read as "disabled", not as an error response.
-        return JobsStatus(background_jobs="disabled", reason=_disabled_reason(request) + (
-            f" ({type(exc).__name__})"))
     return JobsStatus(background_jobs="enabled", queued=count)
 
 
@@ -76,13 +79,9 @@ async def jobs_status(request: Request) -> JobsStatus:
 })
 async def enqueue_job(job: JobIn, request: Request) -> Any:
     """Queue a job for the worker (202), or 503 saying why background jobs are off."""
-    client = await _redis_if_available(request)
-    if client is None:
+    length = await _on_redis(request, lambda client, prefix: jobs.enqueue(
+        client, prefix, job.model_dump()))
+    if length is None:
         return JSONResponse({"detail": _disabled_reason(request), "background_jobs": "disabled"},
                             status_code=503, headers={"Retry-After": "5"})
-    settings = request.app.state.settings
-    length = await asyncio.wait_for(
-        jobs.enqueue(client, settings.redis_key_prefix, job.model_dump()),
-        settings.ready_check_timeout,
-    )
     return {"queued": True, "queue_length": length}
