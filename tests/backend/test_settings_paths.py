@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -56,12 +57,19 @@ async def test_effective_paths_are_logged_at_startup(app_factory, make_settings,
 
 def test_the_wheel_carries_every_manifest(tmp_path) -> None:
     # An installed package must find its plugins: their manifest.toml files ship in the wheel.
+    # Built from a copy, so the working tree gets no build/ or egg-info folders.
+    source = tmp_path / "source"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for name in ("pixsim7", "testing"):
+        shutil.copytree(REPO_ROOT / name, source / name, ignore=ignore)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path), str(REPO_ROOT)],
+         "-w", str(tmp_path / "dist"), str(source)],
         check=True, capture_output=True, timeout=300,
     )
-    (wheel,) = tmp_path.glob("pixsim7-*.whl")
+    (wheel,) = (tmp_path / "dist").glob("pixsim7-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {p.relative_to(REPO_ROOT).as_posix() for p in PACKAGE_DIR.rglob("manifest.toml")}
     assert expected and expected <= names

@@ -26,6 +26,7 @@ from pixsim7.backend.main.startup import (
     seed_presets,
     setup_behavior_registry_lock,
     setup_database,
+    setup_database_and_seed,
     setup_domain_registry,
     setup_ecs_components,
     setup_event_handlers,
@@ -145,6 +146,25 @@ async def test_seed_presets_inserts_nothing_the_second_time(database_app, test_d
     finally:
         await conn.close()
     assert (first, second, stored) == (len(DEFAULT_PRESETS), 0, len(DEFAULT_PRESETS))
+
+
+async def test_setup_database_and_seed_creates_tables_and_seeds_presets(app_settings,
+                                                                       test_database) -> None:
+    app = bare_app(app_settings)
+    await validate_settings(app)
+    await setup_domain_registry(app)
+    db = await setup_database_and_seed(app)
+    try:
+        assert app.state.db is db
+        assert app.state.presets_seeded is True
+        conn = await asyncpg.connect(test_database.url)
+        try:
+            stored = await conn.fetchval("SELECT count(*) FROM generation_presets")
+        finally:
+            await conn.close()
+        assert stored == len(DEFAULT_PRESETS)
+    finally:
+        await teardown_database(app)
 
 
 # --- Redis ---------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ __all__ = [
     "Base",
     "Database",
     "DatabaseConfigError",
-    "get_db",
     "get_session",
     "parse_database_url",
 ]
@@ -203,5 +202,3 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     async with db.session() as session:
         yield session
 
-
-get_db = get_session
