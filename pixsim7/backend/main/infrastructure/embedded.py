@@ -8,6 +8,7 @@ the testing kit. Each server is a child process listening on 127.0.0.1 on a free
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.util
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,15 +116,19 @@ def find_postgres_binaries() -> PostgresBinaries:
 def _unprivileged_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
-    try:
-        return pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-             PG_SYSTEM_USER],
-            check=True, capture_output=True, text=True,
-        )
-        return pwd.getpwnam(PG_SYSTEM_USER)
+    # Several processes may start embedded servers at once on a fresh machine: two concurrent
+    # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
+    with open(os.path.join(tempfile.gettempdir(), "pixsim7-useradd.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(
+                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                 PG_SYSTEM_USER],
+                check=True, capture_output=True, text=True,
+            )
+            return pwd.getpwnam(PG_SYSTEM_USER)
 
 
 def _allow_traversal(path: Path) -> None:
