@@ -109,12 +109,16 @@ class RunningApp:
 
 async def start_app(factory: AppFactory, settings: Any,
                     normalizer: Normalizer | None = None) -> RunningApp:
-    """Build the app with `settings` and run its startup; a startup error is kept, not raised."""
-    recorder = MilestoneRecorder().attach()
+    """Build the app with `settings` and run its startup; a startup error is kept, not raised.
+
+    Its recorder keeps the milestones of this app only.
+    """
+    recorder = MilestoneRecorder()
     running = RunningApp(app=None, settings=settings, recorder=recorder,  # type: ignore[arg-type]
                          normalizer=normalizer or Normalizer())
     try:
-        running.app = factory(settings)
+        running.app = recorder.app = factory(settings)
+        recorder.attach()
         lifespan = running.app.router.lifespan_context(running.app)
         await lifespan.__aenter__()
     except Exception as exc:

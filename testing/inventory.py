@@ -103,12 +103,14 @@ class Normalizer:
 
 
 def state_inventory(state: Any, normalizer: Normalizer | None = None) -> dict[str, Any]:
-    """Every key of a Starlette `State` (or mapping): its type and normalized summary."""
+    """Every key of a Starlette `State` (or mapping): its type and normalized summary.
+
+    A State is read through its public mapping protocol (iteration and `state[key]`).
+    """
     normalize = normalizer or Normalizer()
-    data = state if isinstance(state, Mapping) else getattr(state, "_state", {})
     return {
-        key: {"type": type_name(value), "summary": normalize(summarize(value), key)}
-        for key, value in sorted(data.items())
+        key: {"type": type_name(state[key]), "summary": normalize(summarize(state[key]), key)}
+        for key in sorted(state)
     }
 
 

@@ -1,4 +1,8 @@
-"""Capture of the structured startup milestones an app logs on `pixsim7.startup`."""
+"""Capture of the structured startup milestones an app logs on `pixsim7.startup`.
+
+A milestone record names its app with `extra={"app_id": app.state.app_id}`; a recorder bound
+to an app keeps only that app's records, so two apps in one test never mix.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +11,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastapi import FastAPI
+
 STARTUP_LOGGER = "pixsim7.startup"
 
 
 class MilestoneRecorder(logging.Handler):
-    """Keeps the `milestone` field of each record, in order; the message text is ignored."""
+    """Keeps the `milestone` field of each record, in order; the message text is ignored.
 
-    def __init__(self) -> None:
+    Bound to `app`, it keeps only records tagged with that app's `app.state.app_id`.
+    """
+
+    def __init__(self, app: FastAPI | None = None) -> None:
         super().__init__(level=logging.DEBUG)
+        self.app = app
         self.records: list[dict[str, Any]] = []
         self._logger: logging.Logger | None = None
         self._previous_level = logging.NOTSET
@@ -37,6 +47,10 @@ class MilestoneRecorder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         milestone = getattr(record, "milestone", None)
+        if self.app is not None:
+            tag = getattr(record, "app_id", None)
+            if tag is None or tag != getattr(self.app.state, "app_id", None):
+                return
         if isinstance(milestone, dict):
             self.records.append(dict(milestone))
 
@@ -49,9 +63,10 @@ class MilestoneRecorder(logging.Handler):
 
 
 @contextmanager
-def record_milestones(logger_name: str = STARTUP_LOGGER) -> Iterator[MilestoneRecorder]:
-    """Record milestones for the duration of the block."""
-    recorder = MilestoneRecorder().attach(logger_name)
+def record_milestones(app: FastAPI | None = None,
+                      logger_name: str = STARTUP_LOGGER) -> Iterator[MilestoneRecorder]:
+    """Record the milestones of `app` (of every app when None) for the duration of the block."""
+    recorder = MilestoneRecorder(app).attach(logger_name)
     try:
         yield recorder
     finally:

@@ -39,6 +39,7 @@ from testing.services import (
     describe_selection,
     select_backend,
 )
+from testing.snapshots import milestones_as_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
@@ -180,8 +181,10 @@ async def app_factory(
 
 @pytest.fixture
 def snapshot_json(snapshot: Any) -> Any:
-    """A syrupy snapshot stored as a readable JSON file under __snapshots__/."""
-    return snapshot.use_extension(JSONSnapshotExtension)
+    """A syrupy snapshot stored as a readable JSON file under __snapshots__/, one line per
+    milestone; `snapshot_json(include=subtrees(...))` pins only part of the data."""
+    return snapshot.with_defaults(extension_class=JSONSnapshotExtension,
+                                  matcher=milestones_as_lines)
 
 
 @pytest.fixture

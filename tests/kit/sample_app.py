@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,9 +15,10 @@ from fastapi import FastAPI, Request
 logger = logging.getLogger("pixsim7.startup")
 
 
-def _milestone(phase: str, step: str, status: str, **extra: Any) -> None:
+def _milestone(app: FastAPI, phase: str, step: str, status: str, **extra: Any) -> None:
     logger.info("%s %s: %s", phase, step, status,
-                extra={"milestone": {"phase": phase, "step": step, "status": status, **extra}})
+                extra={"milestone": {"phase": phase, "step": step, "status": status, **extra},
+                       "app_id": app.state.app_id})
 
 
 def create_app(settings: Any) -> FastAPI:
@@ -27,27 +29,28 @@ def create_app(settings: Any) -> FastAPI:
         try:
             app.state.db = await asyncpg.connect(dsn, timeout=2)
         except Exception:
-            _milestone("startup", "database", "failed")
+            _milestone(app, "startup", "database", "failed")
             raise
         await app.state.db.execute(
             "CREATE TABLE IF NOT EXISTS notes (id serial PRIMARY KEY, body text NOT NULL)"
         )
-        _milestone("startup", "database", "ok", tables=1)
+        _milestone(app, "startup", "database", "ok", tables=1)
         app.state.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2)
         app.state.prefix = settings.redis_key_prefix
         await app.state.redis.ping()
-        _milestone("startup", "redis", "ok")
+        _milestone(app, "startup", "redis", "ok")
         app.state.started_at = 1234.5
         app.state.data_dir = settings.data_dir
         try:
             yield
         finally:
             await app.state.redis.aclose()
-            _milestone("shutdown", "redis", "ok")
+            _milestone(app, "shutdown", "redis", "ok")
             await app.state.db.close()
-            _milestone("shutdown", "database", "ok")
+            _milestone(app, "shutdown", "database", "ok")
 
     app = FastAPI(lifespan=lifespan)
+    app.state.app_id = uuid.uuid4().hex
 
     @app.post("/notes/{body}")
     async def add_note(body: str, request: Request) -> dict:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from syrupy.filters import paths
+
+from pixsim7.backend.main.main import create_app as create_backend_app
 from testing.inventory import Normalizer, dumps, state_inventory
 from tests.kit.sample_app import create_app
 
@@ -47,8 +50,10 @@ async def test_inventory_is_byte_identical_across_runs(app_factory, make_setting
 async def test_inventory_snapshot(app_factory, snapshot_json) -> None:
     running = await app_factory(factory=create_app)
     await running.stop()
+    # The settings are pinned once, by the full startup golden scenario.
     assert {"inventory": running.inventory(),
-            "milestones": running.normalized_milestones()} == snapshot_json
+            "milestones": running.normalized_milestones()} == snapshot_json(
+        exclude=paths("inventory.settings.summary"))
 
 
 def test_normalizer_hides_volatile_values(tmp_path) -> None:
@@ -88,3 +93,20 @@ async def test_record_milestones_around_a_plan_run_directly(app_settings) -> Non
             pass
     assert recorder.steps("startup") == [("one", "ok"), ("complete", "ok")]
     assert recorder.steps("shutdown") == [("one", "ok")]
+
+
+async def test_two_apps_in_one_test_keep_their_own_milestones(app_factory, make_settings) -> None:
+    worker = await app_factory(factory=lambda s: create_backend_app(s, profile="worker"))
+    api = await app_factory(make_settings())
+    assert worker.started and api.started
+    await api.stop()
+    await worker.stop()
+    worker_steps = [step for step, _ in worker.recorder.steps("startup")]
+    api_steps = [step for step, _ in api.recorder.steps("startup")]
+    assert "plugins" in api_steps and "plugins" not in worker_steps
+    assert worker_steps.count("complete") == 1 and api_steps.count("complete") == 1
+    # Each shutdown went to its own recorder only: each step once, plugins for the api alone.
+    worker_down = [step for step, _ in worker.recorder.steps("shutdown")]
+    api_down = [step for step, _ in api.recorder.steps("shutdown")]
+    assert "plugins" in api_down and "plugins" not in worker_down
+    assert len(set(worker_down)) == len(worker_down) and "database" in worker_down

@@ -13,6 +13,7 @@ import enum
 import logging
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -121,6 +122,7 @@ class StartupTimeline:
     def __init__(self) -> None:
         self.records: list[StepRecord] = []
         self.profile: str | None = None
+        self.app_id: str | None = None  # set by run_plan; tags each record as its app's
 
     def add(self, record: StepRecord) -> None:
         self.records.append(record)
@@ -129,7 +131,7 @@ class StartupTimeline:
             message += f" - {record.error}"
         level = logging.ERROR if record.status == "failed" else (
             logging.WARNING if record.status == "degraded" else logging.INFO)
-        logger.log(level, message, extra={"milestone": record.milestone()})
+        logger.log(level, message, extra={"milestone": record.milestone(), "app_id": self.app_id})
 
     def status(self, step: str, phase: str = "startup") -> str | None:
         found = [r.status for r in self.records if r.step == step and r.phase == phase]
@@ -141,6 +143,13 @@ class StartupTimeline:
              "duration_ms": round(r.duration_ms, 1), "error": r.error, **r.counts}
             for r in self.records
         ]}
+
+
+def app_id(app: FastAPI) -> str:
+    """The id that `app`'s milestone records carry (`app.state.app_id`), made on first use."""
+    if not isinstance(getattr(app.state, "app_id", None), str):
+        app.state.app_id = uuid.uuid4().hex
+    return app.state.app_id
 
 
 def _timeline(app: FastAPI) -> StartupTimeline:
@@ -517,6 +526,7 @@ async def run_plan(app: FastAPI, plan: tuple[Step, ...] = API_PLAN,
     """Run `plan` on `app`; yield once started; tear down what started on the way out."""
     timeline = _timeline(app)
     timeline.profile = profile
+    timeline.app_id = app_id(app)
     app.state.lifecycle = "starting"
     completed: list[Step] = []
     app_context.activate(app)
