@@ -1,13 +1,14 @@
 """The real `pixsim7-backend` command as a subprocess: its environment, its log, its exit.
 
-`start_backend` starts a long-running command (`serve`, `worker`) writing to a log file;
-`run_backend` runs a short one (`check`, or a `serve` expected to fail) to its end.
+`start_backend` starts a long-running command (`serve`, `worker`) writing JSON log lines
+(LOG_FORMAT=json) to a log file, read back as records; `run_backend` runs a short one
+(`check`, or a `serve` expected to fail) to its end.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import signal as signals
 import subprocess
 import sys
@@ -15,16 +16,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
+from testing.polling import wait_until
+
 CLI = Path(sys.executable).with_name("pixsim7-backend")
-# The CLI's log format: "%(asctime)s %(levelname)-7s %(name)s: %(message)s".
-LOG_LINE = re.compile(
-    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+)\s+(?P<name>\S+): (?P<msg>.*)$"
-)
-# What pixsim7.startup logs per step: "startup <step>: <status> (N ms)", "shutdown <step>: ...".
-MILESTONE = re.compile(r"^(?P<phase>startup|shutdown) (?P<step>\w+): (?P<status>\w+)")
 STARTUP_LOGGER = "pixsim7.startup"
 
 
@@ -47,20 +46,25 @@ def backend_env(values: Mapping[str, str] | None = None, /, **more: str) -> dict
     return env
 
 
-def parse_log(text: str) -> list[tuple[str, str, str]]:
-    """(level, logger, message) of each line written in the CLI's log format."""
-    return [(m["level"], m["name"], m["msg"]) for m in map(LOG_LINE.match, text.splitlines()) if m]
+def parse_log(text: str) -> list[dict[str, Any]]:
+    """Each JSON log record (LOG_FORMAT=json) in `text`; other lines (prints) are skipped."""
+    records = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # the last line may still be half written
+            if isinstance(record, dict) and {"level", "logger", "message"} <= record.keys():
+                records.append(record)
+    return records
 
 
-def parse_milestones(records: Iterable[tuple[str, str, str]],
+def parse_milestones(records: Iterable[dict[str, Any]],
                      phase: str | None = None) -> list[tuple[str, str, str]]:
     """(phase, step, status) of each startup / shutdown milestone among `records`."""
-    found = []
-    for _level, name, message in records:
-        match = MILESTONE.match(message) if name == STARTUP_LOGGER else None
-        if match and phase in (None, match["phase"]):
-            found.append((match["phase"], match["step"], match["status"]))
-    return found
+    return [(r["phase"], r["step"], r["status"]) for r in records
+            if r["logger"] == STARTUP_LOGGER and "step" in r and phase in (None, r["phase"])]
 
 
 @dataclass
@@ -82,14 +86,41 @@ class BackendProcess:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def records(self) -> list[dict[str, Any]]:
+        """Each JSON log record written so far, with its extra fields as keys."""
+        return parse_log(self.output())
+
     @property
     def log_lines(self) -> list[tuple[str, str, str]]:
-        """(level, logger, message) of each log line written so far."""
-        return parse_log(self.output())
+        """(level, logger, message) of each log record written so far."""
+        return [(r["level"], r["logger"], r["message"]) for r in self.records()]
 
     def milestones(self, phase: str | None = None) -> list[tuple[str, str, str]]:
         """(phase, step, status) of each milestone logged so far, of one phase if given."""
-        return parse_milestones(self.log_lines, phase)
+        return parse_milestones(self.records(), phase)
+
+    def assert_running(self) -> None:
+        """Fail at once, with its output, when the process has exited."""
+        assert self.proc.poll() is None, f"{self.name} exited early:\n{self.describe()}"
+
+    def has_logged(self, needle: str) -> bool:
+        """Whether `needle` is in the output so far; fails if the process has exited."""
+        self.assert_running()
+        return needle in self.output()
+
+    def ready_body(self) -> dict[str, Any] | None:
+        """The `/ready` body once it answers 200, else None; fails if the process has exited."""
+        self.assert_running()
+        try:
+            response = httpx.get(self.base_url + "/ready", timeout=2.0)
+        except httpx.TransportError:
+            return None
+        return response.json() if response.status_code == 200 else None
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Poll `/ready` until it answers 200; its body."""
+        return wait_until(self.ready_body, timeout=timeout, interval=0.1,
+                          message=lambda: f"{self.name} not ready:\n{self.describe()}")
 
     def describe(self, chars: int = 4000) -> str:
         """Its name, exit code and the end of its output: for assertion messages."""
@@ -118,8 +149,9 @@ def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path 
     """Start `pixsim7-backend <command> [args]` in `cwd` (a folder without a `.env`).
 
     `serve` listens on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
-    (default `<cwd>/<name>.log`).
+    (default `<cwd>/<name>.log`), as JSON lines unless `env` sets LOG_FORMAT.
     """
+    env = {"LOG_FORMAT": "json", **env}
     argv = [str(CLI), command, *args]
     if command == "serve":
         if port is None:
@@ -130,7 +162,7 @@ def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path 
     name = name or command
     log = log or cwd / f"{name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT)
     return BackendProcess(name, proc, log, port)
 

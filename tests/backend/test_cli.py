@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pixsim7.backend.main.startup import API_PLAN, WORKER_PLAN
@@ -46,20 +44,7 @@ def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,
     try:
         server = backend_processes("serve", {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir),
                                              "SHUTDOWN_DRAIN_SECONDS": "0"})
-        body = None
-        with httpx.Client(base_url=server.base_url, timeout=2) as client:
-            for _ in range(300):
-                try:
-                    response = client.get("/ready")
-                except httpx.TransportError:
-                    response = None
-                if response is not None and response.status_code == 200:
-                    body = response.json()
-                    break
-                if server.proc.poll() is not None:
-                    break
-                time.sleep(0.1)
-        assert body is not None, server.describe()
+        body = server.wait_ready(timeout=30)
         assert body["status"] == "ready"
         assert "this run's admin token is" in server.output()
         assert server.stop() == 0

@@ -16,6 +16,7 @@ from pixsim7.backend.main.api.health import readiness
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import API_PLAN, Policy, Step, run_plan
 from testing.apps import started
+from testing.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -240,9 +241,7 @@ def test_event_websocket_receives_preset_created(app_settings) -> None:
     app = create_app(app_settings)
     with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as socket:
         hub = app.state.ws_hub
-        deadline = time.monotonic() + 5
-        while hub.connection_count == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: hub.connection_count, timeout=5.0, interval=0.01)
         assert hub.connection_count == 1
         response = client.post("/api/v1/presets", json=PRESET)
         assert response.status_code == 201

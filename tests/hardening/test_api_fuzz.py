@@ -32,6 +32,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from testing.apps import started
+from testing.polling import wait_until_async
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -69,11 +70,12 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server._serve(sockets=[sock]))
     try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
+        def serving() -> bool:
+            if task.done():
+                task.result()  # raises what stopped the server
+            return server.started
+
+        await wait_until_async(serving, timeout=10, interval=0.01, message="uvicorn did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from testing.apps import started
+from testing.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +46,16 @@ async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: floa
     """Poll `path` until its JSON `status` is `wanted`; returns the seconds it took."""
     began = time.monotonic()
     last: Any = None
-    while time.monotonic() - began < deadline_s:
+
+    async def says_wanted() -> bool:
+        nonlocal last
         response = await running.get(path)
         last = (response.status_code, response.json())
-        if last[1].get("status") == wanted:
-            return time.monotonic() - began
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never said {wanted!r} within {deadline_s}s; last: {last}")
+        return last[1].get("status") == wanted
+
+    await wait_until_async(says_wanted, timeout=deadline_s,
+                           message=lambda: f"{path} never said {wanted!r}; last: {last}")
+    return time.monotonic() - began
 
 
 # --- database blackholed -------------------------------------------------------------------

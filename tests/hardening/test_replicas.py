@@ -6,7 +6,6 @@ replica must become ready, and none may log an error on the way.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 
@@ -18,7 +17,8 @@ from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
-from testing.processes import LOG_LINE, BackendProcess
+from testing.polling import wait_until, wait_until_async
+from testing.processes import BackendProcess, parse_log
 
 pytestmark = pytest.mark.integration
 
@@ -45,44 +45,29 @@ def _describe(replica: BackendProcess) -> str:
 def wait_all_ready(serves: list[BackendProcess],
                    deadline: float = STARTUP_DEADLINE) -> dict[str, dict]:
     """Poll each replica's /ready until it says 200 "ready"; the bodies by replica name."""
-    bodies: dict[str, dict] = {}
     end = time.monotonic() + deadline
-    with httpx.Client(timeout=2.0) as client:
-        while len(bodies) < len(serves):
-            for replica in serves:
-                if replica.name in bodies:
-                    continue
-                assert replica.proc.poll() is None, f"replica died:\n{_describe(replica)}"
-                try:
-                    response = client.get(replica.base_url + "/ready")
-                except httpx.TransportError:
-                    continue
-                if response.status_code == 200 and response.json()["status"] == "ready":
-                    bodies[replica.name] = response.json()
-            if len(bodies) < len(serves):
-                assert time.monotonic() < end, "not ready in time:\n" + "\n".join(
-                    _describe(r) for r in serves if r.name not in bodies
-                )
-                time.sleep(0.1)
-    return bodies
+
+    def ready(replica: BackendProcess) -> dict:
+        def body() -> dict | None:
+            found = replica.ready_body()
+            return found if found is not None and found["status"] == "ready" else None
+
+        return wait_until(body, timeout=end - time.monotonic(), interval=0.1,
+                          message=lambda: _describe(replica))
+
+    return {replica.name: ready(replica) for replica in serves}
 
 
 def wait_for_log(replica: BackendProcess, needle: str, deadline: float = STARTUP_DEADLINE) -> None:
-    end = time.monotonic() + deadline
-    while needle not in replica.output():
-        assert replica.proc.poll() is None, f"{replica.name} died:\n{_describe(replica)}"
-        assert time.monotonic() < end, f"no {needle!r} in time:\n{_describe(replica)}"
-        time.sleep(0.1)
+    wait_until(lambda: replica.has_logged(needle), timeout=deadline, interval=0.1,
+               message=lambda: f"no {needle!r}:\n{_describe(replica)}")
 
 
 def error_lines(text: str) -> list[str]:
     """Lines logged at ERROR or CRITICAL, and any traceback."""
-    bad = []
-    for line in text.splitlines():
-        match = LOG_LINE.match(line)
-        if (match and match["level"] in ("ERROR", "CRITICAL")) or "Traceback" in line:
-            bad.append(line)
-    return bad
+    bad = [f"{r['level']} {r['logger']}: {r['message']}" for r in parse_log(text)
+           if r["level"] in ("ERROR", "CRITICAL")]
+    return bad + [line for line in text.splitlines() if "Traceback" in line]
 
 
 def stop_all(started: list[BackendProcess], timeout: float = 15.0) -> dict[str, int]:
@@ -168,11 +153,12 @@ async def test_serve_replicas_and_a_worker_start_together_and_the_worker_takes_j
             assert response.json()["queued"] is True
             status = client.get(serves[2].base_url + "/api/v1/jobs/status").json()
             assert status["background_jobs"] == "enabled"
-        end = time.monotonic() + 15.0
-        while await redis.llen(key):
-            assert worker.proc.poll() is None, _describe(worker)
-            assert time.monotonic() < end, "job not taken:\n" + _describe(worker)
-            await asyncio.sleep(0.05)
+        async def taken() -> bool:
+            worker.assert_running()
+            return not await redis.llen(key)
+
+        await wait_until_async(taken, timeout=15.0,
+                               message=lambda: "job not taken:\n" + _describe(worker))
     finally:
         await redis.aclose()
     assert await redis_namespace.keys() == []  # the queue is gone, nothing else was written

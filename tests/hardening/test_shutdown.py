@@ -23,6 +23,7 @@ import pytest
 
 from pixsim7.backend.main.startup import API_PLAN
 from testing.plugins import bundled_with_plugin, write_plugin
+from testing.polling import wait_until_async
 from testing.processes import BackendProcess
 
 pytestmark = pytest.mark.integration
@@ -51,24 +52,9 @@ async def slow(millis: int) -> dict:
 """
 
 
-async def _wait_ready(client: httpx.AsyncClient, serve: BackendProcess, deadline: float) -> dict:
-    end = time.monotonic() + deadline
-    while True:
-        assert serve.proc.poll() is None, "serve died while starting:\n" + serve.describe()
-        with contextlib.suppress(httpx.TransportError):
-            response = await client.get("/ready")
-            if response.status_code == 200:
-                return response.json()
-        assert time.monotonic() < end, "serve not ready in time:\n" + serve.describe()
-        await asyncio.sleep(0.1)
-
-
 async def _wait_for_line(serve: BackendProcess, needle: str, deadline: float) -> None:
-    end = time.monotonic() + deadline
-    while needle not in serve.output():
-        assert serve.proc.poll() is None, serve.describe()
-        assert time.monotonic() < end, f"no {needle!r} in time:\n" + serve.describe()
-        await asyncio.sleep(0.02)
+    await wait_until_async(lambda: serve.has_logged(needle), timeout=deadline, interval=0.02,
+                           message=lambda: f"no {needle!r}:\n{serve.describe()}")
 
 
 def _steps(serve: BackendProcess, phase: str) -> list[tuple[str, str]]:
@@ -92,7 +78,7 @@ async def test_sigterm_turns_ready_503_at_once_lets_requests_finish_and_tears_do
     }
     serve = backend_processes("serve", env)
     async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
-        body = await _wait_ready(client, serve, deadline=60)
+        body = await asyncio.to_thread(serve.wait_ready, 60)
         assert body["status"] == "ready"
         assert "slow" not in body["plugins"]["failed"]
         # One request that ends inside the drain window, one that outlasts it.
@@ -224,8 +210,7 @@ async def test_sigterm_with_embedded_services_stops_postgres_and_redis(
     servers: dict[int, tuple[str, int, int]] = {}
     try:
         serve = backend_processes("serve", env, name="serve-embedded")
-        async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
-            body = await _wait_ready(client, serve, deadline=120)
+        body = await asyncio.to_thread(serve.wait_ready, 120)
         assert body["database"] == "connected" and body["redis"] == "connected", body
         ports = {
             m["kind"]: int(m["port"])
@@ -241,10 +226,9 @@ async def test_sigterm_with_embedded_services_stops_postgres_and_redis(
         serve.send(signal.SIGTERM)
         code = await asyncio.to_thread(serve.proc.wait, 30)
         assert code == 0, serve.describe()
-        end = time.monotonic() + 10
-        while (left := _alive(servers)) or _processes_mentioning(data_dir):
-            assert time.monotonic() < end, f"left running after exit: {left}"
-            await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: not _alive(servers) and not _processes_mentioning(data_dir), timeout=10,
+            interval=0.1, message=lambda: f"left running after exit: {_alive(servers)}")
         assert not any(_port_open(p) for p in ports.values()), ports
         shutdown = _steps(serve, "shutdown")
         assert shutdown[-1] == ("embedded_services", "ok"), shutdown

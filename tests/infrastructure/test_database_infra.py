@@ -34,6 +34,7 @@ from pixsim7.backend.main.infrastructure.domain_registry import (
 from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from testing.isolation import IsolatedDatabase
+from testing.polling import wait_until_async
 from testing.proxy import FaultProxy
 from testing.services import ServiceSet
 
@@ -221,26 +222,26 @@ async def test_a_hung_pooled_connection_is_not_reused(
         # While the proxy is still silent only the client can end the hung connection (the
         # proxy closes the server side once the client leaves); restore() would close it
         # anyway, so this is checked before it.
-        assert await _wait_for_backends(test_database, 0)
+        await _wait_for_backends(test_database, 0)
 
         proxy.restore()
         await db.ping(timeout=5)
         # The server holds just the fresh connection: the silent one was closed, not parked
         # in the pool for reuse.
-        assert await _wait_for_backends(test_database, 1)
+        await _wait_for_backends(test_database, 1)
         assert db.engine.pool.checkedout() == 0
         await db.ping(timeout=2)
     finally:
         await db.dispose()
 
 
-async def _wait_for_backends(database: IsolatedDatabase, expected: int) -> bool:
+async def _wait_for_backends(database: IsolatedDatabase, expected: int) -> None:
     """Poll (up to 5s) until the server has `expected` connections to the database."""
-    for _ in range(100):
-        if await _backend_count(database) == expected:
-            return True
-        await asyncio.sleep(0.05)
-    return await _backend_count(database) == expected
+    async def reached() -> bool:
+        return await _backend_count(database) == expected
+
+    await wait_until_async(reached, timeout=5.0,
+                           message=f"{expected} server connection(s) to {database.name}")
 
 
 async def _backend_count(database: IsolatedDatabase) -> int:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
@@ -17,6 +14,7 @@ from pixsim7.backend.main.infrastructure.events import (
     register_core_handlers,
 )
 from pixsim7.backend.main.infrastructure.events.websocket import router
+from testing.polling import wait_until
 
 
 def build_app() -> tuple[FastAPI, EventBus, WebSocketHub, MetricsHandler]:
@@ -29,17 +27,10 @@ def build_app() -> tuple[FastAPI, EventBus, WebSocketHub, MetricsHandler]:
     return app, bus, hub, metrics
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def test_published_event_reaches_a_connected_client() -> None:
     app, bus, hub, metrics = build_app()
     with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as ws:
-        wait_for(lambda: hub.connection_count == 1)
+        wait_until(lambda: hub.connection_count == 1, interval=0.01)
         ws.portal.call(bus.publish, "generation.completed", {"job_id": 42})
 
         message = ws.receive_json()
@@ -50,7 +41,7 @@ def test_published_event_reaches_a_connected_client() -> None:
         ws.send_text("client chatter is ignored")
         ws.portal.call(bus.publish, "generation.started", None)
         assert ws.receive_json()["type"] == "generation.started"
-    wait_for(lambda: hub.connection_count == 0)
+    wait_until(lambda: hub.connection_count == 0, interval=0.01)
     assert metrics.snapshot()["total"] == 2
 
 
@@ -61,7 +52,7 @@ def test_two_clients_each_get_the_event() -> None:
         client.websocket_connect("/api/v1/ws/events") as first,
         client.websocket_connect("/api/v1/ws/events") as second,
     ):
-        wait_for(lambda: hub.connection_count == 2)
+        wait_until(lambda: hub.connection_count == 2, interval=0.01)
         first.portal.call(bus.publish, "world.saved", {"id": 1})
         assert first.receive_json()["payload"] == {"id": 1}
         assert second.receive_json()["payload"] == {"id": 1}

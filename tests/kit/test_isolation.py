@@ -33,12 +33,11 @@ async def write_and_wait(test_database, redis_namespace, marker):
     barrier = aioredis.Redis.from_url(redis_namespace.url)
     await barrier.incr(f"kit-barrier:{RUN}")
     await barrier.expire(f"kit-barrier:{RUN}", 60)
-    for _ in range(300):
-        if int(await barrier.get(f"kit-barrier:{RUN}")) >= 2:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("the other test never ran alongside")
+    async def both_arrived() -> bool:
+        return int(await barrier.get(f"kit-barrier:{RUN}")) >= 2
+
+    await wait_until_async(both_arrived, timeout=15.0,
+                           message="the other test never ran alongside")
     rows = [r["body"] for r in await conn.fetch("SELECT body FROM notes")]
     assert rows == [marker]
     assert await client.get(redis_namespace.prefix + "marker") == marker.encode()

@@ -17,6 +17,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from testing.polling import wait_until_async
 from testing.proxy import FaultProxy
 from testing.services import ServiceSet
 
@@ -64,14 +65,6 @@ async def aredis(redis_proxy: FaultProxy) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def _eventually(predicate: Callable[[], bool], timeout: float = 1.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
-
-
 # asyncpg reports a connection dropped under it in several ways depending on timing.
 PG_CLOSED_ERRORS = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
 
@@ -84,7 +77,7 @@ async def test_pass_forwards_postgres(pg_proxy: FaultProxy) -> None:
         assert pg_proxy.connections == 1
     finally:
         await conn.close()
-    await _eventually(lambda: pg_proxy.connections == 0)
+    await wait_until_async(lambda: pg_proxy.connections == 0, timeout=1.0, interval=0.01)
 
 
 async def test_pass_forwards_redis(redis_proxy: FaultProxy, aredis: aioredis.Redis) -> None:
@@ -110,7 +103,7 @@ async def test_closed_connections_are_released(pg_proxy: FaultProxy) -> None:
     for _ in range(5):
         conn = await _pg_connect(pg_proxy)
         await conn.close()
-    await _eventually(lambda: pg_proxy.connections == 0)
+    await wait_until_async(lambda: pg_proxy.connections == 0, timeout=1.0, interval=0.01)
 
 
 async def test_cut_refuses_new_postgres_connections(pg_proxy: FaultProxy) -> None:
@@ -229,7 +222,7 @@ async def test_restore_after_blackhole_forwards_and_drops_silenced(
     # Opened during the blackhole: accepted, then never answered.
     with socket.create_connection((pg_proxy.host, pg_proxy.port), timeout=1) as raw:
         raw.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # SSLRequest
-        await _eventually(lambda: pg_proxy.connections == 2)
+        await wait_until_async(lambda: pg_proxy.connections == 2, timeout=1.0, interval=0.01)
         pg_proxy.restore()
         # restore() closes connections that were silenced instead of resuming them.
         assert pg_proxy.connections == 0

@@ -18,14 +18,10 @@ from pydantic import ValidationError
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import Settings, get_settings
+from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import PLANS, StartupAborted, StartupTimeline, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 # Settings whose values are never echoed back, not even when they are malformed.
@@ -176,7 +172,8 @@ def check(profile: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixsim7-backend", description=__doc__)
-    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-level", default=None,
+                        help="overrides LOG_LEVEL for this run (default: the setting, INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
     serve_cmd.add_argument("--host", default="127.0.0.1")
@@ -185,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_cmd = commands.add_parser("check", help="run startup once and print each step")
     check_cmd.add_argument("--profile", choices=sorted(PLANS), default="api")
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level)
+    settings = _load_settings()
+    configure_logging(args.log_level or settings.log_level, settings.log_format)
     if args.command == "serve":
         return serve(args.host, args.port)
     if args.command == "worker":

@@ -1,0 +1,69 @@
+"""LOG_LEVEL and LOG_FORMAT: the real CLI writes one JSON object per line, with milestone and
+request fields as keys and no password from a URL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from testing.processes import parse_log, run_backend
+
+pytestmark = pytest.mark.integration
+
+
+def with_password(url: str, password: str) -> str:
+    parts = urlsplit(url)
+    return parts._replace(
+        netloc=f"{parts.username or ''}:{password}@{parts.hostname}:{parts.port}").geturl()
+
+
+async def test_serve_writes_json_lines_with_milestones_requests_and_no_password(
+    backend_services_env, backend_processes, kit_services
+) -> None:
+    # The kit's servers take any PostgreSQL password except their own, which must then be it.
+    db_password = kit_services.postgres.password or f"pg-{uuid.uuid4().hex[:12]}"
+    redis_password = f"r3dis-{uuid.uuid4().hex[:12]}"
+    env = {**backend_services_env, "LOG_FORMAT": "json", "SHUTDOWN_DRAIN_SECONDS": "0",
+           "DATABASE_URL": with_password(backend_services_env["DATABASE_URL"], db_password),
+           "REDIS_URL": with_password(backend_services_env["REDIS_URL"], redis_password)}
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)  # Redis may refuse the password: degraded
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        assert (await client.get("/health")).status_code == 200
+    assert serve.stop() == 0, serve.describe()
+
+    output = serve.output()
+    lines = [line for line in output.splitlines() if line.strip()]
+    records = parse_log(output)
+    assert len(records) == len(lines), output  # every line is one JSON log object
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= record.keys(), record
+    milestones = [r for r in records if r["logger"] == "pixsim7.startup" and "step" in r]
+    assert {(r["phase"], r["step"]) for r in milestones} >= {
+        ("startup", "settings"), ("startup", "database"), ("shutdown", "database")}
+    assert all(r["policy"] and r["status"] for r in milestones)
+    assert len({r["app_id"] for r in milestones}) == 1
+    health = [r for r in records if r["logger"] == "pixsim7.requests" and r["path"] == "/health"]
+    assert [(r["method"], r["status_code"]) for r in health] == [("GET", 200)]
+    assert any(":***@" in r["message"] for r in records), output  # the URLs, masked
+    assert db_password not in output and redis_password not in output
+
+
+def test_log_level_setting_filters_and_log_format_is_validated(backend_services_env,
+                                                               tmp_path) -> None:
+    env = {**backend_services_env, "LOG_LEVEL": "warning", "LOG_FORMAT": "json"}
+    run = run_backend(["check"], env, tmp_path)
+    assert run.returncode == 0, run.output
+    levels = [r["level"] for r in parse_log(run.stderr)]
+    assert "WARNING" in levels, run.stderr  # the generated admin token is announced
+    assert "INFO" not in levels, run.stderr
+    bad = run_backend(["check"], {**env, "LOG_FORMAT": "xml"}, tmp_path)
+    assert bad.returncode != 0
+    assert "LOG_FORMAT" in bad.stderr, bad.stderr
+    # The command line's --log-level overrides the setting.
+    run = run_backend(["--log-level", "info", "check"], env, tmp_path)
+    assert "INFO" in [r["level"] for r in parse_log(run.stderr)], run.stderr
