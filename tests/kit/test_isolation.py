@@ -17,9 +17,11 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Run as a separate pytest session so that "the next test" and "a parallel test" are real.
 INNER_TESTS = '''
-import asyncio, os
+import os
 import asyncpg
 import redis.asyncio as aioredis
+
+from testing.polling import wait_until_async
 
 RUN = os.environ["KIT_RUN_ID"]
 
@@ -33,6 +35,7 @@ async def write_and_wait(test_database, redis_namespace, marker):
     barrier = aioredis.Redis.from_url(redis_namespace.url)
     await barrier.incr(f"kit-barrier:{RUN}")
     await barrier.expire(f"kit-barrier:{RUN}", 60)
+
     async def both_arrived() -> bool:
         return int(await barrier.get(f"kit-barrier:{RUN}")) >= 2
 
