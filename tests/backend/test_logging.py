@@ -4,12 +4,16 @@ request fields as keys and no password from a URL."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import sys
 import uuid
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from pixsim7.backend.main.shared.logs import JsonFormatter
 from testing.processes import parse_log, run_backend
 
 pytestmark = pytest.mark.integration
@@ -67,3 +71,18 @@ def test_log_level_setting_filters_and_log_format_is_validated(backend_services_
     # The command line's --log-level overrides the setting.
     run = run_backend(["--log-level", "info", "check"], env, tmp_path)
     assert "INFO" in [r["level"] for r in parse_log(run.stderr)], run.stderr
+
+
+def test_json_formatter_keeps_standard_fields_and_adds_the_traceback() -> None:
+    logger = logging.getLogger("pixsim7.test")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logger.makeRecord("pixsim7.test", logging.ERROR, __file__, 1, "failed %s",
+                                   ("once",), sys.exc_info(),
+                                   extra={"level": "fake", "milestone": {"step": "seed"}})
+    data = json.loads(JsonFormatter().format(record))
+    assert (data["level"], data["logger"], data["message"]) == ("ERROR", "pixsim7.test",
+                                                                "failed once")
+    assert data["step"] == "seed"
+    assert "RuntimeError: boom" in data["exception"]

@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-# What every LogRecord has; anything else on a record came from `extra=`.
+# What every LogRecord has; anything else on a record came from `extra=`. uvicorn's
+# `color_message` is its message again with terminal colour codes: noise in JSON.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime"}
+    "message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
