@@ -34,13 +34,22 @@ def subtrees(*paths: str) -> PropertyFilter:
     return keep
 
 
+def _shown(value: Any) -> str:
+    # Strings bare and lists bracketed keep a line free of escaped quotes in the JSON file.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(item) for item in value) + "]"
+    return json.dumps(value, sort_keys=True)
+
+
 def milestone_line(milestone: dict[str, Any]) -> str:
-    """`startup plugins: degraded [per_plugin] enabled=6 failed=["alpha"]`: one milestone a line."""
+    """`startup plugins: degraded [per_plugin] enabled=6 failed=[alpha]`: one milestone a line."""
     rest = {k: v for k, v in milestone.items() if k not in ("phase", "step", "status", "policy")}
     line = f"{milestone['phase']} {milestone['step']}: {milestone['status']}"
     if "policy" in milestone:
         line += f" [{milestone['policy']}]"
-    return " ".join([line, *(f"{k}={json.dumps(v)}" for k, v in sorted(rest.items()))])
+    return " ".join([line, *(f"{k}={_shown(v)}" for k, v in sorted(rest.items()))])
 
 
 def milestones_as_lines(*, data: Any, path: PropertyPath) -> Any:
