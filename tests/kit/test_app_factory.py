@@ -88,7 +88,7 @@ async def test_record_milestones_around_a_plan_run_directly(app_settings) -> Non
 
     app = FastAPI()
     app.state.settings = app_settings
-    with record_milestones() as recorder:
+    with record_milestones(app) as recorder:
         async with run_plan(app, (Step("one", noop, Policy.REQUIRED, noop),), "direct"):
             pass
     assert recorder.steps("startup") == [("one", "ok"), ("complete", "ok")]
