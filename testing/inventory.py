@@ -108,9 +108,10 @@ def state_inventory(state: Any, normalizer: Normalizer | None = None) -> dict[st
     A State is read through its public mapping protocol (iteration and `state[key]`).
     """
     normalize = normalizer or Normalizer()
+    values = {key: state[key] for key in state}
     return {
-        key: {"type": type_name(state[key]), "summary": normalize(summarize(state[key]), key)}
-        for key in sorted(state)
+        key: {"type": type_name(value), "summary": normalize(summarize(value), key)}
+        for key, value in sorted(values.items())
     }
 
 
