@@ -3,7 +3,8 @@
 A session is its process id plus that process's start time (a reused pid is another
 session). Embedded server folders hold an `owner.json` marker; containers carry the
 `pixsim7.kit.owner` label. Only leftovers whose owner process is gone are removed: concurrent
-sessions on the same machine keep theirs.
+sessions on the same machine keep theirs. Sessions given their own `PIXSIM7_TEST_SERVICES_DIR`
+form their own scope: they clean up after each other only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,18 @@ from pathlib import Path
 MARKER = "owner.json"
 FOLDER_PREFIX = "pixsim7-kit-"
 OWNER_LABEL = "pixsim7.kit.owner"
+SCOPE_LABEL = "pixsim7.kit.scope"
+ENV_SERVICES_DIR = "PIXSIM7_TEST_SERVICES_DIR"
+
+
+def scope() -> str:
+    """The cleanup scope of this process: its services dir, or `default`."""
+    return os.environ.get(ENV_SERVICES_DIR) or "default"
+
+
+def container_labels() -> dict[str, str]:
+    """Labels that mark a container as this session's."""
+    return {OWNER_LABEL: SessionOwner.current().label(), SCOPE_LABEL: scope()}
 
 
 def process_start_time(pid: int) -> int | None:
@@ -74,10 +87,13 @@ class SessionOwner:
 
 
 def server_folders() -> list[Path]:
-    """The kit's server folders on this machine, in every place the embedded backend uses."""
+    """The kit's server folders in this scope: every place the embedded backend uses."""
     from testing.services import memory_dir
 
-    bases = {Path(tempfile.gettempdir()), *([Path(memory_dir())] if memory_dir() else [])}
+    if os.environ.get(ENV_SERVICES_DIR):
+        bases = {Path(os.environ[ENV_SERVICES_DIR])}
+    else:
+        bases = {Path(tempfile.gettempdir()), *([Path(memory_dir())] if memory_dir() else [])}
     return [folder for base in bases for folder in base.glob(f"{FOLDER_PREFIX}*")
             if folder.is_dir()]
 
@@ -133,7 +149,8 @@ def reap_containers() -> list[str]:
     client = docker.from_env()
     removed = []
     try:
-        for container in client.containers.list(all=True, filters={"label": OWNER_LABEL}):
+        labels = [OWNER_LABEL, f"{SCOPE_LABEL}={scope()}"]
+        for container in client.containers.list(all=True, filters={"label": labels}):
             try:
                 if SessionOwner.from_label(container.labels[OWNER_LABEL]).alive():
                     continue

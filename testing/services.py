@@ -3,7 +3,8 @@
 `PIXSIM7_TEST_SERVICES` picks the backend: `external` (servers you point at with
 `PIXSIM7_TEST_DATABASE_URL` and `PIXSIM7_TEST_REDIS_URL`), `testcontainers` (pinned images, or
 `PIXSIM7_TEST_POSTGRES_IMAGE` / `PIXSIM7_TEST_REDIS_IMAGE`, through a Docker engine), `embedded`
-(servers from pip wheels or binaries on PATH, no Docker) or `auto`.
+(servers from pip wheels or binaries on PATH, no Docker; in `PIXSIM7_TEST_SERVICES_DIR`, else
+/dev/shm or the temp folder) or `auto`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pixsim7.backend.main.infrastructure.embedded import (
     find_redis_server,
 )
 from pixsim7.backend.main.infrastructure.redis import safe_redis_url
-from testing.ownership import FOLDER_PREFIX, OWNER_LABEL, SessionOwner
+from testing.ownership import ENV_SERVICES_DIR, FOLDER_PREFIX, SessionOwner, container_labels
 
 ENV_BACKEND = "PIXSIM7_TEST_SERVICES"
 ENV_DATABASE_URL = "PIXSIM7_TEST_DATABASE_URL"
@@ -281,7 +282,7 @@ class TestcontainersBackend:
 
         options = self.postgres_options()
         command = options.pop("command")
-        labels = {OWNER_LABEL: SessionOwner.current().label()}
+        labels = container_labels()
         postgres = (PostgresContainer(driver=None, **options).with_command(command)
                     .with_kwargs(labels=labels))
         return postgres, RedisContainer(self.redis_image).with_kwargs(labels=labels)
@@ -349,7 +350,8 @@ class EmbeddedBackend:
         self.base_dir = base_dir
 
     def start(self) -> ServiceSet:
-        root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=self.base_dir or memory_dir()))
+        base = self.base_dir or os.environ.get(ENV_SERVICES_DIR) or memory_dir()
+        root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base))
         stops: list = [lambda: shutil.rmtree(root, ignore_errors=True)]
         SessionOwner.current().mark(root)
         try:
