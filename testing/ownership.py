@@ -64,7 +64,15 @@ class SessionOwner:
         """False only when this host's owner process is gone (a foreign host's counts as alive)."""
         if self.host != socket.gethostname():
             return True
-        return self.started is not None and process_start_time(self.pid) == self.started
+        if self.started is None:  # no /proc to read a start time from: the pid alone
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                pass  # alive, another user's
+            return True
+        return process_start_time(self.pid) == self.started
 
     def label(self) -> str:
         return f"{self.host}/{self.pid}/{self.started}"
@@ -100,7 +108,9 @@ def server_folders() -> list[Path]:
 
 def processes_in(folder: Path) -> list[int]:
     """Processes whose working directory is inside `folder` (servers chdir to their data)."""
-    found = []
+    found: list[int] = []
+    if not Path("/proc").is_dir():
+        return found
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue

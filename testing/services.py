@@ -306,7 +306,9 @@ class TestcontainersBackend:
                     container.stop()
             raise ServiceStartError(
                 f"testcontainers backend: could not start {self.postgres_image} and "
-                f"{self.redis_image}: {type(exc).__name__}: {exc}"
+                f"{self.redis_image}: {type(exc).__name__}: {exc}. Fix: where no registry is "
+                "reachable, build local images with scripts/build_test_images.py and set "
+                f"{ENV_POSTGRES_IMAGE} / {ENV_REDIS_IMAGE} as it prints"
             ) from exc
         pg = PostgresEndpoint(postgres.get_container_host_ip(),
                               int(postgres.get_exposed_port(5432)), "postgres", self.password)
