@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pixsim7.backend.main.infrastructure.embedded import free_port
 from testing.ownership import ENV_SERVICES_DIR, OWNER_LABEL, SessionOwner
 from testing.services import ENV_BACKEND, docker_available
 
@@ -66,17 +67,19 @@ def services_dir() -> Iterator[Path]:
 
 @pytest.fixture
 def inner(tmp_path: Path, services_dir: Path) -> Callable[..., subprocess.Popen]:
-    """`inner(test_source, *args, backend=...)`: a started inner pytest session."""
+    """`inner(test_source, *args, backend=..., **env)`: a started inner pytest session."""
     (tmp_path / "records").mkdir()
 
-    def start(source: str, *args: str, backend: str = "embedded") -> subprocess.Popen:
+    def start(source: str, *args: str, backend: str = "embedded",
+              **extra_env: str) -> subprocess.Popen:
         folder = tmp_path / f"session{len(list(tmp_path.glob('session*')))}"
         folder.mkdir()
         (folder / "test_inner.py").write_text(RECORD_SERVICES + textwrap.dedent(source))
         env = {k: v for k, v in os.environ.items()
                if not k.startswith(("PIXSIM7_", "PYTEST_"))}
         env.update({ENV_BACKEND: backend, ENV_SERVICES_DIR: str(services_dir),
-                    "KIT_RECORD_DIR": str(tmp_path / "records"), "PYTHONPATH": str(REPO_ROOT)})
+                    "KIT_RECORD_DIR": str(tmp_path / "records"), "PYTHONPATH": str(REPO_ROOT),
+                    **extra_env})
         for name in ("DOCKER_HOST", "TESTCONTAINERS_RYUK_DISABLED",
                      "PIXSIM7_TEST_POSTGRES_IMAGE", "PIXSIM7_TEST_REDIS_IMAGE"):
             if name in os.environ:
@@ -117,17 +120,21 @@ def test_xdist_workers_share_one_set_started_and_stopped_once(inner, tmp_path) -
 
 
 def test_xdist_run_with_a_broken_configuration_fails_every_worker_clearly(inner) -> None:
+    port = free_port()  # nothing listens there
     session = inner("""
         def test_a(kit_services):
             pass
 
         def test_b(kit_services):
             pass
-    """, "-n", "2", backend="podman")
+    """, "-n", "2", backend="external",
+        PIXSIM7_TEST_DATABASE_URL=f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres",
+        PIXSIM7_TEST_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     output, _ = session.communicate(timeout=180)
     assert session.returncode == 1, output
-    assert output.count("PIXSIM7_TEST_SERVICES='podman' is not one of") >= 2
+    assert output.count("external backend: cannot reach the servers") >= 2  # both workers
     assert "2 errors" in output
+    assert "hunter2" not in output
 
 
 def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
