@@ -202,6 +202,9 @@ def docker_import(tag: str, rootfs: bytes, changes: list[str]) -> None:
 
 def build(repository: str) -> dict[str, str]:
     """Build what is missing; returns the env settings that select the two images."""
+    if subprocess.run(["docker", "version"], capture_output=True).returncode != 0:
+        raise BuildError("no Docker engine answered (DOCKER_HOST or the default socket): "
+                         "start one first")
     pg_bin, pg_version = postgres_source()
     redis_bin, redis_version = redis_source()
     pg_tag, redis_tag = f"{repository}/postgres:{pg_version}", f"{repository}/redis:{redis_version}"
@@ -236,8 +239,13 @@ def main() -> int:
     except BuildError as exc:
         print(f"build_test_images: {exc}", file=sys.stderr)
         return 1
+    except FileNotFoundError as exc:
+        print(f"build_test_images: {exc.filename} not found (Debian: apt-get install docker.io)",
+              file=sys.stderr)
+        return 1
     except subprocess.CalledProcessError as exc:
-        print(f"build_test_images: {' '.join(exc.cmd[:3])} failed: {exc.stderr or ''}",
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        print(f"build_test_images: {' '.join(exc.cmd[:2])} failed: {stderr.strip()}",
               file=sys.stderr)
         return 1
     for name, value in env.items():
