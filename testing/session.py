@@ -46,6 +46,9 @@ class RunServices:
         except ServiceStartError as exc:
             self.error = f"{exc}\n{HINT}"
             return
+        except Exception as exc:  # raised in xdist's controller, it would end the run unexplained
+            self.error = f"services did not start: {type(exc).__name__}: {exc}\n{HINT}"
+            return
         self.start_seconds = time.perf_counter() - began
         atexit.register(self.services.stop)  # also after Ctrl-C or a crash of the session
 
