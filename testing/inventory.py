@@ -25,6 +25,9 @@ _PLACEHOLDER_BY_KEY = [
     (re.compile(r"(^|_)pid$"), "<pid>"),
 ]
 _VALUE_PATTERNS = [
+    # A URL's password (masked or not) depends on the backend: snapshots show the user only.
+    (re.compile(r"(://[^/:@\s]+):[^/@\s]*@"), r"\1@"),
+    (re.compile(r"://:[^/@\s]*@"), "://"),
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}:\d+\b"), "<host>:<port>"),
     (re.compile(r"\blocalhost:\d+\b"), "<host>:<port>"),
     (re.compile(r"@[A-Za-z0-9.\-]+:\d+/"), "@<host>:<port>/"),

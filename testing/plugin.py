@@ -12,7 +12,7 @@ stopped after the test).
 
 from __future__ import annotations
 
-import atexit
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from testing.isolation import (
     drop_database,
     new_namespace,
 )
+from testing.ownership import reap_leftovers
 from testing.processes import BackendProcess, start_backend
 from testing.processes import backend_env as build_backend_env
 from testing.proxy import FaultProxy
@@ -39,10 +40,12 @@ from testing.services import (
     describe_selection,
     select_backend,
 )
+from testing.session import WORKERINPUT_KEY, RunServices
 from testing.snapshots import milestones_as_lines
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
+RUN_SERVICES = pytest.StashKey[RunServices]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -60,21 +63,51 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return [f"pixsim7 services: {exc}"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
+                                  if workerinput and WORKERINPUT_KEY in workerinput
+                                  else RunServices())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # Before xdist starts workers (and so the services): only the owning process cleans up.
+    if not hasattr(session.config, "workerinput"):
+        line = reap_leftovers()
+        if line:
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: start the run's services once and hand them to each worker."""
+    node.workerinput[WORKERINPUT_KEY] = node.config.stash[RUN_SERVICES].workerinput()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[RUN_SERVICES].stop()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    line = config.stash[RUN_SERVICES].summary()
+    if line:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def kit_services() -> Iterator[ServiceSet]:
-    """PostgreSQL and Redis for the whole session, stopped and removed at its end."""
+def kit_services(pytestconfig: pytest.Config) -> ServiceSet:
+    """PostgreSQL and Redis for the whole run (one set, shared by xdist workers), stopped and
+    removed at its end."""
     try:
-        services = select_backend().start()
+        return pytestconfig.stash[RUN_SERVICES].get()
     except ServiceStartError as exc:
-        raise ServiceStartError(
-            f"{exc}\n(the pixsim7 testing kit could not start its services; "
-            "see GETTING_STARTED.md, 'Testing kit')"
-        ) from None
-    atexit.register(services.stop)  # also after Ctrl-C or a crash of the session
-    try:
-        yield services
-    finally:
-        services.stop()
+        raise ServiceStartError(str(exc)) from None
 
 
 @pytest_asyncio.fixture

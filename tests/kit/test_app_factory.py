@@ -73,7 +73,7 @@ def test_normalizer_hides_volatile_values(tmp_path) -> None:
         "request": {"type": "str", "summary": "id <uuid> at <addr>"},
         "startup": {"type": "dict", "summary": {
             "duration_ms": "<duration>", "started_at": "<timestamp>", "steps": 3}},
-        "url": {"type": "str", "summary": "postgresql+asyncpg://postgres:pw@<host>:<port>/<test-db>"},
+        "url": {"type": "str", "summary": "postgresql+asyncpg://postgres@<host>:<port>/<test-db>"},
     }
 
 

@@ -17,7 +17,10 @@ import redis.asyncio as aioredis
 from testing.services import (
     ENV_BACKEND,
     ENV_DATABASE_URL,
+    ENV_POSTGRES_IMAGE,
+    ENV_REDIS_IMAGE,
     ENV_REDIS_URL,
+    POSTGRES_IMAGE,
     REDIS_IMAGE,
     EmbeddedBackend,
     ExternalBackend,
@@ -71,6 +74,23 @@ def test_testcontainers_configuration_is_pinned() -> None:
     assert "fsync=off" in options["command"]
 
 
+def test_testcontainers_password_is_not_the_user_name() -> None:
+    # A password equal to the user name would make every mention of the user look like a leak.
+    options = TestcontainersBackend().postgres_options()
+    assert options["password"] and options["password"] != options["username"]
+    assert options["password"] != TestcontainersBackend().postgres_options()["password"]
+
+
+def test_image_settings_choose_the_images() -> None:
+    env = {ENV_BACKEND: "testcontainers", ENV_POSTGRES_IMAGE: "local/postgres:15.20",
+           ENV_REDIS_IMAGE: "local/redis:7.0.15"}
+    chosen = select_backend(env)
+    assert (chosen.postgres_image, chosen.redis_image) == ("local/postgres:15.20",
+                                                           "local/redis:7.0.15")
+    default = select_backend({ENV_BACKEND: "testcontainers"})
+    assert (default.postgres_image, default.redis_image) == (POSTGRES_IMAGE, REDIS_IMAGE)
+
+
 def test_testcontainers_without_docker_names_the_fix(monkeypatch) -> None:
     monkeypatch.setattr("testing.services.docker_available", lambda timeout=2.0: False)
     with pytest.raises(ServiceStartError, match="no Docker engine answered.*embedded"):
@@ -118,6 +138,21 @@ async def test_external_backend_uses_given_servers(kit_services: ServiceSet) -> 
     assert await _roundtrip(services) == (42, b"up")
     services.stop()
     assert await _roundtrip(kit_services) == (42, b"up")  # stopping external stops nothing
+
+
+async def test_backend_starts_from_inside_a_running_event_loop(kit_services) -> None:
+    # Called straight from this test's running loop, not through a thread of the caller's.
+    services = ExternalBackend(kit_services.postgres.url(), kit_services.redis.url()).start()
+    assert services.postgres_version == kit_services.postgres_version.split(" ")[0]
+    assert services.redis_version == kit_services.redis_version
+
+
+def test_service_set_travels_to_a_worker_without_its_stop(kit_services) -> None:
+    copy = ServiceSet.from_dict(kit_services.to_dict())
+    assert copy.to_dict() == kit_services.to_dict()
+    assert (copy.postgres, copy.redis) == (kit_services.postgres, kit_services.redis)
+    copy.stop()  # a worker's copy stops nothing
+    assert asyncio.run(_roundtrip(kit_services)) == (42, b"up")
 
 
 def test_external_backend_names_missing_variables() -> None:

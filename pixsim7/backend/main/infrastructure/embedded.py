@@ -19,7 +19,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ logger = logging.getLogger("pixsim7.embedded")
 
 # PostgreSQL refuses to run as root; the server is then run as this unprivileged user.
 PG_SYSTEM_USER = "pixsim7-postgres"
+USERADD_LOCK = "/tmp/pixsim7-useradd.lock"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -116,9 +116,12 @@ def find_postgres_binaries() -> PostgresBinaries:
 def _unprivileged_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(PG_SYSTEM_USER)
     # Several processes may start embedded servers at once on a fresh machine: two concurrent
     # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
-    with open(os.path.join(tempfile.gettempdir(), "pixsim7-useradd.lock"), "a") as lock:
+    # A fixed path, not TMPDIR: every process must agree on it.
+    with open(USERADD_LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             return pwd.getpwnam(PG_SYSTEM_USER)

@@ -1,0 +1,230 @@
+"""One set of servers per run under xdist, and cleanup of what a killed session left.
+
+Each test runs inner pytest sessions with the kit's plugin, as a user's suite would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from pixsim7.backend.main.infrastructure.embedded import free_port
+from testing.ownership import ENV_SERVICES_DIR, OWNER_LABEL, SessionOwner
+from testing.services import ENV_BACKEND, docker_available
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+RECORD_SERVICES = textwrap.dedent("""
+    import json, os, time
+
+    def record(kit_services, name):
+        info = {"pid": os.getpid(), "postgres": kit_services.postgres.port,
+                "redis": kit_services.redis.port, "backend": kit_services.backend}
+        target = os.path.join(os.environ["KIT_RECORD_DIR"], name)
+        with open(target + ".tmp", "w") as out:
+            json.dump(info, out)
+        os.rename(target + ".tmp", target)
+""")
+
+
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.05)
+
+
+def port_is_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def services_dir() -> Iterator[Path]:
+    # A cleanup scope of its own, so no concurrent session elsewhere removes what these inner
+    # sessions leave. Not under tmp_path: the unprivileged PostgreSQL user must traverse it.
+    path = Path(tempfile.mkdtemp(prefix="pixsim7-kit-scope-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def inner(tmp_path: Path, services_dir: Path) -> Callable[..., subprocess.Popen]:
+    """`inner(test_source, *args, backend=..., **env)`: a started inner pytest session."""
+    (tmp_path / "records").mkdir()
+
+    def start(source: str, *args: str, backend: str = "embedded",
+              **extra_env: str) -> subprocess.Popen:
+        folder = tmp_path / f"session{len(list(tmp_path.glob('session*')))}"
+        folder.mkdir()
+        (folder / "test_inner.py").write_text(RECORD_SERVICES + textwrap.dedent(source))
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("PIXSIM7_", "PYTEST_"))}
+        env.update({ENV_BACKEND: backend, ENV_SERVICES_DIR: str(services_dir),
+                    "KIT_RECORD_DIR": str(tmp_path / "records"), "PYTHONPATH": str(REPO_ROOT),
+                    **extra_env})
+        for name in ("DOCKER_HOST", "TESTCONTAINERS_RYUK_DISABLED",
+                     "PIXSIM7_TEST_POSTGRES_IMAGE", "PIXSIM7_TEST_REDIS_IMAGE"):
+            if name in os.environ:
+                env[name] = os.environ[name]
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-p", "testing.plugin", "-p", "no:cacheprovider",
+             "-p", "no:randomly", str(folder), "--rootdir", str(folder), "-c", os.devnull,
+             *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder,
+        )
+
+    return start
+
+
+def records(tmp_path: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text())
+            for p in (tmp_path / "records").iterdir() if not p.name.endswith(".tmp")}
+
+
+def test_xdist_workers_share_one_set_started_and_stopped_once(inner, tmp_path) -> None:
+    session = inner("""
+        def test_a(kit_services):
+            record(kit_services, "a")
+
+        def test_b(kit_services):
+            record(kit_services, "b")
+    """, "-n", "2")
+    output, _ = session.communicate(timeout=180)
+    assert session.returncode == 0, output
+    seen = records(tmp_path)
+    assert set(seen) == {"a", "b"}
+    assert seen["a"]["pid"] != seen["b"]["pid"]  # two workers...
+    assert seen["a"]["postgres"] == seen["b"]["postgres"]  # ...one PostgreSQL
+    assert seen["a"]["redis"] == seen["b"]["redis"]  # ...and one Redis
+    assert output.count("pixsim7 services: backend=embedded") == 1
+    assert "stopped in" in output
+    assert not port_is_open(seen["a"]["postgres"]) and not port_is_open(seen["a"]["redis"])
+
+
+def test_xdist_run_with_a_broken_configuration_fails_every_worker_clearly(inner) -> None:
+    port = free_port()  # nothing listens there
+    session = inner("""
+        def test_a(kit_services):
+            pass
+
+        def test_b(kit_services):
+            pass
+    """, "-n", "2", backend="external",
+        PIXSIM7_TEST_DATABASE_URL=f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres",
+        PIXSIM7_TEST_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    output, _ = session.communicate(timeout=180)
+    assert session.returncode == 1, output
+    assert output.count("external backend: cannot reach the servers") >= 2  # both workers
+    assert "2 errors" in output
+    assert "hunter2" not in output
+
+
+def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
+    """Start a session that holds its servers, SIGKILL it once they run; what it recorded."""
+    session = inner("""
+        import time
+
+        def test_hold(kit_services):
+            record(kit_services, "held")
+            time.sleep(300)
+    """, backend=backend)
+    try:
+        wait_for(lambda: (tmp_path / "records" / "held").exists(), 120,
+                 "the inner session started its servers")
+    finally:
+        session.send_signal(signal.SIGKILL)
+        session.communicate(timeout=30)
+    held = records(tmp_path)["held"]
+    assert held["pid"] == session.pid
+    assert port_is_open(held["postgres"]) and port_is_open(held["redis"])  # left behind
+    return held
+
+
+def next_session_output(inner) -> str:
+    session = inner("""
+        def test_nothing():
+            pass
+    """)
+    output, _ = session.communicate(timeout=180)
+    assert session.returncode == 0, output
+    return output
+
+
+def test_next_session_removes_what_a_killed_embedded_session_left(
+    inner, tmp_path, services_dir
+) -> None:
+    held = kill_holding_session(inner, tmp_path, "embedded")
+    (folder,) = services_dir.iterdir()
+    assert SessionOwner.of_folder(folder).pid == held["pid"]
+    servers = [p for p in psutil.process_iter(["cwd"])
+               if (p.info["cwd"] or "").startswith(str(folder))]
+    assert servers  # PostgreSQL (and its helpers) and Redis still run in that folder
+
+    output = next_session_output(inner)
+
+    assert f"removed what a killed session left: 1 server folder(s) ({folder})" in output
+    assert not folder.exists()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in servers)
+    assert not port_is_open(held["postgres"]) and not port_is_open(held["redis"])
+
+
+def test_a_live_session_keeps_its_servers(inner, tmp_path, services_dir) -> None:
+    holder = inner("""
+        import time
+
+        def test_hold(kit_services):
+            record(kit_services, "held")
+            time.sleep(300)
+    """)
+    try:
+        wait_for(lambda: (tmp_path / "records" / "held").exists(), 120,
+                 "the inner session started its servers")
+        output = next_session_output(inner)
+        held = records(tmp_path)["held"]
+        assert "removed what a killed session left" not in output
+        assert len(list(services_dir.iterdir())) == 1
+        assert port_is_open(held["postgres"]) and port_is_open(held["redis"])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.communicate(timeout=30)
+    next_session_output(inner)  # and now that it is dead, its servers go
+
+
+def test_next_session_removes_containers_a_killed_session_left(inner, tmp_path) -> None:
+    if not docker_available():
+        pytest.skip("needs a Docker engine (the testcontainers run of .ci/run has one)")
+    import docker
+
+    held = kill_holding_session(inner, tmp_path, "testcontainers")
+    client = docker.from_env()
+    try:
+        owned = [c for c in client.containers.list(all=True, filters={"label": OWNER_LABEL})
+                 if c.labels[OWNER_LABEL].split("/")[1] == str(held["pid"])]
+        assert len(owned) == 2  # PostgreSQL and Redis
+
+        output = next_session_output(inner)
+
+        assert "removed what a killed session left: 2 container(s)" in output
+        assert all(c.short_id in output for c in owned)
+        remaining = {c.id for c in client.containers.list(all=True)}
+        assert not remaining & {c.id for c in owned}
+    finally:
+        client.close()
