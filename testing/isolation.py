@@ -33,12 +33,17 @@ class IsolatedDatabase:
         return self.endpoint.url(self.name, driver="asyncpg")
 
 
-async def create_database(endpoint: PostgresEndpoint, name: str | None = None) -> IsolatedDatabase:
-    """CREATE DATABASE with a unique name on the session's server."""
+async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *,
+                          template: str | None = None) -> IsolatedDatabase:
+    """CREATE DATABASE with a unique name on the session's server, empty or as a copy of
+    `template` (a database nobody may connect to, see testing.template)."""
     name = name or f"pixsim7_t_{unique_suffix()}"
+    statement = f'CREATE DATABASE "{name}"'
+    if template is not None:
+        statement += f' TEMPLATE "{template}"'
     conn = await asyncpg.connect(endpoint.url(), timeout=10)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        await conn.execute(statement)
     finally:
         await conn.close()
     return IsolatedDatabase(name, endpoint)
