@@ -79,6 +79,17 @@ def _create_missing(sync_conn: Connection, tables: list[Table]) -> list[str]:
     return [t.fullname for t in missing]
 
 
+async def _any_missing(conn: AsyncConnection, tables: list[Table]) -> bool:
+    """Whether any of `tables` is not visible on the connection's search path."""
+    preparer = conn.dialect.identifier_preparer
+    names = [preparer.format_table(table) for table in tables]
+    found = await conn.scalar(
+        text("SELECT count(to_regclass(name)) FROM unnest(CAST(:names AS text[])) AS name"),
+        {"names": names},
+    )
+    return found != len(names)
+
+
 class Database:
     """One PostgreSQL database reached through an asyncpg connection pool."""
 
@@ -161,6 +172,10 @@ class Database:
         if not wanted:
             return []
         async with self.engine.begin() as conn:
+            # Most starts find every table in place (a restart, a replica, a cloned template):
+            # one catalog query then replaces the lock and a reflection query per table.
+            if not await _any_missing(conn, wanted):
+                return []
             # Transaction-scoped lock: replicas starting together queue here, and each later one
             # sees the tables the first committed instead of racing it to CREATE them.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
