@@ -33,29 +33,39 @@ class IsolatedDatabase:
         return self.endpoint.url(self.name, driver="asyncpg")
 
 
+async def admin_connection(endpoint: PostgresEndpoint) -> asyncpg.Connection:
+    """A connection to the server's admin database, for creating and dropping databases."""
+    return await asyncpg.connect(endpoint.url(), timeout=10)
+
+
 async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *,
-                          template: str | None = None) -> IsolatedDatabase:
+                          template: str | None = None,
+                          admin: asyncpg.Connection | None = None) -> IsolatedDatabase:
     """CREATE DATABASE with a unique name on the session's server, empty or as a copy of
-    `template` (a database nobody may connect to, see testing.template)."""
+    `template` (a database nobody may connect to, see testing.template); through `admin` if
+    given, else through a connection of its own."""
     name = name or f"pixsim7_t_{unique_suffix()}"
     statement = f'CREATE DATABASE "{name}"'
     if template is not None:
         statement += f' TEMPLATE "{template}"'
-    conn = await asyncpg.connect(endpoint.url(), timeout=10)
+    conn = admin or await admin_connection(endpoint)
     try:
         await conn.execute(statement)
     finally:
-        await conn.close()
+        if admin is None:
+            await conn.close()
     return IsolatedDatabase(name, endpoint)
 
 
-async def drop_database(database: IsolatedDatabase) -> None:
+async def drop_database(database: IsolatedDatabase,
+                        admin: asyncpg.Connection | None = None) -> None:
     """DROP DATABASE, closing any connection a test left open."""
-    conn = await asyncpg.connect(database.endpoint.url(), timeout=10)
+    conn = admin or await admin_connection(database.endpoint)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     finally:
-        await conn.close()
+        if admin is None:
+            await conn.close()
 
 
 async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:

@@ -28,6 +28,7 @@ from testing.inventory import Normalizer
 from testing.isolation import (
     IsolatedDatabase,
     RedisNamespace,
+    admin_connection,
     create_database,
     drop_database,
     new_namespace,
@@ -116,11 +117,17 @@ async def test_database(kit_services: ServiceSet,
                         _database_template: str | None) -> AsyncIterator[IsolatedDatabase]:
     """A database created for this test and dropped after it: empty, or a clone of the run's
     template when the test is marked `template_db`."""
-    database = await create_database(kit_services.postgres, template=_database_template)
+    # One admin connection for both ends of the test: a connection costs as much as a CREATE.
+    admin = await admin_connection(kit_services.postgres)
     try:
-        yield database
+        database = await create_database(kit_services.postgres, template=_database_template,
+                                         admin=admin)
+        try:
+            yield database
+        finally:
+            await drop_database(database, admin)
     finally:
-        await drop_database(database)
+        await admin.close()
 
 
 @pytest_asyncio.fixture

@@ -28,6 +28,7 @@ from pixsim7.backend.main.infrastructure.plugins.loader import (
     describe_error,
     load_package,
     namespace_token,
+    unload_namespace,
     unload_package,
 )
 from pixsim7.backend.main.infrastructure.plugins.manifest import (
@@ -99,7 +100,6 @@ class MiddlewareState:
 @dataclass
 class _Runtime:
     module: ModuleType | None = None
-    module_name: str | None = None
 
 
 def load_middleware_manifest(path: Path) -> MiddlewareManifest:
@@ -196,7 +196,7 @@ class MiddlewareManager:
             module_name = f"{self._token}_{state.id}"
             try:
                 module = load_package(state.folder, module_name)
-                self._runtime[state.id] = _Runtime(module=module, module_name=module_name)
+                self._runtime[state.id] = _Runtime(module=module)
                 middleware_class, kwargs = self._build(module, settings)
             except Exception as exc:
                 unload_package(module_name)
@@ -255,9 +255,7 @@ class MiddlewareManager:
                     state.id,
                     state.manifest_path,
                 )
-        for runtime in self._runtime.values():
-            if runtime.module_name is not None:
-                unload_package(runtime.module_name)
+        unload_namespace(self._token)
 
     def _build(self, module: ModuleType, settings: Any) -> tuple[type, dict[str, Any]]:
         build = getattr(module, "build", None)
