@@ -51,9 +51,12 @@ async def bare_pair(services: ServiceSet, admin) -> None:
     await drop_database(database, admin)
 
 
-async def isolated_app(services: ServiceSet, admin, template: str | None) -> None:
+async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None) -> None:
     """What one test with an app costs, as the kit's fixtures do it."""
-    database = await create_database(services.postgres, template=template, admin=admin)
+    if template is not None:
+        database = await template.clone(admin)
+    else:
+        database = await create_database(services.postgres, admin=admin)
     namespace = new_namespace(services.redis)
     settings = Settings(
         _env_file=None, debug=True, database_url=database.sqlalchemy_url,
@@ -69,7 +72,8 @@ async def isolated_app(services: ServiceSet, admin, template: str | None) -> Non
     await drop_database(database, admin)
 
 
-async def measure(services: ServiceSet, template: str, runs: int) -> dict[str, float]:
+async def measure(services: ServiceSet, template: TemplateDatabase,
+                  runs: int) -> dict[str, float]:
     """Median seconds of each path over `runs` rounds; one warm-up round is not counted."""
     paths: dict[str, Callable] = {
         "pair": lambda admin: bare_pair(services, admin),
@@ -121,7 +125,7 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
         template = TemplateDatabase(services.postgres, template_name(uuid.uuid4().hex))
         made, _ = timed(template.acquire)
         try:
-            medians = asyncio.run(measure(services, template.name, args.runs))
+            medians = asyncio.run(measure(services, template, args.runs))
         finally:
             template.release()
     finally:

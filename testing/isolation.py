@@ -39,15 +39,17 @@ async def admin_connection(endpoint: PostgresEndpoint) -> asyncpg.Connection:
 
 
 async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *,
-                          template: str | None = None,
+                          template: str | None = None, strategy: str | None = None,
                           admin: asyncpg.Connection | None = None) -> IsolatedDatabase:
     """CREATE DATABASE with a unique name on the session's server, empty or as a copy of
-    `template` (a database nobody may connect to, see testing.template); through `admin` if
-    given, else through a connection of its own."""
+    `template` (with `STRATEGY strategy` if given); through `admin` if given, else through a
+    connection of its own."""
     name = name or f"pixsim7_t_{unique_suffix()}"
     statement = f'CREATE DATABASE "{name}"'
     if template is not None:
         statement += f' TEMPLATE "{template}"'
+    if strategy is not None:
+        statement += f" STRATEGY {strategy}"
     conn = admin or await admin_connection(endpoint)
     try:
         await conn.execute(statement)

@@ -105,23 +105,26 @@ def kit_template(request: pytest.FixtureRequest,
 
 
 @pytest.fixture
-def _database_template(request: pytest.FixtureRequest) -> str | None:
+def _database_template(request: pytest.FixtureRequest) -> TemplateDatabase | None:
     # A sync fixture, so that the session template is never first set up inside a test's loop.
     if request.node.get_closest_marker("template_db") is None:
         return None
-    return request.getfixturevalue("kit_template").name
+    return request.getfixturevalue("kit_template")
 
 
 @pytest_asyncio.fixture
-async def test_database(kit_services: ServiceSet,
-                        _database_template: str | None) -> AsyncIterator[IsolatedDatabase]:
+async def test_database(
+    kit_services: ServiceSet, _database_template: TemplateDatabase | None
+) -> AsyncIterator[IsolatedDatabase]:
     """A database created for this test and dropped after it: empty, or a clone of the run's
     template when the test is marked `template_db`."""
     # One admin connection for both ends of the test: a connection costs as much as a CREATE.
     admin = await admin_connection(kit_services.postgres)
     try:
-        database = await create_database(kit_services.postgres, template=_database_template,
-                                         admin=admin)
+        if _database_template is not None:
+            database = await _database_template.clone(admin)
+        else:
+            database = await create_database(kit_services.postgres, admin=admin)
         try:
             yield database
         finally:

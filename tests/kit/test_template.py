@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
-from testing.isolation import create_database, database_exists, drop_database
+from testing.isolation import database_exists, drop_database
 from testing.services import ServiceSet
 from testing.template import TemplateDatabase, template_name
 from tests.kit.test_isolation import run_inner
@@ -35,7 +35,7 @@ async def test_a_cloned_app_starts_on_the_seeded_schema_without_creating_it(app_
 @pytest.mark.template_db
 async def test_two_clones_share_nothing(app_factory, make_settings, kit_services: ServiceSet,
                                         kit_template: TemplateDatabase) -> None:
-    other = await create_database(kit_services.postgres, template=kit_template.name)
+    other = await kit_template.clone()
     try:
         first = await app_factory()
         second = await app_factory(make_settings(database_url=other.sqlalchemy_url))
@@ -64,7 +64,7 @@ async def test_what_a_test_writes_never_reaches_the_next_clone(
         await conn.execute("CREATE TABLE scratch (id int)")
     finally:
         await conn.close()
-    fresh = await create_database(kit_services.postgres, template=kit_template.name)
+    fresh = await kit_template.clone()
     try:
         conn = await asyncpg.connect(fresh.url)
         try:
