@@ -95,18 +95,19 @@ class RedisNamespace:
     async def keys(self) -> list[bytes]:
         client = self.client()
         try:
-            return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
+            return await self._keys(client)
         finally:
             await client.aclose()
 
+    async def _keys(self, client: aioredis.Redis) -> list[bytes]:
+        return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
+
     async def clear(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
-        keys = await self.keys()
-        if not keys:
-            return 0
         client = self.client()
         try:
-            return int(await client.unlink(*keys))
+            keys = await self._keys(client)
+            return int(await client.unlink(*keys)) if keys else 0
         finally:
             await client.aclose()
 
