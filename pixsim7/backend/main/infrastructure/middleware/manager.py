@@ -34,8 +34,7 @@ from pixsim7.backend.main.infrastructure.plugins.loader import (
 from pixsim7.backend.main.infrastructure.plugins.manifest import (
     MANIFEST_FILENAME,
     PLUGIN_ID_PATTERN,
-    read_toml,
-    validate_document,
+    read_document,
 )
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
@@ -104,9 +103,7 @@ class _Runtime:
 
 def load_middleware_manifest(path: Path) -> MiddlewareManifest:
     """Read and validate one middleware manifest."""
-    return validate_document(
-        path, read_toml(path, MiddlewareManifestError), MiddlewareManifest, MiddlewareManifestError
-    )
+    return read_document(path, MiddlewareManifest, MiddlewareManifestError)
 
 
 class MiddlewareManager:
