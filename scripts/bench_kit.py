@@ -35,6 +35,7 @@ from testing.isolation import (  # noqa: E402
     create_database,
     drop_database,
     new_namespace,
+    ssl_negotiation_skipped,
 )
 from testing.services import (  # noqa: E402
     EmbeddedBackend,
@@ -122,12 +123,13 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
     seconds, services = timed(make().start)
     starts.append(seconds)
     try:
-        template = TemplateDatabase(services.postgres, template_name(uuid.uuid4().hex))
-        made, _ = timed(template.acquire)
-        try:
-            medians = asyncio.run(measure(services, template, args.runs))
-        finally:
-            template.release()
+        with ssl_negotiation_skipped(services.postgres):  # as the kit's fixtures do
+            template = TemplateDatabase(services.postgres, template_name(uuid.uuid4().hex))
+            made, _ = timed(template.acquire)
+            try:
+                medians = asyncio.run(measure(services, template, args.runs))
+            finally:
+                template.release()
     finally:
         stops.append(timed(services.stop)[0])
     pair = medians["pair"]

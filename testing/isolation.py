@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -31,6 +34,33 @@ class IsolatedDatabase:
     @property
     def sqlalchemy_url(self) -> str:
         return self.endpoint.url(self.name, driver="asyncpg")
+
+
+async def server_offers_ssl(endpoint: PostgresEndpoint) -> bool:
+    """Whether the server accepts SSL connections (its `ssl` setting)."""
+    conn = await admin_connection(endpoint)
+    try:
+        return await conn.fetchval("SHOW ssl") == "on"
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def ssl_negotiation_skipped(endpoint: PostgresEndpoint) -> Iterator[None]:
+    """PGSSLMODE=disable for the block when the server has no SSL and PGSSLMODE is unset.
+
+    asyncpg's default sslmode, prefer, builds an OpenSSL context for every connection (about
+    3 ms) before the server answers that it has no SSL, as most test servers do. libpq's own
+    variable tells asyncpg, in this process and in backend subprocesses, not to ask.
+    """
+    if "PGSSLMODE" in os.environ or asyncio.run(server_offers_ssl(endpoint)):
+        yield
+        return
+    os.environ["PGSSLMODE"] = "disable"
+    try:
+        yield
+    finally:
+        os.environ.pop("PGSSLMODE", None)
 
 
 async def admin_connection(endpoint: PostgresEndpoint) -> asyncpg.Connection:

@@ -32,6 +32,7 @@ from testing.isolation import (
     create_database,
     drop_database,
     new_namespace,
+    ssl_negotiation_skipped,
 )
 from testing.processes import BackendProcess, start_backend
 from testing.processes import backend_env as build_backend_env
@@ -89,8 +90,14 @@ def kit_services() -> Iterator[ServiceSet]:
 
 
 @pytest.fixture(scope="session")
-def kit_template(request: pytest.FixtureRequest,
-                 kit_services: ServiceSet) -> Iterator[TemplateDatabase]:
+def _kit_sslmode(kit_services: ServiceSet) -> Iterator[None]:
+    with ssl_negotiation_skipped(kit_services.postgres):
+        yield
+
+
+@pytest.fixture(scope="session")
+def kit_template(request: pytest.FixtureRequest, kit_services: ServiceSet,
+                 _kit_sslmode: None) -> Iterator[TemplateDatabase]:
     """The run's template database, made once per run (shared by xdist workers) by the app's
     own schema and seed steps; nobody can connect to it. Dropped by its last user."""
     # xdist gives every worker of a run the same id, so they share one template. Not the
@@ -114,7 +121,7 @@ def _database_template(request: pytest.FixtureRequest) -> TemplateDatabase | Non
 
 @pytest_asyncio.fixture
 async def test_database(
-    kit_services: ServiceSet, _database_template: TemplateDatabase | None
+    kit_services: ServiceSet, _kit_sslmode: None, _database_template: TemplateDatabase | None
 ) -> AsyncIterator[IsolatedDatabase]:
     """A database created for this test and dropped after it: empty, or a clone of the run's
     template when the test is marked `template_db`."""
