@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
 
 from testing.isolation import IsolatedDatabase, admin_connection, create_database
 from testing.services import PostgresEndpoint
+
+
+class TemplateError(RuntimeError):
+    """The template database could not be made; it has been dropped again."""
 
 
 def template_name(run_id: str) -> str:
@@ -33,8 +36,9 @@ def _lock_key(name: str, purpose: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-async def migrate_and_seed(url: str, settings_overrides: dict[str, Any] | None = None) -> None:
-    """Run the app's domain registry, database (schema) and seed steps against `url`."""
+async def migrate_and_seed(url: str) -> None:
+    """Run the app's domain registry, database (schema) and seed steps against `url`, with
+    the settings the environment gives (DOMAIN_MODELS_DIR included)."""
     from pixsim7.backend.main.shared.config import Settings
     from pixsim7.backend.main.startup import (
         seed_presets,
@@ -44,8 +48,7 @@ async def migrate_and_seed(url: str, settings_overrides: dict[str, Any] | None =
     )
 
     app = FastAPI()
-    app.state.settings = Settings(_env_file=None, database_url=url,
-                                  **(settings_overrides or {}))
+    app.state.settings = Settings(_env_file=None, database_url=url)
     await setup_domain_registry(app)
     await setup_database(app)
     try:
@@ -80,10 +83,11 @@ class TemplateDatabase:
                                      strategy=self.clone_strategy, admin=admin)
 
     def acquire(self) -> TemplateDatabase:
+        """Make the template unless it exists, and hold it until `release()`."""
         try:
             self._runner.run(self._acquire())
         except BaseException:
-            self.release()
+            self._runner.close()
             raise
         return self
 
@@ -96,7 +100,15 @@ class TemplateDatabase:
             self._runner.close()
 
     async def _acquire(self) -> None:
-        self._conn = conn = await admin_connection(self.endpoint)
+        conn = await admin_connection(self.endpoint)
+        try:
+            await self._hold(conn)
+        except BaseException:
+            await conn.close()  # which releases every advisory lock it holds
+            raise
+        self._conn = conn
+
+    async def _hold(self, conn: asyncpg.Connection) -> None:
         # FILE_COPY copies the files after a checkpoint: a few ms faster than the default
         # WAL_LOG for a small database when fsync is off (test servers), far slower when on.
         fsync_off = await conn.fetchval("SELECT current_setting('fsync')") == "off"
@@ -104,7 +116,7 @@ class TemplateDatabase:
             self.clone_strategy = "FILE_COPY"
         await conn.execute("SELECT pg_advisory_lock($1)", self._change_key)
         try:
-            if not await self._exists(conn):
+            if not await _exists(conn, self.name):
                 await self._create(conn)
                 self.created = True
             # Held until release(): while any session holds it, nobody drops the template.
@@ -112,14 +124,16 @@ class TemplateDatabase:
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", self._change_key)
 
-    async def _exists(self, conn: asyncpg.Connection) -> bool:
-        return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1",
-                                        self.name))
-
     async def _create(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f'CREATE DATABASE "{self.name}"')
         try:
-            await migrate_and_seed(self.endpoint.url(self.name, driver="asyncpg"))
+            try:
+                await migrate_and_seed(self.endpoint.url(self.name, driver="asyncpg"))
+            except Exception as exc:
+                raise TemplateError(
+                    f"template database {self.name}: the app's schema and seed steps failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             # No connection can reach it from now on: nothing can change it, and a clone is
             # never refused because someone is connected to its source.
             await conn.execute(
@@ -139,9 +153,14 @@ class TemplateDatabase:
             if await conn.fetchval("SELECT pg_try_advisory_lock($1)", self._users_key):
                 await _drop(conn, self.name)
         finally:
-            await conn.close()  # which also releases every advisory lock it still holds
+            await conn.close()
+
+
+async def _exists(conn: asyncpg.Connection, name: str) -> bool:
+    return bool(await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
 
 
 async def _drop(conn: asyncpg.Connection, name: str) -> None:
-    await conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
-    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if await _exists(conn, name):
+        await conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from testing.isolation import database_exists, drop_database
 from testing.services import ServiceSet
-from testing.template import TemplateDatabase, template_name
+from testing.template import TemplateDatabase, TemplateError, template_name
 from tests.kit.test_isolation import run_inner
 
 pytestmark = pytest.mark.integration
@@ -135,3 +137,19 @@ async def test_two_workers_make_the_template_once_and_the_run_drops_it(
     reports = sorted(path.read_text() for path in tmp_path.glob("report-*.txt"))
     assert reports == [f"template={name} created=False", f"template={name} created=True"]
     assert not await database_exists(kit_services.postgres, name)
+
+
+def test_a_template_that_cannot_be_made_names_the_cause_and_leaves_nothing(
+    kit_services: ServiceSet, monkeypatch, tmp_path
+) -> None:
+    name = template_name(f"broken{tmp_path.name[-10:]}")
+    monkeypatch.setenv("DOMAIN_MODELS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(TemplateError, match=f"{name}: .*DOMAIN_MODELS_DIR"):
+        TemplateDatabase(kit_services.postgres, name).acquire()
+    assert not asyncio.run(database_exists(kit_services.postgres, name))
+    # Its locks went with it: the next attempt makes the template and drops it at the end.
+    monkeypatch.delenv("DOMAIN_MODELS_DIR")
+    template = TemplateDatabase(kit_services.postgres, name).acquire()
+    assert template.created
+    template.release()
+    assert not asyncio.run(database_exists(kit_services.postgres, name))
