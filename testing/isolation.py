@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import asyncpg
 import redis.asyncio as aioredis
 
+from pixsim7.backend.main.infrastructure.redis import client_identity
 from testing.services import PostgresEndpoint, RedisEndpoint
 
 
@@ -120,7 +121,7 @@ class RedisNamespace:
         return self.endpoint.url()
 
     def client(self, **kwargs) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.url, **kwargs)
+        return aioredis.Redis.from_url(self.url, **{**client_identity(), **kwargs})
 
     async def keys(self) -> list[bytes]:
         client = self.client()
