@@ -7,7 +7,6 @@ import importlib.util
 import inspect
 import sys
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from types import CodeType, ModuleType
 from typing import Any
@@ -51,16 +50,17 @@ def _compiled(path: str, mtime_ns: int, size: int) -> CodeType:
 
 def unload_package(module_name: str) -> None:
     """Drop a loaded plugin package and its submodules from `sys.modules`."""
-    _unload(lambda name: name == module_name or name.startswith(module_name + "."))
+    submodules = module_name + "."
+    _unload([n for n in sys.modules if n == module_name or n.startswith(submodules)])
 
 
 def unload_namespace(token: str) -> None:
     """Drop every module loaded under a `namespace_token`, in one pass over `sys.modules`."""
-    _unload(lambda name: name.startswith(token))
+    _unload([n for n in sys.modules if n.startswith(token)])
 
 
-def _unload(matches: Callable[[str], bool]) -> None:
-    for name in [n for n in sys.modules if matches(n)]:
+def _unload(names: list[str]) -> None:
+    for name in names:
         del sys.modules[name]
 
 
