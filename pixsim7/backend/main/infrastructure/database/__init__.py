@@ -126,31 +126,26 @@ class Database:
             yield session
 
     async def ping(self, timeout: float) -> None:
-        """Run SELECT 1 within `timeout` seconds; raise TimeoutError or the driver error if not."""
-        probe = asyncio.create_task(self._select_one(), name=f"ping {self.safe_url}")
+        """Check out a connection within `timeout` seconds; raise TimeoutError or the driver
+        error if not. The pool pings a pooled connection before handing it out
+        (pool_pre_ping) and a new one has just answered the handshake, so a checkout is the
+        whole check: a query on top of it would only repeat the pool's."""
+        probe = asyncio.create_task(self._check_out(), name=f"ping {self.safe_url}")
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(probe)
         except TimeoutError:
             self._abandon(probe)
             raise TimeoutError(
-                f"database {self.safe_url} did not answer SELECT 1 within {timeout:g}s"
+                f"database {self.safe_url} did not answer within {timeout:g}s"
             ) from None
         except BaseException:
             self._abandon(probe)
             raise
 
-    async def _select_one(self) -> None:
+    async def _check_out(self) -> None:
         conn = await self.engine.connect()
-        try:
-            await conn.execute(text("SELECT 1"))
-        except BaseException:
-            # A connection that failed or was cancelled mid-query may still be waiting for a
-            # reply; throw it away so the pool never hands it out again.
-            await _invalidate(conn)
-            raise
-        finally:
-            await conn.close()
+        await conn.close()
 
     def _abandon(self, probe: asyncio.Task[None]) -> None:
         # SQLAlchemy closes a cancelled connection gracefully, which can itself wait on a silent
@@ -197,13 +192,6 @@ class Database:
                 self.safe_url,
                 self.connect_timeout,
             )
-
-
-async def _invalidate(conn: AsyncConnection) -> None:
-    try:
-        await conn.invalidate()
-    except Exception:
-        logger.debug("invalidating a failed database connection raised", exc_info=True)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
