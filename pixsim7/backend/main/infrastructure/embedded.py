@@ -116,6 +116,8 @@ def find_postgres_binaries() -> PostgresBinaries:
 def _unprivileged_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
+    with contextlib.suppress(KeyError):
+        return pwd.getpwnam(PG_SYSTEM_USER)  # the usual case: no lock, no lock file
     # Several processes may start embedded servers at once on a fresh machine: two concurrent
     # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
     with open(os.path.join(tempfile.gettempdir(), "pixsim7-useradd.lock"), "a") as lock:
