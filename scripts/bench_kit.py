@@ -1,86 +1,158 @@
-"""Measure the testing kit: session start-up per backend and the per-test isolation cost.
+"""Measure the testing kit per backend: session start-up and stop, and one isolated app.
 
-Prints medians over N runs. The per-test cost is compared with a baseline measured in the same
-run: one `SELECT 1` round trip on a fresh connection, so the ratio says how many plain
-connections one isolated database plus Redis keyspace costs.
+For each backend (embedded always; external with --external-db and --external-redis;
+testcontainers when a Docker engine answers, with PIXSIM7_TEST_POSTGRES_IMAGE /
+PIXSIM7_TEST_REDIS_IMAGE if set) it prints the median cost of one isolated app (database +
+Redis keyspace + build + startup + one /ready + shutdown + drop), on an empty database and on a
+clone of the run's template, as a ratio to a bare CREATE DATABASE + DROP DATABASE pair measured
+in the same run on the same server. The three are measured in turn, so load hits all alike.
 
-    .venv/bin/python scripts/bench_kit.py [--runs 20] [--external-db URL --external-redis URL]
+    .venv/bin/python scripts/bench_kit.py [--runs 25] [--starts 3]
+        [--external-db postgresql://... --external-redis redis://...]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import statistics
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import asyncpg  # noqa: E402
+from pixsim7.backend.main.main import create_app  # noqa: E402
+from pixsim7.backend.main.shared.config import Settings  # noqa: E402
+from testing.apps import start_app  # noqa: E402
+from testing.isolation import (  # noqa: E402
+    admin_connection,
+    create_database,
+    drop_database,
+    new_namespace,
+    ssl_negotiation_skipped,
+)
+from testing.services import (  # noqa: E402
+    EmbeddedBackend,
+    ExternalBackend,
+    ServiceSet,
+    TestcontainersBackend,
+    docker_available,
+)
+from testing.template import TemplateDatabase, template_name  # noqa: E402
 
-from testing.isolation import create_database, drop_database, new_namespace  # noqa: E402
-from testing.services import EmbeddedBackend, ExternalBackend, ServiceSet  # noqa: E402
+
+async def bare_pair(services: ServiceSet, admin) -> None:
+    database = await create_database(services.postgres, admin=admin)
+    await drop_database(database, admin)
 
 
-def timed(fn) -> float:
+async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None) -> None:
+    """What one test with an app costs, as the kit's fixtures do it."""
+    if template is not None:
+        database = await template.clone(admin)
+    else:
+        database = await create_database(services.postgres, admin=admin)
+    namespace = new_namespace(services.redis)
+    settings = Settings(
+        _env_file=None, debug=True, database_url=database.sqlalchemy_url,
+        redis_url=namespace.url, redis_key_prefix=namespace.prefix, secret_key="bench",
+        admin_token="bench", data_dir=Path(tempfile.gettempdir()) / "pixsim7-bench",
+    )
+    running = await start_app(create_app, settings)
+    assert running.started, running.startup_error
+    response = await running.get("/ready")
+    assert response.status_code == 200, response.text
+    await running.stop()
+    await namespace.clear()
+    await drop_database(database, admin)
+
+
+async def measure(services: ServiceSet, template: TemplateDatabase,
+                  runs: int) -> dict[str, float]:
+    """Median seconds of each path over `runs` rounds; one warm-up round is not counted."""
+    paths: dict[str, Callable] = {
+        "pair": lambda admin: bare_pair(services, admin),
+        "empty": lambda admin: isolated_app(services, admin, None),
+        "template": lambda admin: isolated_app(services, admin, template),
+    }
+    samples: dict[str, list[float]] = {name: [] for name in paths}
+    admin = await admin_connection(services.postgres)
+    try:
+        for round_number in range(runs + 1):
+            for name, path in paths.items():
+                started = time.perf_counter()
+                await path(admin)
+                if round_number:
+                    samples[name].append(time.perf_counter() - started)
+    finally:
+        await admin.close()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def backends(args: argparse.Namespace) -> list[tuple[str, Callable[[], object]]]:
+    chosen: list[tuple[str, Callable[[], object]]] = [("embedded", EmbeddedBackend)]
+    if args.external_db and args.external_redis:
+        chosen.append(("external",
+                       lambda: ExternalBackend(args.external_db, args.external_redis)))
+    if docker_available():
+        images = {key: value for key, value in (
+            ("postgres_image", os.environ.get("PIXSIM7_TEST_POSTGRES_IMAGE")),
+            ("redis_image", os.environ.get("PIXSIM7_TEST_REDIS_IMAGE"))) if value}
+        chosen.append(("testcontainers", lambda: TestcontainersBackend(**images)))
+    return chosen
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
     started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+    result = fn()
+    return time.perf_counter() - started, result
 
 
-async def isolation_cost(services: ServiceSet, runs: int) -> tuple[float, float]:
-    """(median seconds for database + keyspace setup and teardown, median baseline)."""
-    costs, baseline = [], []
-    for _ in range(runs):
-        started = time.perf_counter()
-        conn = await asyncpg.connect(services.postgres.url())
-        await conn.fetchval("SELECT 1")
-        await conn.close()
-        baseline.append(time.perf_counter() - started)
-
-        started = time.perf_counter()
-        database = await create_database(services.postgres)
-        namespace = new_namespace(services.redis)
-        client = namespace.client()
-        await client.set(namespace.prefix + "k", "v")
-        await client.aclose()
-        await namespace.clear()
-        await drop_database(database)
-        costs.append(time.perf_counter() - started)
-    return statistics.median(costs), statistics.median(baseline)
+def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace) -> None:
+    starts, stops = [], []
+    for _ in range(args.starts - 1):
+        seconds, services = timed(make().start)
+        starts.append(seconds)
+        stops.append(timed(services.stop)[0])
+    seconds, services = timed(make().start)
+    starts.append(seconds)
+    try:
+        with ssl_negotiation_skipped(services.postgres):  # as the kit's fixtures do
+            template = TemplateDatabase(services.postgres, template_name(uuid.uuid4().hex))
+            made, _ = timed(template.acquire)
+            try:
+                medians = asyncio.run(measure(services, template, args.runs))
+            finally:
+                template.release()
+    finally:
+        stops.append(timed(services.stop)[0])
+    pair = medians["pair"]
+    print(f"{name}: PostgreSQL {services.postgres_version}, Redis {services.redis_version}")
+    print(f"  session start-up {statistics.median(starts) * 1000:.0f} ms, "
+          f"stop {statistics.median(stops) * 1000:.0f} ms (medians of {args.starts}); "
+          f"template made in {made * 1000:.0f} ms")
+    print(f"  bare CREATE + DROP pair: {pair * 1000:.1f} ms (median of {args.runs})")
+    for path in ("empty", "template"):
+        print(f"P1 {name} {path}: {medians[path] / pair:.2f}x "
+              f"({medians[path] * 1000:.1f} ms)")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--starts", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=25)
+    parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--external-db")
     parser.add_argument("--external-redis")
     args = parser.parse_args()
-
-    backends = [("embedded", EmbeddedBackend)]
-    if args.external_db and args.external_redis:
-        backends.append(("external",
-                         lambda: ExternalBackend(args.external_db, args.external_redis)))
-    for name, make in backends:
-        starts, stops = [], []
-        services = None
-        for _ in range(args.starts):
-            started = time.perf_counter()
-            services = make().start()
-            starts.append(time.perf_counter() - started)
-            if _ < args.starts - 1:
-                stops.append(timed(services.stop))
-        assert services is not None
-        cost, base = asyncio.run(isolation_cost(services, args.runs))
-        stops.append(timed(services.stop))
-        print(f"{name}: PostgreSQL {services.postgres_version}, Redis {services.redis_version}")
-        print(f"  session start-up: median {statistics.median(starts) * 1000:.0f} ms "
-              f"over {args.starts}; stop {statistics.median(stops) * 1000:.0f} ms")
-        print(f"  per-test database + keyspace: median {cost * 1000:.1f} ms over {args.runs}; "
-              f"baseline connect+SELECT 1 {base * 1000:.1f} ms; ratio {cost / base:.1f}x")
+    logging.disable(logging.WARNING)  # the apps' startup logs would drown the results
+    for name, make in backends(args):
+        run_backend(name, make, args)
 
 
 if __name__ == "__main__":

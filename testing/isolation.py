@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
 
+from pixsim7.backend.main.infrastructure.redis import client_identity
 from testing.services import PostgresEndpoint, RedisEndpoint
 
 
@@ -33,24 +37,68 @@ class IsolatedDatabase:
         return self.endpoint.url(self.name, driver="asyncpg")
 
 
-async def create_database(endpoint: PostgresEndpoint, name: str | None = None) -> IsolatedDatabase:
-    """CREATE DATABASE with a unique name on the session's server."""
-    name = name or f"pixsim7_t_{unique_suffix()}"
-    conn = await asyncpg.connect(endpoint.url(), timeout=10)
+async def server_offers_ssl(endpoint: PostgresEndpoint) -> bool:
+    """Whether the server accepts SSL connections (its `ssl` setting)."""
+    conn = await admin_connection(endpoint)
     try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
+        return await conn.fetchval("SHOW ssl") == "on"
     finally:
         await conn.close()
+
+
+@contextlib.contextmanager
+def ssl_negotiation_skipped(endpoint: PostgresEndpoint) -> Iterator[None]:
+    """PGSSLMODE=disable for the block when the server has no SSL and PGSSLMODE is unset.
+
+    asyncpg's default sslmode, prefer, builds an OpenSSL context for every connection (about
+    3 ms) before the server answers that it has no SSL, as most test servers do. libpq's own
+    variable tells asyncpg, in this process and in backend subprocesses, not to ask.
+    """
+    if "PGSSLMODE" in os.environ or asyncio.run(server_offers_ssl(endpoint)):
+        yield
+        return
+    os.environ["PGSSLMODE"] = "disable"
+    try:
+        yield
+    finally:
+        os.environ.pop("PGSSLMODE", None)
+
+
+async def admin_connection(endpoint: PostgresEndpoint) -> asyncpg.Connection:
+    """A connection to the server's admin database, for creating and dropping databases."""
+    return await asyncpg.connect(endpoint.url(), timeout=10)
+
+
+async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *,
+                          template: str | None = None, strategy: str | None = None,
+                          admin: asyncpg.Connection | None = None) -> IsolatedDatabase:
+    """CREATE DATABASE with a unique name on the session's server, empty or as a copy of
+    `template` (with `STRATEGY strategy` if given); through `admin` if given, else through a
+    connection of its own."""
+    name = name or f"pixsim7_t_{unique_suffix()}"
+    statement = f'CREATE DATABASE "{name}"'
+    if template is not None:
+        statement += f' TEMPLATE "{template}"'
+    if strategy is not None:
+        statement += f" STRATEGY {strategy}"
+    conn = admin or await admin_connection(endpoint)
+    try:
+        await conn.execute(statement)
+    finally:
+        if admin is None:
+            await conn.close()
     return IsolatedDatabase(name, endpoint)
 
 
-async def drop_database(database: IsolatedDatabase) -> None:
+async def drop_database(database: IsolatedDatabase,
+                        admin: asyncpg.Connection | None = None) -> None:
     """DROP DATABASE, closing any connection a test left open."""
-    conn = await asyncpg.connect(database.endpoint.url(), timeout=10)
+    conn = admin or await admin_connection(database.endpoint)
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{database.name}" WITH (FORCE)')
     finally:
-        await conn.close()
+        if admin is None:
+            await conn.close()
 
 
 async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:
@@ -73,23 +121,24 @@ class RedisNamespace:
         return self.endpoint.url()
 
     def client(self, **kwargs) -> aioredis.Redis:
-        return aioredis.Redis.from_url(self.url, **kwargs)
+        return aioredis.Redis.from_url(self.url, **{**client_identity(), **kwargs})
 
     async def keys(self) -> list[bytes]:
         client = self.client()
         try:
-            return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
+            return await self._keys(client)
         finally:
             await client.aclose()
 
+    async def _keys(self, client: aioredis.Redis) -> list[bytes]:
+        return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
+
     async def clear(self) -> int:
         """Delete every key under the prefix; returns how many were deleted."""
-        keys = await self.keys()
-        if not keys:
-            return 0
         client = self.client()
         try:
-            return int(await client.unlink(*keys))
+            keys = await self._keys(client)
+            return int(await client.unlink(*keys)) if keys else 0
         finally:
             await client.aclose()
 

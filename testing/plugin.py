@@ -1,18 +1,20 @@
 """The pixsim7 testing kit as a pytest plugin (`-p testing.plugin`).
 
 Fixtures: `kit_services` (session: PostgreSQL and Redis from the chosen backend),
-`test_database` and `redis_namespace` (per test, removed after), `make_settings` / `app_settings`
-(backend settings aimed at them), `fault_proxy` (cut / blackhole / restore a service),
-`app_factory` (build an app, run its lifespan, give a client, milestones and app.state
-inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots), `backend_env` /
-`backend_services_env` (a subprocess environment without the parent's backend settings, the
-second aimed at this test's database and Redis) and `backend_processes` (start the real CLI,
-stopped after the test).
+`test_database` and `redis_namespace` (per test, removed after; a test marked `template_db`
+gets a clone of the run's migrated and seeded template, `kit_template`), `make_settings` /
+`app_settings` (backend settings aimed at them), `fault_proxy` (cut / blackhole / restore a
+service), `app_factory` (build an app, run its lifespan, give a client, milestones and
+app.state inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots),
+`backend_env` / `backend_services_env` (a subprocess environment without the parent's backend
+settings, the second aimed at this test's database and Redis) and `backend_processes` (start
+the real CLI, stopped after the test).
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,11 @@ from testing.inventory import Normalizer
 from testing.isolation import (
     IsolatedDatabase,
     RedisNamespace,
+    admin_connection,
     create_database,
     drop_database,
     new_namespace,
+    ssl_negotiation_skipped,
 )
 from testing.ownership import reap_leftovers
 from testing.processes import BackendProcess, start_backend
@@ -42,6 +46,7 @@ from testing.services import (
 )
 from testing.session import WORKERINPUT_KEY, RunServices
 from testing.snapshots import milestones_as_lines
+from testing.template import TemplateDatabase, template_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
@@ -64,6 +69,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "template_db: test_database is a clone of the run's migrated and seeded template "
+        "instead of an empty database (for tests that do not pin schema creation)",
+    )
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
                                   if workerinput and WORKERINPUT_KEY in workerinput
@@ -110,14 +120,55 @@ def kit_services(pytestconfig: pytest.Config) -> ServiceSet:
         raise ServiceStartError(str(exc)) from None
 
 
-@pytest_asyncio.fixture
-async def test_database(kit_services: ServiceSet) -> AsyncIterator[IsolatedDatabase]:
-    """A database created for this test and dropped after it."""
-    database = await create_database(kit_services.postgres)
+@pytest.fixture(scope="session")
+def _kit_sslmode(kit_services: ServiceSet) -> Iterator[None]:
+    with ssl_negotiation_skipped(kit_services.postgres):
+        yield
+
+
+@pytest.fixture(scope="session")
+def kit_template(request: pytest.FixtureRequest, kit_services: ServiceSet,
+                 _kit_sslmode: None) -> Iterator[TemplateDatabase]:
+    """The run's template database, made once per run (shared by xdist workers) by the app's
+    own schema and seed steps; nobody can connect to it. Dropped by its last user."""
+    # xdist gives every worker of a run the same id, so they share one template. Not the
+    # environment variable: a session started from inside a worker would inherit it.
+    workerinput = getattr(request.config, "workerinput", {})
+    run_id = workerinput.get("testrunuid") or uuid.uuid4().hex
+    template = TemplateDatabase(kit_services.postgres, template_name(run_id)).acquire()
     try:
-        yield database
+        yield template
     finally:
-        await drop_database(database)
+        template.release()
+
+
+@pytest.fixture
+def _database_template(request: pytest.FixtureRequest) -> TemplateDatabase | None:
+    # A sync fixture, so that the session template is never first set up inside a test's loop.
+    if request.node.get_closest_marker("template_db") is None:
+        return None
+    return request.getfixturevalue("kit_template")
+
+
+@pytest_asyncio.fixture
+async def test_database(
+    kit_services: ServiceSet, _kit_sslmode: None, _database_template: TemplateDatabase | None
+) -> AsyncIterator[IsolatedDatabase]:
+    """A database created for this test and dropped after it: empty, or a clone of the run's
+    template when the test is marked `template_db`."""
+    # One admin connection for both ends of the test: a connection costs as much as a CREATE.
+    admin = await admin_connection(kit_services.postgres)
+    try:
+        if _database_template is not None:
+            database = await _database_template.clone(admin)
+        else:
+            database = await create_database(kit_services.postgres, admin=admin)
+        try:
+            yield database
+        finally:
+            await drop_database(database, admin)
+    finally:
+        await admin.close()
 
 
 @pytest_asyncio.fixture

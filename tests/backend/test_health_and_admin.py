@@ -18,7 +18,8 @@ from pixsim7.backend.main.startup import API_PLAN, Policy, Step, run_plan
 from testing.apps import started
 from testing.polling import wait_until
 
-pytestmark = pytest.mark.integration
+# None of these pins schema creation or seeding: their apps start on a template clone.
+pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 ADMIN_PATHS = ("/api/v1/admin/plugins", "/api/v1/admin/startup")
 ADMIN_HEADERS = {"Authorization": "Bearer kit-admin-token"}

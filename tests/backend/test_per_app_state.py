@@ -18,7 +18,8 @@ from pixsim7.backend.main.infrastructure.providers import ProviderDescriptor
 from pixsim7.backend.main.shared.app_context import NoActiveAppError
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 
-pytestmark = pytest.mark.integration
+# None of these pins schema creation or seeding: their apps start on a template clone.
+pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

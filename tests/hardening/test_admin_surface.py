@@ -34,6 +34,8 @@ try:
 except ImportError:  # FastAPI versions that copy included routes into the app's list
     iter_route_contexts = None
 
+# Tests marked template_db start on a template clone; the logs test keeps an empty database
+# because it pins the masked URL that creating the schema logs.
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -113,6 +115,7 @@ async def admin_app(app_factory, make_settings, tmp_path) -> Any:
 # --- admin authentication ----------------------------------------------------------------------
 
 
+@pytest.mark.template_db
 async def test_admin_routes_are_enumerated_from_the_app_including_a_plugin_route(
     admin_app,
 ) -> None:
@@ -122,6 +125,7 @@ async def test_admin_routes_are_enumerated_from_the_app_including_a_plugin_route
     assert admin_app.app.state.plugin_manager.get("admin_extra").status == "enabled"
 
 
+@pytest.mark.template_db
 @pytest.mark.parametrize("case", sorted(REFUSED_HEADERS))
 async def test_every_admin_route_refuses_bad_credentials_with_one_401(admin_app, case) -> None:
     headers = REFUSED_HEADERS[case]
@@ -135,6 +139,7 @@ async def test_every_admin_route_refuses_bad_credentials_with_one_401(admin_app,
         401, {"detail": "admin authentication required"}, "Bearer")] == []
 
 
+@pytest.mark.template_db
 async def test_every_admin_route_answers_the_bearer_token(admin_app) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     statuses = {(method, path): (await admin_app.client.request(method, path, headers=headers))
@@ -142,6 +147,7 @@ async def test_every_admin_route_answers_the_bearer_token(admin_app) -> None:
     assert statuses and set(statuses.values()) == {200}
 
 
+@pytest.mark.template_db
 async def test_plugin_route_under_the_admin_prefix_needs_the_token(admin_app) -> None:
     refused = await admin_app.get(PLUGIN_PATH)
     allowed = await admin_app.get(PLUGIN_PATH, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -158,6 +164,7 @@ async def test_plugin_route_under_the_admin_prefix_needs_the_token(admin_app) ->
     "/api/v1/admin/./plugins",
     "/api/v1/x/../admin/plugins",
 ])
+@pytest.mark.template_db
 async def test_spellings_of_an_admin_path_never_answer_without_the_token(
     admin_app, path
 ) -> None:
@@ -221,6 +228,7 @@ def response_text(response: httpx.Response) -> str:
     return f"{headers}\n{response.text}"
 
 
+@pytest.mark.template_db
 async def test_public_bodies_carry_no_hosts_ports_urls_paths_or_passwords(
     app_factory, make_settings, fault_proxy, kit_services, test_database, redis_namespace,
     tmp_path,

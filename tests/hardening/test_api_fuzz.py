@@ -39,7 +39,8 @@ try:
 except ImportError:  # FastAPI versions that copy included routes into the app's list
     iter_route_contexts = None
 
-pytestmark = pytest.mark.integration
+# None of these pins schema creation or seeding: their apps start on a template clone.
+pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 ADMIN_HEADERS = {"Authorization": "Bearer kit-admin-token"}
 CHECKS = [

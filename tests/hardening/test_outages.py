@@ -19,7 +19,8 @@ import pytest
 from testing.apps import started
 from testing.polling import wait_until_async
 
-pytestmark = pytest.mark.integration
+# None of these pins schema creation or seeding: their apps start on a template clone.
+pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video", "params": {"duration": 5}}
 JOB = {"kind": "render.video", "payload": {"scene": 7}}

@@ -26,7 +26,8 @@ from testing.plugins import bundled_with_plugin, write_plugin
 from testing.polling import wait_until_async
 from testing.processes import BackendProcess
 
-pytestmark = pytest.mark.integration
+# None of these pins schema creation or seeding: their apps start on a template clone.
+pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 ADMIN_TOKEN = "shutdown-admin-token"
 DRAIN = 1.5

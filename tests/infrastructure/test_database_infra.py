@@ -179,7 +179,7 @@ async def test_ping_is_bounded_when_the_server_accepts_but_never_answers(
     db = Database(proxy.rewrite_url(kit_services.postgres.url()), connect_timeout=30)
     try:
         started = time.monotonic()
-        with pytest.raises(TimeoutError, match="did not answer SELECT 1 within 0.5s"):
+        with pytest.raises(TimeoutError, match="did not answer within 0.5s"):
             await db.ping(timeout=0.5)
         assert time.monotonic() - started < 1.0
     finally:

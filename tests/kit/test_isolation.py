@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -10,7 +11,14 @@ from pathlib import Path
 
 import asyncpg
 
-from testing.isolation import create_database, database_exists, drop_database, new_namespace
+from testing.isolation import (
+    create_database,
+    database_exists,
+    drop_database,
+    new_namespace,
+    server_offers_ssl,
+    ssl_negotiation_skipped,
+)
 from testing.services import ENV_BACKEND, ENV_DATABASE_URL, ENV_REDIS_URL, ServiceSet
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -131,3 +139,14 @@ async def test_namespace_clear_removes_only_its_keys(kit_services: ServiceSet) -
     finally:
         await other.clear()
         await client.aclose()
+
+
+def test_ssl_negotiation_is_skipped_only_with_a_server_without_ssl(
+    kit_services: ServiceSet, monkeypatch
+) -> None:
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    offers_ssl = asyncio.run(server_offers_ssl(kit_services.postgres))
+    with ssl_negotiation_skipped(kit_services.postgres):
+        inside = os.environ.get("PGSSLMODE")
+    assert inside == (None if offers_ssl else "disable")
+    assert "PGSSLMODE" not in os.environ

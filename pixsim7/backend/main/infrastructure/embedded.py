@@ -117,7 +117,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(KeyError):
-        return pwd.getpwnam(PG_SYSTEM_USER)
+        return pwd.getpwnam(PG_SYSTEM_USER)  # the usual case: no lock, no lock file
     # Several processes may start embedded servers at once on a fresh machine: two concurrent
     # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
     # A fixed path, not TMPDIR: every process must agree on it.

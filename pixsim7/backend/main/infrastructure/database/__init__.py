@@ -79,6 +79,17 @@ def _create_missing(sync_conn: Connection, tables: list[Table]) -> list[str]:
     return [t.fullname for t in missing]
 
 
+async def _any_missing(conn: AsyncConnection, tables: list[Table]) -> bool:
+    """Whether any of `tables` is not visible on the connection's search path."""
+    preparer = conn.dialect.identifier_preparer
+    names = [preparer.format_table(table) for table in tables]
+    found = await conn.scalar(
+        text("SELECT count(to_regclass(name)) FROM unnest(CAST(:names AS text[])) AS name"),
+        {"names": names},
+    )
+    return found != len(names)
+
+
 class Database:
     """One PostgreSQL database reached through an asyncpg connection pool."""
 
@@ -115,31 +126,26 @@ class Database:
             yield session
 
     async def ping(self, timeout: float) -> None:
-        """Run SELECT 1 within `timeout` seconds; raise TimeoutError or the driver error if not."""
-        probe = asyncio.create_task(self._select_one(), name=f"ping {self.safe_url}")
+        """Check out a connection within `timeout` seconds; raise TimeoutError or the driver
+        error if not. The pool pings a pooled connection before handing it out
+        (pool_pre_ping) and a new one has just answered the handshake, so a checkout is the
+        whole check: a query on top of it would only repeat the pool's."""
+        probe = asyncio.create_task(self._check_out(), name=f"ping {self.safe_url}")
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(probe)
         except TimeoutError:
             self._abandon(probe)
             raise TimeoutError(
-                f"database {self.safe_url} did not answer SELECT 1 within {timeout:g}s"
+                f"database {self.safe_url} did not answer within {timeout:g}s"
             ) from None
         except BaseException:
             self._abandon(probe)
             raise
 
-    async def _select_one(self) -> None:
+    async def _check_out(self) -> None:
         conn = await self.engine.connect()
-        try:
-            await conn.execute(text("SELECT 1"))
-        except BaseException:
-            # A connection that failed or was cancelled mid-query may still be waiting for a
-            # reply; throw it away so the pool never hands it out again.
-            await _invalidate(conn)
-            raise
-        finally:
-            await conn.close()
+        await conn.close()
 
     def _abandon(self, probe: asyncio.Task[None]) -> None:
         # SQLAlchemy closes a cancelled connection gracefully, which can itself wait on a silent
@@ -161,6 +167,10 @@ class Database:
         if not wanted:
             return []
         async with self.engine.begin() as conn:
+            # Most starts find every table in place (a restart, a replica, a cloned template):
+            # one catalog query then replaces the lock and a reflection query per table.
+            if not await _any_missing(conn, wanted):
+                return []
             # Transaction-scoped lock: replicas starting together queue here, and each later one
             # sees the tables the first committed instead of racing it to CREATE them.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})
@@ -182,13 +192,6 @@ class Database:
                 self.safe_url,
                 self.connect_timeout,
             )
-
-
-async def _invalidate(conn: AsyncConnection) -> None:
-    try:
-        await conn.invalidate()
-    except Exception:
-        logger.debug("invalidating a failed database connection raised", exc_info=True)
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

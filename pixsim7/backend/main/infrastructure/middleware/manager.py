@@ -28,13 +28,13 @@ from pixsim7.backend.main.infrastructure.plugins.loader import (
     describe_error,
     load_package,
     namespace_token,
+    unload_namespace,
     unload_package,
 )
 from pixsim7.backend.main.infrastructure.plugins.manifest import (
     MANIFEST_FILENAME,
     PLUGIN_ID_PATTERN,
-    read_toml,
-    validate_document,
+    read_document,
 )
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
@@ -99,14 +99,11 @@ class MiddlewareState:
 @dataclass
 class _Runtime:
     module: ModuleType | None = None
-    module_name: str | None = None
 
 
 def load_middleware_manifest(path: Path) -> MiddlewareManifest:
     """Read and validate one middleware manifest."""
-    return validate_document(
-        path, read_toml(path, MiddlewareManifestError), MiddlewareManifest, MiddlewareManifestError
-    )
+    return read_document(path, MiddlewareManifest, MiddlewareManifestError)
 
 
 class MiddlewareManager:
@@ -196,7 +193,7 @@ class MiddlewareManager:
             module_name = f"{self._token}_{state.id}"
             try:
                 module = load_package(state.folder, module_name)
-                self._runtime[state.id] = _Runtime(module=module, module_name=module_name)
+                self._runtime[state.id] = _Runtime(module=module)
                 middleware_class, kwargs = self._build(module, settings)
             except Exception as exc:
                 unload_package(module_name)
@@ -255,9 +252,7 @@ class MiddlewareManager:
                     state.id,
                     state.manifest_path,
                 )
-        for runtime in self._runtime.values():
-            if runtime.module_name is not None:
-                unload_package(runtime.module_name)
+        unload_namespace(self._token)
 
     def _build(self, module: ModuleType, settings: Any) -> tuple[type, dict[str, Any]]:
         build = getattr(module, "build", None)

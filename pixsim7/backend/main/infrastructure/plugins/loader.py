@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import inspect
 import sys
 import uuid
 from pathlib import Path
-from types import ModuleType
+from types import CodeType, ModuleType
 from typing import Any
 
 
@@ -27,20 +28,39 @@ def load_package(folder: Path, module_name: str) -> ModuleType:
     )
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot create an import spec for {init}")
+    stat = init.stat()
+    code = _compiled(str(init), stat.st_mtime_ns, stat.st_size)
     module = importlib.util.module_from_spec(spec)
     # Registered before execution: relative imports and dataclasses look the module up by name.
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        exec(code, module.__dict__)
     except BaseException:
         unload_package(module_name)
         raise
     return module
 
 
+@functools.lru_cache(maxsize=512)
+def _compiled(path: str, mtime_ns: int, size: int) -> CodeType:
+    # Code objects are immutable, so apps can share them; each app still runs the code into a
+    # module of its own. An edited file has another mtime or size, so it is compiled afresh.
+    return compile(Path(path).read_bytes(), path, "exec", dont_inherit=True)
+
+
 def unload_package(module_name: str) -> None:
     """Drop a loaded plugin package and its submodules from `sys.modules`."""
-    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
+    submodules = module_name + "."
+    _unload([n for n in sys.modules if n == module_name or n.startswith(submodules)])
+
+
+def unload_namespace(token: str) -> None:
+    """Drop every module loaded under a `namespace_token`, in one pass over `sys.modules`."""
+    _unload([n for n in sys.modules if n.startswith(token)])
+
+
+def _unload(names: list[str]) -> None:
+    for name in names:
         del sys.modules[name]
 
 

@@ -28,7 +28,14 @@ from starlette.routing import BaseRoute
 from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
 
 from .context import ContextFactory, PluginContext
-from .loader import call_hook, describe_error, load_package, namespace_token, unload_package
+from .loader import (
+    call_hook,
+    describe_error,
+    load_package,
+    namespace_token,
+    unload_namespace,
+    unload_package,
+)
 from .manifest import (
     MANIFEST_FILENAME,
     PLUGIN_KINDS,
@@ -112,7 +119,6 @@ class PluginState:
 class _Runtime:
     # Live objects kept out of PluginState so that state stays plain data.
     module: ModuleType | None = None
-    module_name: str | None = None
     context: PluginContext | None = None
     route_objects: list[BaseRoute] = field(default_factory=list)
 
@@ -298,9 +304,7 @@ class PluginManager:
                     pid,
                     state.manifest_path,
                 )
-        for runtime in self._runtime.values():
-            if runtime.module_name is not None:
-                unload_package(runtime.module_name)
+        unload_namespace(self._token)
         self._app = None
 
     def _is_plugin_folder(self, folder: Path) -> bool:
@@ -438,14 +442,14 @@ class PluginManager:
         try:
             runtime.context = context_factory(state.id)
             module = load_package(state.folder, module_name)
-            runtime.module, runtime.module_name = module, module_name
+            runtime.module = module
             self._check_module(module)
             hook = getattr(module, "on_load", None)
             if hook is not None:
                 await call_hook(hook, runtime.context)
         except Exception as exc:
             unload_package(module_name)
-            runtime.module = runtime.module_name = None
+            runtime.module = None
             self._fail(state, exc)
             return
         state.status = "loaded"
@@ -468,10 +472,11 @@ class PluginManager:
         router: APIRouter | None = getattr(runtime.module, "router", None)
         try:
             if router is not None:
+                prefix = self._router_prefix(state)
                 before = {id(route) for route in app.router.routes}
-                app.include_router(router, prefix=self._router_prefix(state))
+                app.include_router(router, prefix=prefix)
                 runtime.route_objects = [r for r in app.router.routes if id(r) not in before]
-                state.routes = [d for r in runtime.route_objects for d in _describe_routes(r)]
+                state.routes = _describe_routes(router, prefix)
             hook = getattr(runtime.module, "on_enable", None)
             if hook is not None:
                 await call_hook(hook, runtime.context)
@@ -536,15 +541,17 @@ def _declares_required(manifest_path: Path) -> bool:
         return False
 
 
-def _describe_routes(route: BaseRoute) -> list[str]:
-    # Newer FastAPI includes a router as one lazy entry; expand it to the routes it serves.
-    if iter_route_contexts is not None:
-        contexts: list[Any] = list(iter_route_contexts([route]))
-    else:
-        contexts = [route]
+def _describe_routes(router: APIRouter, prefix: str) -> list[str]:
+    """`METHODS /path` of each route `router` serves when included under `prefix`."""
+    # Read from the plugin's own router: describing the app's entry for it would make newer
+    # FastAPI build every route's request handling now rather than on the route's first request.
+    routes: list[Any] = router.routes
+    if iter_route_contexts is not None:  # expands routers included into this one
+        routes = list(iter_route_contexts(routes))
     described = []
-    for item in contexts:
-        path = getattr(item, "path", None) or repr(item)
+    for item in routes:
+        path = getattr(item, "path", None)
+        path = prefix + path if path is not None else repr(item)
         methods = getattr(item, "methods", None)
-        described.append(f"{','.join(sorted(methods))} {path}" if methods else str(path))
+        described.append(f"{','.join(sorted(methods))} {path}" if methods else path)
     return described

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Callable
@@ -111,9 +112,27 @@ def validate_document(
         raise error_cls(path, "; ".join(problems)) from None
 
 
+def read_document(
+    path: Path, model: type[ModelT], error_cls: type[Exception] = PluginManifestError
+) -> ModelT:
+    """`read_toml` then `validate_document`, reusing the result while the file keeps its mtime
+    and size: manifest models are frozen, so every app may share them."""
+    try:
+        stat = path.stat()
+    except OSError:  # read_toml names the problem
+        return validate_document(path, read_toml(path, error_cls), model, error_cls)
+    return _read_document(path, stat.st_mtime_ns, stat.st_size, model, error_cls)
+
+
+@functools.lru_cache(maxsize=512)
+def _read_document(path: Path, mtime_ns: int, size: int, model: type[ModelT],
+                   error_cls: type[Exception]) -> ModelT:
+    return validate_document(path, read_toml(path, error_cls), model, error_cls)
+
+
 def load_manifest(path: Path, expected_kind: str | None = None) -> PluginManifest:
     """Read and validate one manifest; `expected_kind` is the kind the scanning manager loads."""
-    manifest = validate_document(path, read_toml(path), PluginManifest)
+    manifest = read_document(path, PluginManifest)
     if expected_kind is not None and manifest.kind != expected_kind:
         raise PluginManifestError(
             path,
