@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     database_connect_timeout: float = Field(default=5.0, gt=0)
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     cors_origins: list[str] = ["http://localhost:5173"]
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
 
     @field_validator(*DISCOVERY_DIRS, "data_dir", mode="after")
     @classmethod
