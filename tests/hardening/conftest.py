@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -32,6 +33,14 @@ def client_input_failures(serve: BackendProcess) -> list[str]:
     """Log lines that client input must never cause: tracebacks and ERROR records."""
     return [line for line in serve.output().splitlines()
             if "Traceback" in line or " ERROR " in line or "Exception in ASGI" in line]
+
+
+def rss_mib(pid: int) -> float:
+    """The resident size of process `pid` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import select
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import client_input_failures
+from .conftest import client_input_failures, rss_mib
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +76,6 @@ def read_until_closed(sock: socket.socket) -> bytes:
     while data := sock.recv(65536):
         answer += data
     return answer
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def test_an_announced_huge_body_gets_413_on_every_route_without_being_read(served_api) -> None:

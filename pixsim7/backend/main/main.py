@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.state.startup = StartupTimeline()
     app.state.readiness = health.ReadinessChecker(app)
     # Added first, so it runs inside the middleware plugins: they log and tag its 413s and 422s.
-    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyGuard, max_bytes=settings.max_body_bytes,
+                       read_timeout=settings.request_read_timeout)
     # Middleware can only be added before the app serves, so it is discovered here.
     middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
     middleware.discover()

@@ -7,6 +7,7 @@ numbers, NUL characters, lone surrogates and nesting deeper than `MAX_JSON_DEPTH
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Iterator
@@ -134,9 +135,10 @@ def _is_json(headers: Headers) -> bool:
 class BodyGuard:
     """Pure ASGI middleware: 413 past `max_bytes` (announced or streamed), 422 for unsafe JSON."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -147,20 +149,18 @@ class BodyGuard:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(scope, receive, send)
             return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                # The client went away before sending its body; nothing to answer.
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                body = await self._read(receive)
+        except TimeoutError:
+            await _answer(scope, receive, send, 408, "the request body did not arrive within "
+                          f"REQUEST_READ_TIMEOUT ({self.read_timeout:g} s)")
+            return
+        except _TooLarge:
+            await self._too_large(scope, receive, send)
+            return
+        if body is None:
+            return  # the client went away before sending its body; nothing to answer
         if body and _is_json(headers):
             try:
                 parse_json(body)
@@ -172,12 +172,34 @@ class BodyGuard:
                 pass  # syntax and encoding errors: the route answers them in its own words
         await self.app(scope, _replay(body, receive), send)
 
+    async def _read(self, receive: Receive) -> bytes | None:
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise _TooLarge
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Connection: close, so the server drops the rest of the body instead of reading it.
-        response = JSONResponse(
-            {"detail": f"request body is larger than MAX_BODY_BYTES ({self.max_bytes} bytes)"},
-            status_code=413, headers={"Connection": "close"})
-        await response(scope, receive, send)
+        await _answer(scope, receive, send, 413,
+                      f"request body is larger than MAX_BODY_BYTES ({self.max_bytes} bytes)")
+
+
+class _TooLarge(Exception):
+    """The body went past MAX_BODY_BYTES while it was being read."""
+
+
+async def _answer(scope: Scope, receive: Receive, send: Send, status: int, detail: str) -> None:
+    # Connection: close, so the server drops the rest of the body instead of reading it.
+    response = JSONResponse({"detail": detail}, status_code=status,
+                            headers={"Connection": "close"})
+    await response(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
