@@ -238,7 +238,11 @@ async def test_creating_a_duplicate_preset_is_a_conflict(app_factory) -> None:
 
 def test_event_websocket_receives_preset_created(app_settings) -> None:
     app = create_app(app_settings)
-    with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as socket:
+    auth = {"Authorization": f"Bearer {app_settings.admin_token}"}
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/api/v1/ws/events", headers=auth) as socket,
+    ):
         hub = app.state.ws_hub
         deadline = time.monotonic() + 5
         while hub.connection_count == 0 and time.monotonic() < deadline:

@@ -2,12 +2,13 @@
 
 The main run attacks the real `pixsim7-backend serve` over its socket with a fresh seed each
 run (printed in the summary; PIXSIM7_FUZZ_SEED replays one) for a time budget
-(PIXSIM7_FUZZ_SECONDS), not a fixed count: first every operation on its own, with positive,
-negative and hostile cases (NaN, lone surrogates, NUL, deep nesting, huge numbers put into
-valid bodies), then a stateful phase of random valid and hostile call sequences after which
-the presets list must still answer. Every response is checked (no 5xx, documented status,
-content type, headers and body) and the served process's log must show no traceback. The
-outage tests serve an in-process app whose dependencies a fault proxy takes away.
+(PIXSIM7_FUZZ_SECONDS, 20 by default), not a fixed count: first every operation on its own,
+with positive, negative and hostile cases (NaN, lone surrogates, NUL, deep nesting, huge
+numbers put into valid bodies), then a stateful phase of random valid and hostile call
+sequences after which the presets list must still answer. Every response is checked (no 5xx,
+documented status, content type, headers and body) and the served process's log must show no
+traceback. The outage tests serve an in-process app whose dependencies a fault proxy takes
+away.
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ CONFORMANCE_CHECKS = CHECKS[1:]
 OUTAGE_EXAMPLES = 8
 HOSTILE = "hostile"
 # The served run: a time budget split between single calls and call sequences.
-DEFAULT_FUZZ_SECONDS = 30.0
+DEFAULT_FUZZ_SECONDS = 20.0
 STATELESS_SHARE = 0.65
 ROUND_EXAMPLES = 25
+STATEFUL_EXAMPLES = 10
 STATEFUL_STEPS = 10
 PRESET = {"name": "fuzz-conflict", "provider_id": "pixverse",
           "operation": "text_to_video", "params": {}}
@@ -301,7 +303,7 @@ def run_stateful(schema: Any, counter: Counter, seed: int, until: float) -> list
         hypothesis.seed(seed + round_number)(machine)
         try:
             run_state_machine_as_test(machine, settings=settings(
-                max_examples=ROUND_EXAMPLES, stateful_step_count=STATEFUL_STEPS, deadline=None,
+                max_examples=STATEFUL_EXAMPLES, stateful_step_count=STATEFUL_STEPS, deadline=None,
                 database=None, suppress_health_check=list(HealthCheck)))
         except (Exception, BaseExceptionGroup) as exc:
             return [f"stateful sequence: {describe(exc)}"]
