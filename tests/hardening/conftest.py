@@ -56,11 +56,3 @@ def served_api(backend_processes, backend_services_env) -> Callable[..., Backend
 
     return start
 
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print each fuzz run's seed, case count and time, also from xdist workers."""
-    for outcome in ("passed", "failed"):
-        for report in terminalreporter.stats.get(outcome, []):
-            for name, value in getattr(report, "user_properties", []):
-                if name == "fuzz":
-                    terminalreporter.write_line(f"fuzz {outcome}: {report.nodeid}: {value}")
