@@ -82,3 +82,40 @@ def test_a_validation_error_repeats_only_an_excerpt_of_the_input(served_api) -> 
     assert response.json()["detail"][0]["loc"] == ["body", "name"]
     assert len(response.content) < 1000, len(response.content)
     assert client_input_failures(serve) == [], serve.describe()
+
+
+# (content type, raw body): none of them is a JSON object the routes could take.
+ODD_BODIES = {
+    "invalid UTF-8 as JSON": ("application/json", b'{"name": "\xff\xfe"}'),
+    "invalid UTF-8 as text": ("text/plain", b"\xff\xfe\x00"),
+    "a form": ("application/x-www-form-urlencoded", b"name=a&provider_id=b"),
+    "truncated JSON": ("application/json", b'{"name": "cut'),
+    "JSON with a BOM": ("application/json", b"\xef\xbb\xbf{}"),
+    "an array": ("application/json", b"[1, 2, 3]"),
+    "null": ("application/json", b"null"),
+}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/presets", "/api/v1/jobs"])
+def test_bodies_that_are_not_a_json_object_get_a_4xx_and_no_traceback(served_api, path) -> None:
+    serve = served_api()
+    statuses = {}
+    with httpx.Client(base_url=serve.base_url, timeout=10) as client:
+        for name, (content_type, body) in ODD_BODIES.items():
+            response = client.post(path, content=body, headers={"Content-Type": content_type})
+            statuses[name] = response.status_code
+            assert len(response.content) < 2000, (name, response.text)
+    assert all(400 <= status < 500 for status in statuses.values()), statuses
+    assert client_input_failures(serve) == [], serve.describe()
+
+
+def test_an_oversized_request_head_is_refused(served_api) -> None:
+    serve = served_api(MAX_HEADER_BYTES="4096")
+    statuses = [httpx.get(f"{serve.base_url}{path}", headers=headers).status_code
+                for path, headers in [("/ready", {"X-Big": "h" * 8192}),
+                                      ("/ready?" + "q" * 8192, {}),
+                                      ("/ready", {f"X-{n}": "h" * 100 for n in range(60)})]]
+    assert statuses == [431, 431, 431]
+    assert httpx.get(f"{serve.base_url}/ready", headers={"X-Small": "h" * 1000}).status_code \
+        == 200
+    assert client_input_failures(serve) == [], serve.describe()

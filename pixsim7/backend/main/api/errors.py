@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_errors
 
-from pixsim7.backend.main.api.body_guard import excerpt
+from pixsim7.backend.main.api.request_guard import excerpt
 
 logger = logging.getLogger("pixsim7.errors")
 

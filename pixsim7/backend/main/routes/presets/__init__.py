@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from pixsim7.backend.main.api.body_guard import UnsafeJSON, check_json_value
+from pixsim7.backend.main.api.request_guard import UnsafeJSON, check_json_value
 
 MODEL_NAME = "GenerationPreset"
 CREATED_EVENT = "preset.created"

@@ -1,7 +1,8 @@
-"""Request bodies at the boundary: bounded in size, and JSON that every layer can store and render.
+"""Requests at the boundary: bounded in size and time, with JSON every layer can store and render.
 
-`BodyGuard` reads a body (at most MAX_BODY_BYTES, 413 beyond) before any route sees it and
-refuses JSON that PostgreSQL, Redis or the response encoder cannot take back: non-finite
+`RequestGuard` refuses a head larger than MAX_HEADER_BYTES (431), reads a body (at most
+MAX_BODY_BYTES, 413 beyond, within REQUEST_READ_TIMEOUT, 408 after) before any route sees it,
+and refuses JSON that PostgreSQL, Redis or the response encoder cannot take back: non-finite
 numbers, NUL characters, lone surrogates and nesting deeper than `MAX_JSON_DEPTH`.
 """
 
@@ -18,7 +19,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
-    "MAX_JSON_DEPTH", "BodyGuard", "UnsafeJSON", "check_json_value", "excerpt", "parse_json",
+    "MAX_JSON_DEPTH", "RequestGuard", "UnsafeJSON", "check_json_value", "excerpt", "parse_json",
 ]
 
 MAX_JSON_DEPTH = 64
@@ -132,17 +133,36 @@ def _is_json(headers: Headers) -> bool:
         content_type.startswith("application/") and content_type.endswith("+json"))
 
 
-class BodyGuard:
-    """Pure ASGI middleware: 413 past `max_bytes` (announced or streamed), 422 for unsafe JSON."""
+def _head_size(scope: Scope) -> int:
+    path = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    return len(path) + len(scope.get("query_string", b"")) + sum(
+        len(name) + len(value) for name, value in scope["headers"])
 
-    def __init__(self, app: ASGIApp, max_bytes: int, read_timeout: float) -> None:
+
+class RequestGuard:
+    """Pure ASGI middleware: 431 past `max_head_bytes`, 413 past `max_bytes` (announced or
+    streamed), 408 for a body slower than `read_timeout`, 422 for unsafe JSON."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, max_head_bytes: int,
+                 read_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_head_bytes = max_head_bytes
         self.read_timeout = read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # uvicorn bounds only a head that is still arriving; one that came whole is checked here.
+        oversized = scope["type"] in ("http", "websocket") and \
+            _head_size(scope) > self.max_head_bytes
+        if scope["type"] == "websocket" and oversized:
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if oversized:
+            await _answer(scope, receive, send, 431,
+                          f"request head is larger than MAX_HEADER_BYTES ({self.max_head_bytes})")
             return
         headers = Headers(scope=scope)
         declared = headers.get("content-length", "")
