@@ -56,17 +56,19 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _excerpt(value: Any) -> Any:
     """A short excerpt of a client's input that JSON can always render."""
-    if value is None or isinstance(value, bool | int):
+    if value is None or isinstance(value, bool) or (
+            isinstance(value, int) and abs(value) < 2**63):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, bytes):
-        text = value.decode("utf-8", "replace")
-    elif isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(value, default=repr, ensure_ascii=False)
-    return excerpt(text)
+        return excerpt(value.decode("utf-8", "replace"))
+    if isinstance(value, str):
+        return excerpt(value)
+    try:
+        return excerpt(json.dumps(value, default=repr, ensure_ascii=False))
+    except (ValueError, RecursionError):  # integers too long to print, nesting too deep
+        return f"<{type(value).__name__}>"
 
 
 def _short_error(error: dict[str, Any]) -> dict[str, Any]:
