@@ -54,8 +54,9 @@ REFUSED = {
 }
 
 
-def test_unstorable_input_gets_a_422_naming_the_field_and_no_traceback(served_api) -> None:
-    serve = served_api()
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_unstorable_input_gets_a_422_naming_the_field_and_no_traceback(served_api, debug) -> None:
+    serve = served_api(DEBUG=debug, SECRET_KEY="hardening-secret-key-not-the-default")
     answers = {}
     with httpx.Client(base_url=serve.base_url, timeout=10) as client:
         for name, (path, body, _loc) in REFUSED.items():
