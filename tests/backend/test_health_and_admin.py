@@ -240,7 +240,11 @@ async def test_creating_a_duplicate_preset_is_a_conflict(app_factory) -> None:
 
 def test_event_websocket_receives_preset_created(app_settings) -> None:
     app = create_app(app_settings)
-    with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as socket:
+    auth = {"Authorization": f"Bearer {app_settings.admin_token}"}
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/api/v1/ws/events", headers=auth) as socket,
+    ):
         hub = app.state.ws_hub
         wait_until(lambda: hub.connection_count, timeout=5.0, interval=0.01)
         assert hub.connection_count == 1

@@ -14,13 +14,18 @@ from pixsim7.backend.main.infrastructure.events import (
     register_core_handlers,
 )
 from pixsim7.backend.main.infrastructure.events.websocket import router
+from pixsim7.backend.main.shared.config import Settings
 from testing.polling import wait_until
+
+TOKEN = "listener-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def build_app() -> tuple[FastAPI, EventBus, WebSocketHub, MetricsHandler]:
     app = FastAPI()
     bus, hub, metrics = EventBus(), WebSocketHub(), MetricsHandler()
     register_core_handlers(bus, hub, metrics=metrics)
+    app.state.settings = Settings(_env_file=None, events_token=TOKEN)
     app.state.event_bus = bus
     app.state.ws_hub = hub
     app.include_router(router)
@@ -29,7 +34,10 @@ def build_app() -> tuple[FastAPI, EventBus, WebSocketHub, MetricsHandler]:
 
 def test_published_event_reaches_a_connected_client() -> None:
     app, bus, hub, metrics = build_app()
-    with TestClient(app) as client, client.websocket_connect("/api/v1/ws/events") as ws:
+    with (
+        TestClient(app) as client,
+        client.websocket_connect("/api/v1/ws/events", headers=AUTH) as ws,
+    ):
         wait_until(lambda: hub.connection_count == 1, interval=0.01)
         ws.portal.call(bus.publish, "generation.completed", {"job_id": 42})
 
@@ -49,8 +57,8 @@ def test_two_clients_each_get_the_event() -> None:
     app, bus, hub, _ = build_app()
     with (
         TestClient(app) as client,
-        client.websocket_connect("/api/v1/ws/events") as first,
-        client.websocket_connect("/api/v1/ws/events") as second,
+        client.websocket_connect("/api/v1/ws/events", headers=AUTH) as first,
+        client.websocket_connect("/api/v1/ws/events", headers=AUTH) as second,
     ):
         wait_until(lambda: hub.connection_count == 2, interval=0.01)
         first.portal.call(bus.publish, "world.saved", {"id": 1})

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
+from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import PLANS, StartupAborted, StartupTimeline, run_plan
@@ -25,7 +26,8 @@ logger = logging.getLogger("pixsim7.worker")
 
 
 # Settings whose values are never echoed back, not even when they are malformed.
-_SECRET_SETTINGS = frozenset({"secret_key", "admin_token", "database_url", "redis_url"})
+_SECRET_SETTINGS = frozenset(
+    {"secret_key", "admin_token", "events_token", "database_url", "redis_url"})
 
 
 def _settings_problems(exc: Exception) -> str:
@@ -51,7 +53,7 @@ def _load_settings() -> Settings:
 def serve(host: str, port: int) -> int:
     """Run the API under uvicorn; SIGTERM turns /ready 503, drains, then runs the teardowns."""
     app = create_app(_load_settings())
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, lifespan="on")
+    config = server_config(app, host, port)
     server = DrainingServer(config, app)
     # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
     # a clean shutdown is a normal end of service, so the process exits 0.

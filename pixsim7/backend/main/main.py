@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 
 from pixsim7.backend.main.api import health
 from pixsim7.backend.main.api.errors import install_error_handlers
+from pixsim7.backend.main.api.request_guard import RequestGuard
 from pixsim7.backend.main.api.security import require_admin_prefix
 from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup
 from pixsim7.backend.main.infrastructure.events import websocket
@@ -41,6 +42,10 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.state.lifecycle = "starting"
     app.state.startup = StartupTimeline()
     app.state.readiness = health.ReadinessChecker(app)
+    # Added first, so it runs inside the middleware plugins: they log and tag its 413s and 422s.
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
+                       max_head_bytes=settings.max_header_bytes,
+                       read_timeout=settings.request_read_timeout)
     # Middleware can only be added before the app serves, so it is discovered here.
     middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
     middleware.discover()

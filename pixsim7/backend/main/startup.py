@@ -256,7 +256,8 @@ async def setup_domain_registry(app: FastAPI) -> DomainModelRegistry:
 async def setup_database(app: FastAPI) -> Database:
     """Connect to DATABASE_URL and create the registry's tables (safe across replicas)."""
     settings = _settings(app)
-    db = Database(settings.database_url, connect_timeout=settings.database_connect_timeout)
+    db = Database(settings.database_url, connect_timeout=settings.database_connect_timeout,
+                  statement_timeout=settings.database_statement_timeout)
     try:
         await db.ping(settings.database_connect_timeout)
         created = await db.create_schema(app.state.domain_registry.tables)

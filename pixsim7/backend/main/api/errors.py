@@ -5,12 +5,18 @@ Public bodies never carry exception messages, hosts, URLs or credentials; the lo
 
 from __future__ import annotations
 
+import json
 import logging
+import math
+from typing import Any
 
 import redis.exceptions as redis_errors
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_errors
+
+from pixsim7.backend.main.api.request_guard import excerpt
 
 logger = logging.getLogger("pixsim7.errors")
 
@@ -48,7 +54,41 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "internal server error"}, status_code=500)
 
 
+def _excerpt(value: Any) -> Any:
+    """A short excerpt of a client's input that JSON can always render."""
+    if value is None or isinstance(value, bool) or (
+            isinstance(value, int) and abs(value) < 2**63):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, bytes):
+        return excerpt(value.decode("utf-8", "replace"))
+    if isinstance(value, str):
+        return excerpt(value)
+    try:
+        return excerpt(json.dumps(value, default=repr, ensure_ascii=False))
+    except (ValueError, RecursionError):  # integers too long to print, nesting too deep
+        return f"<{type(value).__name__}>"
+
+
+def _short_error(error: dict[str, Any]) -> dict[str, Any]:
+    short = {"type": error["type"], "loc": [_excerpt(part) for part in error["loc"]],
+             "msg": error["msg"]}
+    if "input" in error:
+        short["input"] = _excerpt(error["input"])
+    if "ctx" in error:
+        short["ctx"] = {key: _excerpt(value) for key, value in error["ctx"].items()}
+    return short
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's default echoes the whole input, which may be a megabyte or not encodable.
+    return JSONResponse({"detail": [_short_error(error) for error in exc.errors()]},
+                        status_code=422)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(sa_errors.DBAPIError, _database_error)
     app.add_exception_handler(sa_errors.TimeoutError, _database_error)
     app.add_exception_handler(redis_errors.ConnectionError, _redis_error)

@@ -55,13 +55,25 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # The API boundary: what a client may send and how long it may take (GETTING_STARTED).
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    database_statement_timeout: float = Field(default=5.0, gt=0)
+    request_read_timeout: float = Field(default=10.0, gt=0)
+    keep_alive_timeout: int = Field(default=5, gt=0)
+    max_connections: int = Field(default=1000, gt=0)
+    max_header_bytes: int = Field(default=16 * 1024, gt=0)
+    events_token: str | None = None
+    ws_max_message_bytes: int = Field(default=4096, gt=0)
+    ws_ping_interval: float = Field(default=20.0, gt=0)
+    ws_ping_timeout: float = Field(default=20.0, gt=0)
+
     @field_validator(*DISCOVERY_DIRS, "data_dir", mode="after")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         # Relative overrides resolve against the working directory, once.
         return value.expanduser().resolve()
 
-    @field_validator("database_url", "redis_url", "admin_token", mode="before")
+    @field_validator("database_url", "redis_url", "admin_token", "events_token", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -93,22 +93,31 @@ async def _any_missing(conn: AsyncConnection, tables: list[Table]) -> bool:
 class Database:
     """One PostgreSQL database reached through an asyncpg connection pool."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
-        if not connect_timeout > 0:
-            raise DatabaseConfigError(
-                f"database connect timeout must be positive, got {connect_timeout!r}; "
-                "check DATABASE_CONNECT_TIMEOUT"
-            )
+    def __init__(self, url: str, *, connect_timeout: float = 5.0,
+                 statement_timeout: float = 5.0) -> None:
+        for name, value in (("DATABASE_CONNECT_TIMEOUT", connect_timeout),
+                            ("DATABASE_STATEMENT_TIMEOUT", statement_timeout)):
+            if not value > 0:
+                raise DatabaseConfigError(
+                    f"database timeouts must be positive, got {value!r}; check {name}")
         self.url: URL = parse_database_url(url)
         self.safe_url: str = _mask(self.url)
         self.connect_timeout = connect_timeout
+        self.statement_timeout = statement_timeout
         self.engine: AsyncEngine = create_async_engine(
             self.url,
             pool_pre_ping=True,
             pool_timeout=connect_timeout,
-            # asyncpg's own bound covers TCP connect plus the startup/auth exchange, so a server
-            # that accepts connections but never answers cannot stall a pool checkout forever.
-            connect_args={"timeout": connect_timeout},
+            connect_args={
+                # asyncpg's own bound covers TCP connect plus the startup/auth exchange, so a
+                # server that accepts connections but never answers cannot stall a checkout.
+                "timeout": connect_timeout,
+                # Every command, the pool's pre-ping included, on a connection gone silent.
+                "command_timeout": statement_timeout,
+                # The server stops a slow statement itself, so it holds no locks past the bound.
+                "server_settings": {"statement_timeout": str(max(1, round(
+                    statement_timeout * 1000)))},
+            },
         )
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._abandoned: set[asyncio.Task[None]] = set()
@@ -117,7 +126,8 @@ class Database:
         return f"<Database {self.safe_url}>"
 
     def summary(self) -> dict[str, object]:
-        return {"url": self.safe_url, "connect_timeout": self.connect_timeout}
+        return {"url": self.safe_url, "connect_timeout": self.connect_timeout,
+                "statement_timeout": self.statement_timeout}
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

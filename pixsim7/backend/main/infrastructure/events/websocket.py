@@ -1,33 +1,83 @@
-"""WebSocket endpoint that streams published events to connected clients."""
+"""WebSocket endpoint that streams published events to connected clients.
+
+Who may listen: a client presenting EVENTS_TOKEN (ADMIN_TOKEN when unset), as
+`Authorization: Bearer <token>` or, from a browser, as the subprotocol `bearer.<token>` next to
+`pixsim7.events`; a browser page must also come from one of CORS_ORIGINS.
+"""
 
 from __future__ import annotations
+
+import hmac
+import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from .handlers import WebSocketHub
 
-__all__ = ["EVENTS_PATH", "router"]
+__all__ = ["EVENTS_PATH", "EVENTS_SUBPROTOCOL", "router"]
 
 EVENTS_PATH = "/api/v1/ws/events"
+EVENTS_SUBPROTOCOL = "pixsim7.events"
+_BEARER_SUBPROTOCOL = "bearer."
+# Close codes (RFC 6455): policy violation, message too big, server cannot serve.
+POLICY_VIOLATION, MESSAGE_TOO_BIG, UNAVAILABLE = 1008, 1009, 1011
 
+logger = logging.getLogger(__name__)
 router = APIRouter()
+
+
+def _presented_token(websocket: WebSocket) -> str:
+    scheme, _, credentials = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    for offered in websocket.scope.get("subprotocols", []):
+        if offered.startswith(_BEARER_SUBPROTOCOL):
+            return offered[len(_BEARER_SUBPROTOCOL):]
+    return ""
+
+
+def _refusal(websocket: WebSocket) -> str | None:
+    """Why this client may not listen (for the log, never the client), or None."""
+    state = websocket.app.state
+    expected = state.settings.events_token or getattr(state, "admin_token", None)
+    if not expected:
+        return "no EVENTS_TOKEN or ADMIN_TOKEN is set"
+    origin = websocket.headers.get("origin")
+    if origin is not None and origin not in state.settings.cors_origins:
+        return f"origin {origin[:100]!r} is not in CORS_ORIGINS"
+    presented = _presented_token(websocket).encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(presented, expected.encode("utf-8")):
+        return "no valid token"
+    return None
 
 
 @router.websocket(EVENTS_PATH)
 async def events_websocket(websocket: WebSocket) -> None:
-    """Register the client with `app.state.ws_hub` until it disconnects."""
+    """Register an allowed client with `app.state.ws_hub` until it disconnects."""
     hub: WebSocketHub | None = getattr(websocket.app.state, "ws_hub", None)
     if hub is None:
-        # 1011: the server cannot serve this endpoint (event hub not started or disabled).
-        await websocket.close(code=1011, reason="event hub is not running")
+        await websocket.close(code=UNAVAILABLE, reason="event hub is not running")
         return
-    await websocket.accept()
+    if (reason := _refusal(websocket)) is not None:
+        logger.info("event WebSocket refused: %s", reason)
+        # Closing before accepting answers the handshake with 403.
+        await websocket.close(code=POLICY_VIOLATION)
+        return
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered
+                           else None)
     hub.register(websocket)
+    limit = websocket.app.state.settings.ws_max_message_bytes
     try:
-        # Clients only listen; reading is how a disconnect is noticed.
+        # Clients only listen: what they send is dropped, and reading notices a disconnect.
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                break
+            # The server bounds messages too; this holds under any ASGI server.
+            size = len(message.get("bytes") or b"") + len(message.get("text") or "")
+            if size > limit:
+                await websocket.close(code=MESSAGE_TOO_BIG)
                 break
     except WebSocketDisconnect:
         pass

@@ -7,9 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+
+from pixsim7.backend.main.api.request_guard import UnsafeJSON, check_json_value
 
 MODEL_NAME = "GenerationPreset"
 CREATED_EVENT = "preset.created"
@@ -26,6 +28,17 @@ class PresetCreate(BaseModel):
     provider_id: str = Field(min_length=1, max_length=64)
     operation: str = Field(min_length=1, max_length=64)
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name", "provider_id", "operation", "params")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Whatever is stored must list again: PostgreSQL and the JSON encoder refuse the rest.
+        try:
+            check_json_value(value)
+        except UnsafeJSON as exc:
+            where = "/".join(map(str, exc.as_error(())["loc"])) or "top level"
+            raise ValueError(f"{exc.msg} (at {where})") from None
+        return value
 
 
 class PresetOut(BaseModel):
@@ -91,6 +104,21 @@ router = APIRouter(tags=["presets"])
 _DATABASE_DOWN = {503: {"description": "the database is unavailable; retry later"}}
 
 
+async def _insert(session: Any, model: Any, body: PresetCreate) -> PresetOut:
+    taken = await session.scalar(select(model.id).where(model.name == body.name))
+    if taken is not None:
+        raise _conflict(body.name)
+    row = model(name=body.name, provider_id=body.provider_id, operation=body.operation,
+                params=body.params)
+    session.add(row)
+    await session.flush()
+    # created_at comes from the server default, so read the row back once.
+    await session.refresh(row)
+    preset = _out(row)
+    preset.model_dump_json()  # the answer must render before the row is kept
+    return preset
+
+
 @router.get("", response_model=list[PresetOut], responses=_DATABASE_DOWN)
 async def list_presets(request: Request) -> list[PresetOut]:
     """All presets ordered by name."""
@@ -111,25 +139,14 @@ async def create_preset(body: PresetCreate, request: Request) -> PresetOut:
     model = _state(request, "domain_registry").model(MODEL_NAME)
     event_bus = _state(request, "event_bus")
     async with _state(request, "db").session() as session:
-        taken = await session.scalar(select(model.id).where(model.name == body.name))
-        if taken is not None:
-            raise _conflict(body.name)
-        row = model(
-            name=body.name,
-            provider_id=body.provider_id,
-            operation=body.operation,
-            params=body.params,
-        )
-        session.add(row)
         try:
-            await session.commit()
+            # One transaction: anything that fails before the commit, the answer included,
+            # rolls the row back.
+            async with session.begin():
+                preset = await _insert(session, model, body)
         except IntegrityError:
             # Another request took the name between the check and the insert.
-            await session.rollback()
             raise _conflict(body.name) from None
-        # created_at comes from the server default, so read the row back once.
-        await session.refresh(row)
-        preset = _out(row)
     try:
         await event_bus.publish(
             CREATED_EVENT,

@@ -1,0 +1,90 @@
+"""How `pixsim7-backend serve` runs uvicorn: every bound a client cannot get around.
+
+What uvicorn cannot bound (slow readers, total upload rate, TLS) is the reverse proxy's job;
+GETTING_STARTED says what it must do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import h11
+import uvicorn
+from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
+from wsproto.connection import ConnectionState
+from wsproto.events import CloseConnection
+
+
+class ReadTimeoutH11Protocol(H11Protocol):
+    """h11 with a deadline for each request head, which uvicorn itself does not have.
+
+    A client that connects, or starts a request, and does not finish its head within
+    `read_timeout` seconds is disconnected (slowloris, half request lines).
+    """
+
+    def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._follow_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._follow_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _follow_head(self) -> None:
+        # IDLE on their side: the next request head has not fully arrived yet.
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if waiting and self._head_deadline is None:
+            self._head_deadline = self.loop.call_later(self.read_timeout, self._head_too_slow)
+        elif not waiting:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+class ClosingWSProtocol(WSProtocol):
+    """wsproto that tells a client why it is dropped: a frame that cannot be parsed (invalid
+    UTF-8: 1007) gets a close frame with that code instead of a bare disconnect."""
+
+    def handle_close(self, event: CloseConnection) -> None:
+        # Still OPEN: the client sent no close; wsproto reports its bad frame this way.
+        if not self.close_sent and self.conn.state is ConnectionState.OPEN:
+            self.transport.write(self.conn.send(CloseConnection(code=event.code)))
+        super().handle_close(event)
+
+
+def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration for `app`, with the limits from its settings."""
+    settings = app.state.settings
+    return uvicorn.Config(
+        app, host=host, port=port, log_config=None, lifespan="on",
+        http=functools.partial(ReadTimeoutH11Protocol,
+                               read_timeout=settings.request_read_timeout),
+        ws=ClosingWSProtocol,
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_ping_interval=settings.ws_ping_interval,
+        ws_ping_timeout=settings.ws_ping_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout,
+        limit_concurrency=settings.max_connections,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+    )
