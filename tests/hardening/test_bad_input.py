@@ -305,7 +305,9 @@ async def test_directory_setting_that_is_not_a_folder(app_factory, make_settings
     env = setting.upper()
     if setting == "middleware_dir":
         # Middleware is discovered when the app is built, so create_app itself refuses.
-        assert isinstance(error, SettingsError), error
+        assert isinstance(error, StartupAborted), error
+        assert (error.step, type(error.cause)) == ("middleware", SettingsError)
+        assert error.timeline.status("middleware", phase="build") == "failed"
         assert running.recorder.steps("startup") == []
     else:
         assert isinstance(error, StartupAborted), error
