@@ -19,7 +19,6 @@ import signal
 import socket
 import stat
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +117,9 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
         return None
     # Several processes may start embedded servers at once on a fresh machine: two concurrent
     # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
-    with open(os.path.join(tempfile.gettempdir(), "pixsim7-useradd.lock"), "a") as lock:
+    # The lock is taken on /etc/passwd itself (useradd's own locks are separate files), so no
+    # lock file is left in anyone's temp folder.
+    with open("/etc/passwd") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             return pwd.getpwnam(PG_SYSTEM_USER)
