@@ -42,9 +42,8 @@ def assert_clean_503(response: httpx.Response) -> None:
         assert leak not in text, (leak, text)
 
 
-async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: float) -> float:
-    """Poll `path` until its JSON `status` is `wanted`; returns the seconds it took."""
-    began = time.monotonic()
+async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: float) -> None:
+    """Poll `path` until its JSON `status` is `wanted`; fail after `deadline_s` seconds."""
     last: Any = None
 
     async def says_wanted() -> bool:
@@ -55,7 +54,6 @@ async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: floa
 
     await wait_until_async(says_wanted, timeout=deadline_s,
                            message=lambda: f"{path} never said {wanted!r}; last: {last}")
-    return time.monotonic() - began
 
 
 # --- database blackholed -------------------------------------------------------------------
@@ -112,6 +110,7 @@ async def test_cut_database_gives_clean_503s_then_recovers_without_restart(
         database_connect_timeout=1.0))
     before = await running.get("/ready")
     assert (before.status_code, before.json()["status"]) == (200, "ready")
+    db = running.app.state.db
     proxy.cut()
     try:
         ready = await running.get("/ready")
@@ -124,8 +123,10 @@ async def test_cut_database_gives_clean_503s_then_recovers_without_restart(
         assert (await running.get("/")).status_code == 200
     finally:
         proxy.restore()
-    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
-    assert took < 3.0
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    # Recovered in place: the same database object, and startup ran once.
+    assert running.app.state.db is db
+    assert [r.step for r in running.app.state.startup.records].count("complete") == 1
     created = await running.client.post("/api/v1/presets", json={"name": "after-outage", **PRESET})
     assert created.status_code == 201, created.text
     listed = await running.get("/api/v1/presets")
@@ -159,9 +160,12 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
     assert refused.json()["background_jobs"] == "disabled"
     assert "background jobs" in refused.json()["detail"]
 
+    redis = running.app.state.redis
+    assert (redis.configured, redis.available) == (True, False)
     proxy.restore()
-    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
-    assert took < 3.0
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    # The readiness probe that saw Redis answer recorded it on the app's one Redis state.
+    assert running.app.state.redis is redis and redis.available is True
     status = (await running.get("/api/v1/jobs/status")).json()
     assert status["background_jobs"] == "enabled", status
     accepted = await running.client.post("/api/v1/jobs", json=JOB)
@@ -179,8 +183,10 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
 
 
 class _Collector(logging.Handler):
+    """Every record the watched loggers let through, whatever its level."""
+
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.NOTSET)
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -258,9 +264,13 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
     enqueued = {code for name, code in outcomes if name == "POST /api/v1/jobs"}
     assert enqueued == {202, 503}, f"Redis was not seen both up and down: {enqueued}"
     assert readiness == {"ready", "degraded"}, readiness
-    errors = [f"{r.name}: {r.getMessage()[:300]}" for r in collector.records]
+    errors = [f"{r.name}: {r.getMessage()[:300]}" for r in collector.records
+              if r.levelno >= logging.ERROR]
     assert not errors, errors
-    assert not [r for r in collector.records if r.exc_info], "an exception was logged"
+    # An outage is expected, a traceback is not: not even a warning may carry one.
+    tracebacks = [f"{r.levelname} {r.name}: {r.getMessage()[:200]}" for r in collector.records
+                  if r.exc_info]
+    assert not tracebacks, tracebacks
     # The app is not left wedged: once Redis is back it says ready again and takes jobs.
     await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
     accepted = await running.client.post("/api/v1/jobs", json=JOB)
