@@ -55,10 +55,17 @@ class SettingsError(ValueError):
 
 
 def _settings(app: FastAPI) -> Settings:
+    """The app's settings, with the URLs of the embedded servers it started filled in."""
     settings = getattr(app.state, "settings", None)
     if settings is None:
         raise SettingsError("app.state.settings is not set; build the app with create_app()")
-    return settings
+    embedded = getattr(app.state, "embedded", {})
+    urls = {}
+    if "postgres" in embedded:
+        urls["database_url"] = embedded["postgres"].url(EMBEDDED_DATABASE)
+    if "redis" in embedded:
+        urls["redis_url"] = embedded["redis"].url()
+    return settings.model_copy(update=urls) if urls else settings
 
 
 def resolve_directory(settings: Settings, name: str) -> Path:
@@ -116,11 +123,10 @@ async def teardown_embedded_services(app: FastAPI) -> None:
 @step("embedded_services", Policy.REQUIRED, teardown=teardown_embedded_services)
 async def setup_embedded_services(app: FastAPI) -> StepOutcome:
     """In debug, start embedded PostgreSQL / Redis for whichever URL is unset."""
-    settings = _settings(app)
     app.state.embedded = {}
+    settings = _settings(app)
     if not settings.debug or (settings.database_url and settings.redis_url):
         return StepOutcome(status="skipped")
-    updates: dict[str, str] = {}
     data_dir = Path(settings.data_dir)
     try:
         if not settings.database_url:
@@ -129,17 +135,14 @@ async def setup_embedded_services(app: FastAPI) -> StepOutcome:
             postgres = app.state.embedded["postgres"] = EmbeddedPostgres(data_dir / "postgres")
             await asyncio.to_thread(postgres.start)
             await _ensure_database(postgres.url(), EMBEDDED_DATABASE)
-            updates["database_url"] = postgres.url(EMBEDDED_DATABASE)
         if not settings.redis_url:
             redis_server = app.state.embedded["redis"] = EmbeddedRedis(
                 data_dir / "redis", persist=True)
             await asyncio.to_thread(redis_server.start)
-            updates["redis_url"] = redis_server.url()
     except BaseException:
         await teardown_embedded_services(app)
         raise
-    # The one other writer of app.state.settings: the later steps connect to these servers.
-    app.state.settings = settings.model_copy(update=updates)
+    # The later steps read these servers' URLs through _settings(app).
     return StepOutcome(counts={"started": sorted(app.state.embedded)})
 
 
