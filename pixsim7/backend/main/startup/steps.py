@@ -28,6 +28,7 @@ from pixsim7.backend.main.infrastructure.events.handlers import (
     WebSocketHub,
     register_core_handlers,
 )
+from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
 from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
 from pixsim7.backend.main.infrastructure.plugins.context import context_factory_from_app
@@ -70,19 +71,16 @@ def _settings(app: FastAPI) -> Settings:
 
 def resolve_directory(settings: Settings, name: str) -> Path:
     """A discovery directory setting as an existing folder, or a SettingsError naming it."""
-    path = Path(getattr(settings, name))
-    env = name.upper()
-    if not path.exists():
-        raise SettingsError(f"{env}={path} does not exist; point {env} at a folder")
-    if not path.is_dir():
-        raise SettingsError(f"{env}={path} is not a folder; point {env} at a folder")
-    return path
+    try:
+        return check_folder(Path(getattr(settings, name)), name)
+    except ManifestFolderError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def install_middleware(app: FastAPI) -> StepOutcome:
     """Discover MIDDLEWARE_DIR and install its middleware (only possible while building)."""
     settings = _settings(app)
-    middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
+    middleware = MiddlewareManager(Path(settings.middleware_dir))
     middleware.discover()
     installed = middleware.install(app, settings)
     app.state.middleware_manager = middleware
@@ -162,7 +160,7 @@ async def _ensure_database(admin_url: str, name: str) -> None:
 async def setup_domain_registry(app: FastAPI) -> DomainModelRegistry:
     """Discover the domain model packages in DOMAIN_MODELS_DIR."""
     settings = _settings(app)
-    registry = init_domain_registry(resolve_directory(settings, "domain_models_dir"))
+    registry = init_domain_registry(Path(settings.domain_models_dir))
     app.state.domain_registry = registry
     return registry
 
@@ -306,7 +304,7 @@ async def setup_plugins(app: FastAPI) -> tuple[PluginManager, PluginManager]:
     try:
         for kind, setting in (("feature", "feature_plugins_dir"),
                               ("route", "route_plugins_dir")):
-            manager = PluginManager(kind, resolve_directory(settings, setting),
+            manager = PluginManager(kind, Path(getattr(settings, setting)),
                                     fail_fast=bool(settings.plugin_fail_fast))
             (set_plugin_manager if kind == "feature" else set_routes_manager)(manager, app)
             managers.append(manager)

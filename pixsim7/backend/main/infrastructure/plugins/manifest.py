@@ -3,27 +3,31 @@
 from __future__ import annotations
 
 import re
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MANIFEST_FILENAME = "manifest.toml"
+from pixsim7.backend.main.infrastructure import manifests
+from pixsim7.backend.main.infrastructure.manifests import (
+    MANIFEST_FILENAME,
+    ManifestError,
+    read_toml,
+    validate_document,
+)
+
+__all__ = [
+    "MANIFEST_FILENAME", "PLUGIN_ID_PATTERN", "PLUGIN_KINDS", "PluginKind", "PluginManifest",
+    "PluginManifestError", "load_manifest", "read_toml", "validate_document",
+]
+
 PLUGIN_ID_PATTERN = r"^[a-z0-9_]+$"
 PluginKind = Literal["feature", "route"]
 PLUGIN_KINDS: tuple[str, ...] = ("feature", "route")
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
-
-class PluginManifestError(ValueError):
+class PluginManifestError(ManifestError):
     """A manifest cannot be read or is invalid; the message names the file and the field."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 class PluginManifest(BaseModel):
@@ -72,48 +76,9 @@ class PluginManifest(BaseModel):
         return value
 
 
-def read_toml(
-    path: Path, error_cls: Callable[[Path, str], Exception] = PluginManifestError
-) -> dict[str, Any]:
-    """Parse a TOML file; syntax errors become `error_cls(path, message)` with the line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error_cls(path, f"file is missing; add a {path.name}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error_cls(path, f"cannot be read: {exc}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # The decoder's message carries "(at line N, column M)".
-        raise error_cls(path, f"invalid TOML: {exc}") from exc
-
-
-def validate_document(
-    path: Path,
-    data: dict[str, Any],
-    model: type[ModelT],
-    error_cls: type[Exception] = PluginManifestError,
-) -> ModelT:
-    """Validate `data` against `model`, naming each offending field in the error."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "(document)"
-            if err["type"] == "missing":
-                problems.append(f"field {field!r} is required but missing")
-            elif err["type"] == "extra_forbidden":
-                problems.append(f"field {field!r} is not a known manifest field")
-            else:
-                problems.append(f"field {field!r}: {err['msg']}")
-        raise error_cls(path, "; ".join(problems)) from None
-
-
 def load_manifest(path: Path, expected_kind: str | None = None) -> PluginManifest:
     """Read and validate one manifest; `expected_kind` is the kind the scanning manager loads."""
-    manifest = validate_document(path, read_toml(path), PluginManifest)
+    manifest = manifests.load_manifest(path, PluginManifest, PluginManifestError)
     if expected_kind is not None and manifest.kind != expected_kind:
         raise PluginManifestError(
             path,
