@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pixsim7.backend.main.cli import SERVE_STARTUP_FAILED
 from pixsim7.backend.main.startup import API_PLAN, WORKER_PLAN
+from testing.plugins import copy_bundled, write_plugin
 from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
@@ -20,10 +22,13 @@ def test_check_prints_every_step_and_exits_zero(profile, plan, backend_services_
     run = run_backend(["check", "--profile", profile], backend_services_env, tmp_path)
     assert run.returncode == 0, run.output
     rows = [line.split() for line in run.stdout.splitlines()[1:] if line.strip()]
-    startup = [row[1] for row in rows if row[0] == "startup"]
+    status = {row[1]: row[3] for row in rows if row[0] == "startup"}
     shutdown = [row[1] for row in rows if row[0] == "shutdown"]
-    assert startup == [step.name for step in plan] + ["complete"]
-    assert shutdown == [step.name for step in reversed(plan) if step.teardown is not None]
+    assert list(status) == [step.name for step in plan] + ["complete"]
+    # Steps that started something are torn down; the embedded servers were not needed here.
+    assert status["embedded_services"] == "skipped"
+    assert shutdown == [step.name for step in reversed(plan)
+                        if step.teardown is not None and status[step.name] != "skipped"]
     assert run.stdout.splitlines()[0].split() == ["phase", "step", "policy", "status", "ms",
                                                  "detail"]
 
@@ -34,6 +39,45 @@ def test_check_exits_nonzero_naming_the_failed_step(backend_services_env, tmp_pa
     assert run.returncode == 1
     assert "startup failed at step 'settings'" in run.stderr
     assert "ROUTE_PLUGINS_DIR" in run.stderr
+
+
+BROKEN_MIDDLEWARE = {
+    "missing_folder": None,
+    "manifest_missing_priority": 'id = "broken"\nname = "Broken"\nversion = "1.0.0"\n',
+}
+
+
+@pytest.mark.parametrize("command", [["check"], ["serve", "--port", "0"]])
+@pytest.mark.parametrize("breakage", list(BROKEN_MIDDLEWARE))
+def test_a_failure_while_the_app_is_built_is_reported_like_a_step_failure(
+    command, breakage, backend_services_env, tmp_path
+) -> None:
+    middleware = tmp_path / "middleware"
+    manifest = BROKEN_MIDDLEWARE[breakage]
+    if manifest is not None:
+        copy_bundled("middleware", middleware)
+        write_plugin(middleware, "broken", "def build(settings):\n    return None\n",
+                     manifest_text=manifest)
+    run = run_backend(command, {**backend_services_env, "MIDDLEWARE_DIR": str(middleware)},
+                      tmp_path)
+    assert run.returncode == (1 if command[0] == "check" else SERVE_STARTUP_FAILED), run.output
+    assert "Traceback" not in run.output
+    assert "startup failed at step 'middleware'" in run.stderr
+    table = [line.split() for line in run.stdout.splitlines()]
+    assert table[0][:4] == ["phase", "step", "policy", "status"]
+    assert table[1][:4] == ["build", "middleware", "required", "failed"]
+    assert (str(middleware) if manifest is None else "priority") in run.stderr
+
+
+def test_worker_reports_a_failed_step_with_the_step_table(backend_services_env,
+                                                          tmp_path) -> None:
+    env = {**backend_services_env, "DOMAIN_MODELS_DIR": str(tmp_path / "missing")}
+    run = run_backend(["worker"], env, tmp_path)
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    assert "startup failed at step 'settings'" in run.stderr
+    assert ["startup", "settings", "required", "failed"] in [
+        line.split()[:4] for line in run.stdout.splitlines()]
 
 
 def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,

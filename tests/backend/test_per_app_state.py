@@ -24,12 +24,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CONTRACT_KEYS = (
-    "settings", "domain_registry", "db", "redis", "redis_available", "providers", "event_bus",
+    "settings", "domain_registry", "db", "redis", "providers", "event_bus",
     "ecs_registry", "plugin_manager", "routes_manager", "behavior_registry",
     "middleware_manager", "startup",
 )
-# The keys holding mutable objects (everything but settings and the redis_available flag).
-OBJECT_KEYS = tuple(k for k in CONTRACT_KEYS if k not in ("settings", "redis_available"))
+# The keys holding mutable objects (everything but the settings).
+OBJECT_KEYS = tuple(k for k in CONTRACT_KEYS if k != "settings")
+# The legacy names below are used on purpose; their warning has its own test.
+USES_LEGACY_NAMES = pytest.mark.filterwarnings(
+    "ignore:the module-level .* is deprecated:DeprecationWarning")
 
 # (module-level name, app.state key it stands for)
 LEGACY_NAMES = {
@@ -97,12 +100,14 @@ def state_objects(running: Any) -> dict[str, Any]:
     return {name: getattr(running.app.state, key) for name, (_, key) in LEGACY_NAMES.items()}
 
 
+@USES_LEGACY_NAMES
 async def test_legacy_names_forward_to_the_most_recently_started_app(two_apps) -> None:
     first, second = two_apps
     targets, expected = forwarding_targets(), state_objects(second)
     assert [name for name in LEGACY_NAMES if targets[name] is not expected[name]] == []
 
 
+@USES_LEGACY_NAMES
 async def test_legacy_names_fall_back_to_the_earlier_app_once_the_latest_stops(
     two_apps,
 ) -> None:
@@ -124,16 +129,26 @@ def names_still_forwarding() -> list[str]:
     return answering
 
 
+@USES_LEGACY_NAMES
 def test_legacy_names_raise_no_active_app_when_no_app_runs() -> None:
     assert names_still_forwarding() == []
 
 
+@USES_LEGACY_NAMES
 async def test_legacy_names_raise_no_active_app_once_the_app_stops(app_factory) -> None:
     running = await app_factory()
     assert running.started, running.startup_error
     assert names_still_forwarding() == list(LEGACY_NAMES)
     await running.stop()
     assert names_still_forwarding() == []
+
+
+async def test_each_legacy_name_warns_naming_the_app_state_key_to_read(app_factory) -> None:
+    running = await app_factory()
+    assert running.started, running.startup_error
+    for forwarder, key in LEGACY_NAMES.values():
+        with pytest.warns(DeprecationWarning, match=rf"read app\.state\.{key}\b"):
+            forwarder.summary()
 
 
 def test_importing_main_builds_no_app() -> None:

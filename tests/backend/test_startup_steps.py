@@ -22,6 +22,8 @@ from pixsim7.backend.main.startup import (
     SettingsError,
     StartupAborted,
     Step,
+    StepDegraded,
+    StepOutcome,
     run_plan,
     seed_presets,
     setup_behavior_registry_lock,
@@ -156,7 +158,6 @@ async def test_setup_database_and_seed_creates_tables_and_seeds_presets(app_sett
     db = await setup_database_and_seed(app)
     try:
         assert app.state.db is db
-        assert app.state.presets_seeded is True
         conn = await asyncpg.connect(test_database.url)
         try:
             stored = await conn.fetchval("SELECT count(*) FROM generation_presets")
@@ -174,9 +175,34 @@ async def test_setup_redis_is_available_against_the_kit_redis(app_settings) -> N
     app = bare_app(app_settings)
     status = await setup_redis(app)
     try:
-        assert status.available is True
-        assert app.state.redis_available is True
-        assert await app.state.redis.ping()
+        assert app.state.redis is status
+        assert (status.configured, status.available) == (True, True)
+        assert await status.client.ping()
+    finally:
+        await teardown_redis(app)
+
+
+async def test_setup_redis_without_a_url_is_not_configured(make_settings) -> None:
+    app = bare_app(make_settings(redis_url=None))
+    status = await setup_redis(app)
+    assert app.state.redis is status
+    assert (status.client, status.configured, status.available) == (None, False, False)
+
+
+async def test_redis_state_follows_a_refresh_when_redis_goes_and_comes_back(
+    make_settings, fault_proxy
+) -> None:
+    proxy = fault_proxy("redis")
+    app = bare_app(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
+    redis = await setup_redis(app)
+    try:
+        assert redis.available is True
+        proxy.cut()
+        assert await redis.refresh(0.5) is False
+        assert (app.state.redis.available, app.state.redis.error) == (False, "ConnectionError")
+        proxy.restore()
+        assert await redis.refresh(0.5) is True
+        assert (app.state.redis.available, app.state.redis.error) == (True, None)
     finally:
         await teardown_redis(app)
 
@@ -189,8 +215,8 @@ async def test_setup_redis_reports_unavailable_when_redis_is_cut(
     app = bare_app(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
     status = await setup_redis(app)
     try:
-        assert status.available is False
-        assert app.state.redis_available is False
+        assert (status.configured, status.available) == (True, False)
+        assert app.state.redis is status
     finally:
         await teardown_redis(app)
 
@@ -260,11 +286,12 @@ class Journal:
         self.calls: list[str] = []
 
     def step(self, name: str, policy: Policy = Policy.REQUIRED, *, fails: bool = False,
-             teardown: bool = True, teardown_fails: bool = False) -> Step:
-        async def run(app: FastAPI) -> None:
+             reports: str = "ok", teardown: bool = True, teardown_fails: bool = False) -> Step:
+        async def run(app: FastAPI) -> StepOutcome:
             self.calls.append(f"run {name}")
             if fails:
                 raise RuntimeError(f"{name} broke")
+            return StepOutcome(status=reports)
 
         async def down(app: FastAPI) -> None:
             self.calls.append(f"teardown {name}")
@@ -300,15 +327,74 @@ async def test_required_step_failure_aborts_naming_it_and_tears_down_completed_s
                              "teardown second", "teardown first"]
 
 
-async def test_optional_step_failure_does_not_abort(app_settings) -> None:
+async def test_optional_step_failure_is_recorded_failed_and_startup_completes_ok(
+    app_settings,
+) -> None:
     journal = Journal()
     plan = (journal.step("first"), journal.step("extra", Policy.OPTIONAL, fails=True),
             journal.step("last"))
     app = bare_app(app_settings)
     async with run_plan(app, plan, "test") as timeline:
         assert app.state.lifecycle == "ready"
-        assert timeline.status("extra") == "failed"
-    assert journal.calls[:3] == ["run first", "run extra", "run last"]
+        assert (timeline.status("extra"), timeline.status("complete")) == ("failed", "ok")
+    assert journal.calls == ["run first", "run extra", "run last",
+                             "teardown last", "teardown first"]  # nothing of extra's to undo
+
+
+async def test_degrading_step_failure_is_recorded_degraded_and_startup_completes_degraded(
+    app_settings,
+) -> None:
+    journal = Journal()
+    plan = (journal.step("first"), journal.step("cache", Policy.DEGRADING, fails=True),
+            journal.step("last"))
+    app = bare_app(app_settings)
+    async with run_plan(app, plan, "test") as timeline:
+        assert app.state.lifecycle == "ready"
+        assert (timeline.status("cache"), timeline.status("complete")) == ("degraded", "degraded")
+    record = next(r for r in timeline.records if r.step == "cache")
+    assert record.error == "RuntimeError: cache broke"
+    assert "teardown cache" not in journal.calls
+
+
+async def test_degrading_step_that_reports_degraded_is_torn_down(app_settings) -> None:
+    journal = Journal()
+    plan = (journal.step("cache", Policy.DEGRADING, reports="degraded"),)
+    app = bare_app(app_settings)
+    async with run_plan(app, plan, "test") as timeline:
+        assert timeline.status("complete") == "degraded"
+    assert journal.calls == ["run cache", "teardown cache"]
+
+
+async def test_required_step_that_reports_degraded_aborts(app_settings) -> None:
+    journal = Journal()
+    plan = (journal.step("first"), journal.step("queue", reports="degraded"))
+    app = bare_app(app_settings)
+    with pytest.raises(StartupAborted) as caught:
+        async with run_plan(app, plan, "test"):
+            pytest.fail("the plan should not have started")
+    assert (caught.value.step, type(caught.value.cause)) == ("queue", StepDegraded)
+    assert caught.value.timeline.status("queue") == "failed"
+    assert journal.calls == ["run first", "run queue", "teardown first"]
+
+
+async def test_per_plugin_step_that_raises_aborts(app_settings) -> None:
+    journal = Journal()
+    plan = (journal.step("first"), journal.step("plugins", Policy.PER_PLUGIN, fails=True))
+    app = bare_app(app_settings)
+    with pytest.raises(StartupAborted, match="plugins"):
+        async with run_plan(app, plan, "test"):
+            pytest.fail("the plan should not have started")
+    assert journal.calls == ["run first", "run plugins", "teardown first"]
+
+
+async def test_skipped_step_is_not_torn_down_and_leaves_no_shutdown_record(app_settings) -> None:
+    journal = Journal()
+    plan = (journal.step("first"), journal.step("embedded", reports="skipped"))
+    app = bare_app(app_settings)
+    async with run_plan(app, plan, "test") as timeline:
+        assert timeline.status("embedded") == "skipped"
+    assert journal.calls == ["run first", "run embedded", "teardown first"]
+    assert timeline.status("embedded", phase="shutdown") is None
 
 
 async def test_failing_teardown_is_recorded_and_the_other_teardowns_still_run(
@@ -329,8 +415,10 @@ async def test_failing_teardown_is_recorded_and_the_other_teardowns_still_run(
 # --- no hard-coded paths -------------------------------------------------------------------
 
 
-def test_startup_module_has_no_path_literals() -> None:
-    source = inspect.getsource(startup)
+@pytest.mark.parametrize("module", [startup.runner, startup.timeline, startup.steps],
+                         ids=lambda m: m.__name__)
+def test_startup_modules_have_no_path_literals(module) -> None:
+    source = inspect.getsource(module)
     literals = [node.value for node in ast.walk(ast.parse(source))
                 if isinstance(node, ast.Constant) and isinstance(node.value, str)]
     pathlike = [value for value in literals

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
 from pixsim7.backend.main.startup import SettingsError, StartupAborted
 from testing.plugins import copy_bundled
 from testing.plugins import write_plugin as kit_write_plugin
@@ -305,7 +306,9 @@ async def test_directory_setting_that_is_not_a_folder(app_factory, make_settings
     env = setting.upper()
     if setting == "middleware_dir":
         # Middleware is discovered when the app is built, so create_app itself refuses.
-        assert isinstance(error, SettingsError), error
+        assert isinstance(error, StartupAborted), error
+        assert (error.step, type(error.cause)) == ("middleware", ManifestFolderError)
+        assert error.timeline.status("middleware", phase="build") == "failed"
         assert running.recorder.steps("startup") == []
     else:
         assert isinstance(error, StartupAborted), error
@@ -322,9 +325,9 @@ async def test_directory_setting_that_is_not_a_folder(app_factory, make_settings
 DOMAIN_BREAKAGES = {
     "toml_syntax_error": ('name = "game"\nmodels = ["World", "GameSession"\n', "invalid TOML"),
     "missing_models": ('name = "game"\ndepends_on = ["core"]\n',
-                       'missing required key "models"'),
+                       "field 'models' is required but missing"),
     "wrong_type": ('name = "game"\ndepends_on = "core"\nmodels = ["World", "GameSession"]\n',
-                   '"depends_on" must be a list of strings'),
+                   "field 'depends_on': Input should be a valid list"),
 }
 
 

@@ -7,8 +7,8 @@ away (cut: connections refused and closed; blackhole: connections accepted, noth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,9 +43,8 @@ def assert_clean_503(response: httpx.Response) -> None:
         assert leak not in text, (leak, text)
 
 
-async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: float) -> float:
-    """Poll `path` until its JSON `status` is `wanted`; returns the seconds it took."""
-    began = time.monotonic()
+async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: float) -> None:
+    """Poll `path` until its JSON `status` is `wanted`; fail after `deadline_s` seconds."""
     last: Any = None
 
     async def says_wanted() -> bool:
@@ -56,7 +55,6 @@ async def wait_for_status(running: Any, path: str, wanted: str, deadline_s: floa
 
     await wait_until_async(says_wanted, timeout=deadline_s,
                            message=lambda: f"{path} never said {wanted!r}; last: {last}")
-    return time.monotonic() - began
 
 
 # --- database blackholed -------------------------------------------------------------------
@@ -113,6 +111,7 @@ async def test_cut_database_gives_clean_503s_then_recovers_without_restart(
         database_connect_timeout=1.0))
     before = await running.get("/ready")
     assert (before.status_code, before.json()["status"]) == (200, "ready")
+    db = running.app.state.db
     proxy.cut()
     try:
         ready = await running.get("/ready")
@@ -125,8 +124,10 @@ async def test_cut_database_gives_clean_503s_then_recovers_without_restart(
         assert (await running.get("/")).status_code == 200
     finally:
         proxy.restore()
-    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
-    assert took < 3.0
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    # Recovered in place: the same database object, and startup ran once.
+    assert running.app.state.db is db
+    assert [r.step for r in running.app.state.startup.records].count("complete") == 1
     created = await running.client.post("/api/v1/presets", json={"name": "after-outage", **PRESET})
     assert created.status_code == 201, created.text
     listed = await running.get("/api/v1/presets")
@@ -160,9 +161,12 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
     assert refused.json()["background_jobs"] == "disabled"
     assert "background jobs" in refused.json()["detail"]
 
+    redis = running.app.state.redis
+    assert (redis.configured, redis.available) == (True, False)
     proxy.restore()
-    took = await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
-    assert took < 3.0
+    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
+    # The readiness probe that saw Redis answer recorded it on the app's one Redis state.
+    assert running.app.state.redis is redis and redis.available is True
     status = (await running.get("/api/v1/jobs/status")).json()
     assert status["background_jobs"] == "enabled", status
     accepted = await running.client.post("/api/v1/jobs", json=JOB)
@@ -179,32 +183,31 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
 # --- Redis flapping under load --------------------------------------------------------------
 
 
-class _Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 async def test_redis_flapping_under_load_never_hangs_or_errors(
-    app_factory, make_settings, fault_proxy
+    backend_services_env, backend_processes, fault_proxy
 ) -> None:
+    # The real server in its own process: a load generator sharing the app's event loop
+    # starved it (loop stalls of 0.6 s on a loaded machine), so database checks timed out
+    # although the database was never touched.
     request_bound, run_for, workers = 3.0, 3.0, 40
     proxy = fault_proxy("redis")
-    running = await started(app_factory, make_settings(
-        redis_proxy=proxy, redis_connect_timeout=0.5, ready_cache_ttl=0,
-        ready_check_timeout=0.5))
-    collector = _Collector()
-    watched = [logging.getLogger("pixsim7"), logging.getLogger("asyncio")]
-    for logger in watched:
-        logger.addHandler(collector)
+    serve = backend_processes("serve", {
+        **backend_services_env, "REDIS_URL": proxy.rewrite_url(backend_services_env["REDIS_URL"]),
+        "REDIS_CONNECT_TIMEOUT": "0.5", "READY_CACHE_TTL": "0", "READY_CHECK_TIMEOUT": "0.5",
+        "SHUTDOWN_DRAIN_SECONDS": "0"})
+    serve.wait_ready(timeout=60)
+    async with httpx.AsyncClient(base_url=serve.base_url, timeout=request_bound + 1,
+                                 limits=httpx.Limits(max_connections=workers)) as client:
+        await _flap_redis_under_load(client, serve, proxy, request_bound, run_for, workers)
+
+
+async def _flap_redis_under_load(client: httpx.AsyncClient, serve: Any, proxy: Any,
+                                 request_bound: float, run_for: float, workers: int) -> None:
     calls: list[tuple[str, Callable[[], Awaitable[httpx.Response]]]] = [
-        ("GET /ready", lambda: running.get("/ready")),
-        ("GET /api/v1/jobs/status", lambda: running.get("/api/v1/jobs/status")),
-        ("POST /api/v1/jobs", lambda: running.client.post("/api/v1/jobs", json=JOB)),
-        ("GET /api/v1/presets", lambda: running.get("/api/v1/presets")),
+        ("GET /ready", lambda: client.get("/ready")),
+        ("GET /api/v1/jobs/status", lambda: client.get("/api/v1/jobs/status")),
+        ("POST /api/v1/jobs", lambda: client.post("/api/v1/jobs", json=JOB)),
+        ("GET /api/v1/presets", lambda: client.get("/api/v1/presets")),
     ]
     # Redis is optional for readiness and presets, and the jobs status reports an outage as
     # "disabled" (200); only enqueueing may answer 503 while Redis is away.
@@ -214,6 +217,7 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
     outcomes: list[tuple[str, int]] = []
     problems: list[str] = []
     stop_at = time.monotonic() + run_for
+    used_after_restore = asyncio.Event()
 
     async def worker(index: int) -> None:
         turn = index
@@ -226,6 +230,8 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
                 problems.append(f"{name} took longer than {request_bound}s")
                 continue
             outcomes.append((name, response.status_code))
+            if (name, response.status_code) == ("POST /api/v1/jobs", 202):
+                used_after_restore.set()
             if response.status_code not in allowed[name]:
                 problems.append(f"{name} -> {response.status_code} {response.text[:200]}")
             elif "Traceback" in response.text:
@@ -238,9 +244,18 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
         done: list[str] = []
         while time.monotonic() < stop_at:
             change = modes[len(done) % len(modes)]
+            used_after_restore.clear()
             await asyncio.to_thread(change)
             done.append(change.__name__)
-            await asyncio.sleep(0.2)
+            if change == proxy.restore:
+                # Redis stays up until a job went through it: on a busy machine a fixed 0.2 s
+                # window can pass before any request reaches Redis, and "seen up" would then
+                # depend on scheduling luck rather than on the app.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(used_after_restore.wait(),
+                                           max(0.2, stop_at - time.monotonic()))
+            else:
+                await asyncio.sleep(0.2)
         return done
 
     try:
@@ -249,8 +264,6 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
             run_for + request_bound + 5.0)
     finally:
         await asyncio.to_thread(proxy.restore)
-        for logger in watched:
-            logger.removeHandler(collector)
     flips = results[0]
     assert {"cut", "blackhole", "restore"} <= set(flips), flips
     assert not problems, problems[:10]
@@ -259,10 +272,15 @@ async def test_redis_flapping_under_load_never_hangs_or_errors(
     enqueued = {code for name, code in outcomes if name == "POST /api/v1/jobs"}
     assert enqueued == {202, 503}, f"Redis was not seen both up and down: {enqueued}"
     assert readiness == {"ready", "degraded"}, readiness
-    errors = [f"{r.name}: {r.getMessage()[:300]}" for r in collector.records]
+    records = serve.records()
+    errors = [f"{r['logger']}: {r['message'][:300]}" for r in records
+              if r["level"] in ("ERROR", "CRITICAL")]
     assert not errors, errors
-    assert not [r for r in collector.records if r.exc_info], "an exception was logged"
+    # An outage is expected, a traceback is not: not even a warning may carry one.
+    tracebacks = [f"{r['level']} {r['logger']}: {r['message'][:200]}" for r in records
+                  if "exception" in r]
+    assert not tracebacks, tracebacks
     # The app is not left wedged: once Redis is back it says ready again and takes jobs.
-    await wait_for_status(running, "/ready", "ready", deadline_s=3.0)
-    accepted = await running.client.post("/api/v1/jobs", json=JOB)
+    await wait_for_status(client, "/ready", "ready", deadline_s=3.0)
+    accepted = await client.post("/api/v1/jobs", json=JOB)
     assert accepted.status_code == 202, accepted.text

@@ -17,6 +17,7 @@ from pixsim7.backend.main.infrastructure.domain_registry import (
     domain_registry,
     init_domain_registry,
 )
+from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
 from pixsim7.backend.main.shared import app_context
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 
@@ -116,22 +117,23 @@ def test_forwarder_reads_the_running_app() -> None:
     app.state.domain_registry = init_domain_registry(BUNDLED_DIR)
     app_context.activate(app)
     try:
-        assert domain_registry.table_names()[0] == "users"
+        with pytest.warns(DeprecationWarning, match=r"read app\.state\.domain_registry"):
+            assert domain_registry.table_names()[0] == "users"
     finally:
         app_context.deactivate(app)
 
 
 def test_missing_directory(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(DomainRegistryError, match="does not exist") as info:
+    with pytest.raises(ManifestFolderError, match="does not exist.*DOMAIN_MODELS_DIR") as info:
         init_domain_registry(missing)
-    assert str(missing) in str(info.value)
+    assert info.value.path == missing
 
 
 def test_file_instead_of_directory(tmp_path: Path) -> None:
     file = tmp_path / "models.toml"
     file.write_text("")
-    with pytest.raises(DomainRegistryError, match="is a file, not a directory"):
+    with pytest.raises(ManifestFolderError, match="is not a folder.*DOMAIN_MODELS_DIR"):
         init_domain_registry(file)
 
 
@@ -154,16 +156,20 @@ def test_folders_without_manifest_are_ignored(tmp_path: Path) -> None:
     ("manifest", "problem"),
     [
         ('name = "x\nmodels = []\n', "invalid TOML"),
-        ("models = []\n", 'missing required key "name"'),
-        ("name = 3\nmodels = []\n", '"name" must be a string'),
-        ('name = "has-dash"\nmodels = []\n', '"name" must be a string'),
-        ('name = "n"\n', 'missing required key "models"'),
-        ('name = "n"\nmodels = "User"\n', '"models" must be a list of strings'),
-        ('name = "n"\nmodels = [1]\n', '"models" must be a list of strings'),
+        ("models = []\n", "field 'name' is required but missing"),
+        ("name = 3\nmodels = []\n", "field 'name': Input should be a valid string"),
+        ('name = "has-dash"\nmodels = []\n', "field 'name': String should match pattern"),
+        ('name = "n"\n', "field 'models' is required but missing"),
+        ('name = "n"\nmodels = "User"\n', "field 'models': Input should be a valid list"),
+        ('name = "n"\nmodels = [1]\n', "field 'models.0': Input should be a valid string"),
         ('name = "n"\nmodels = ["A", "A"]\n', "lists A more than once"),
-        ('name = "n"\nmodels = []\ndepends_on = "core"\n', '"depends_on" must be a list'),
-        ('name = "n"\nmodels = []\ndescription = 5\n', '"description" must be a string'),
-        ('name = "n"\nmodels = []\ndepend_on = ["core"]\n', "unknown key\\(s\\) depend_on"),
+        ('name = "n"\nmodels = ["not-a-class"]\n', "'not-a-class' is not a class name"),
+        ('name = "n"\nmodels = []\ndepends_on = "core"\n',
+         "field 'depends_on': Input should be a valid list"),
+        ('name = "n"\nmodels = []\ndescription = 5\n',
+         "field 'description': Input should be a valid string"),
+        ('name = "n"\nmodels = []\ndepend_on = ["core"]\n',
+         "field 'depend_on' is not a known manifest field"),
     ],
 )
 def test_invalid_manifest_names_the_file(tmp_path: Path, manifest: str, problem: str) -> None:

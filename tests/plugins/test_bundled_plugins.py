@@ -110,6 +110,7 @@ async def test_plugin_context_lookup(started) -> None:
         get_plugin_context(request, "ghost")
 
 
+@pytest.mark.filterwarnings("ignore:the module-level .* is deprecated:DeprecationWarning")
 async def test_legacy_names_forward_to_the_running_app(started) -> None:
     from pixsim7.backend.main.infrastructure.plugins.behavior_registry import behavior_registry
     from pixsim7.backend.main.infrastructure.plugins.dependencies import (

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
 from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
     PluginContext,
@@ -330,7 +331,7 @@ async def test_summary_is_json_and_deterministic(tmp_path: Path) -> None:
 
 
 async def test_missing_directory_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(PluginStartupError, match="ROUTE_PLUGINS_DIR"):
+    with pytest.raises(ManifestFolderError, match="ROUTE_PLUGINS_DIR"):
         PluginManager("route", tmp_path / "absent", fail_fast=False).discover()
 
 

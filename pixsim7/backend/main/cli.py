@@ -20,9 +20,16 @@ from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
-from pixsim7.backend.main.startup import PLANS, StartupAborted, StartupTimeline, run_plan
+from pixsim7.backend.main.startup import (
+    PLANS,
+    StartupAborted,
+    StartupTimeline,
+    begin_shutdown,
+    run_plan,
+)
 
 logger = logging.getLogger("pixsim7.worker")
+SERVE_STARTUP_FAILED = 3  # uvicorn's exit code when the app does not start
 
 
 # Settings whose values are never echoed back, not even when they are malformed.
@@ -52,14 +59,18 @@ def _load_settings() -> Settings:
 
 def serve(host: str, port: int) -> int:
     """Run the API under uvicorn; SIGTERM turns /ready 503, drains, then runs the teardowns."""
-    app = create_app(_load_settings())
+    try:
+        app = create_app(_load_settings())
+    except StartupAborted as exc:
+        return report_startup_failure(exc, SERVE_STARTUP_FAILED)
     config = server_config(app, host, port)
     server = DrainingServer(config, app)
     # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
     # a clean shutdown is a normal end of service, so the process exits 0.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0 if server.started else 3))
+    signal.signal(signal.SIGTERM,
+                  lambda *_: sys.exit(0 if server.started else SERVE_STARTUP_FAILED))
     server.run()
-    return 0 if server.started else 3
+    return 0 if server.started else SERVE_STARTUP_FAILED
 
 
 class DrainingServer(uvicorn.Server):
@@ -78,7 +89,7 @@ class DrainingServer(uvicorn.Server):
         drain = self.app.state.settings.shutdown_drain_seconds
         if sig == signal.SIGTERM and not self._draining and drain > 0 and self.started:
             self._draining = True
-            self.app.state.lifecycle = "stopping"
+            begin_shutdown(self.app)
             logging.getLogger("pixsim7.startup").info(
                 "SIGTERM: not ready; draining for %.1f s before shutdown", drain)
             timer = threading.Timer(drain, super().handle_exit, (sig, frame))
@@ -94,7 +105,7 @@ async def _worker_loop(app, stop: asyncio.Event) -> int:
     processed = 0
     while not stop.is_set():
         try:
-            job = await jobs.next_job(state.redis, prefix, timeout=1)
+            job = await jobs.next_job(state.redis.client, prefix, timeout=1)
         except ValueError:
             logger.error("dropped a job that is not JSON from %s", jobs.queue_key(prefix))
             continue
@@ -134,8 +145,7 @@ def worker() -> int:
     try:
         asyncio.run(main())
     except StartupAborted as exc:
-        print(f"worker startup failed: {exc}", file=sys.stderr)
-        return 1
+        return report_startup_failure(exc)
     return 0
 
 
@@ -152,23 +162,28 @@ def format_timeline(timeline: StartupTimeline) -> str:
     )
 
 
+def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
+    """Print the steps that ran and the one that failed, without a traceback; return `code`."""
+    if exc.timeline is not None:
+        print(format_timeline(exc.timeline))
+    print(f"\nstartup failed at step '{exc.step}': {exc}", file=sys.stderr)
+    return code
+
+
 def check(profile: str) -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails."""
-    app = create_app(_load_settings(), profile=profile)
 
-    async def main() -> None:
-        async with run_plan(app, PLANS[profile], profile):
+    async def main() -> StartupTimeline:
+        app = create_app(_load_settings(), profile=profile)
+        async with run_plan(app, PLANS[profile], profile) as timeline:
             pass
+        return timeline
 
-    failed = None
     try:
-        asyncio.run(main())
+        timeline = asyncio.run(main())
     except StartupAborted as exc:
-        failed = exc
-    print(format_timeline(app.state.startup))
-    if failed is not None:
-        print(f"\nstartup failed at step '{failed.step}': {failed}", file=sys.stderr)
-        return 1
+        return report_startup_failure(exc)
+    print(format_timeline(timeline))
     return 0
 
 

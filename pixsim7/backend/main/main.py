@@ -14,9 +14,14 @@ from pixsim7.backend.main.api.request_guard import RequestGuard
 from pixsim7.backend.main.api.security import require_admin_prefix
 from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup
 from pixsim7.backend.main.infrastructure.events import websocket
-from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
 from pixsim7.backend.main.shared.config import Settings, get_settings
-from pixsim7.backend.main.startup import PLANS, StartupTimeline, resolve_directory, run_plan
+from pixsim7.backend.main.startup import (
+    PLANS,
+    install_middleware,
+    run_build_step,
+    run_plan,
+    setup_middleware_lifecycle,
+)
 
 
 @asynccontextmanager
@@ -27,7 +32,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings | None = None, *, profile: str = "api") -> FastAPI:
-    """Build an app that owns all its registries and managers (on `app.state`)."""
+    """Build an app that owns all its registries and managers (on `app.state`).
+
+    A failure while building raises StartupAborted with the timeline so far.
+    """
+    if profile not in PLANS:
+        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(sorted(PLANS))}")
     settings = settings or get_settings()
     app = FastAPI(
         title=settings.app_name,
@@ -39,18 +49,16 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     install_error_handlers(app)
     app.state.settings = settings
     app.state.profile = profile
-    app.state.lifecycle = "starting"
-    app.state.startup = StartupTimeline()
     app.state.readiness = health.ReadinessChecker(app)
-    # Added first, so it runs inside the middleware plugins: they log and tag its 413s and 422s.
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
-                       max_head_bytes=settings.max_header_bytes,
-                       read_timeout=settings.request_read_timeout)
-    # Middleware can only be added before the app serves, so it is discovered here.
-    middleware = MiddlewareManager(resolve_directory(settings, "middleware_dir"))
-    middleware.discover()
-    middleware.install(app, settings)
-    app.state.middleware_manager = middleware
+    # Middleware can only be added before the app serves, so it is discovered here; a plan
+    # without its lifecycle (the worker's) serves no HTTP and gets none.
+    if setup_middleware_lifecycle in PLANS[profile]:
+        # Added first, so it runs inside the middleware plugins: they log and tag its 413s
+        # and 422s.
+        app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
+                           max_head_bytes=settings.max_header_bytes,
+                           read_timeout=settings.request_read_timeout)
+        run_build_step(app, "middleware", install_middleware)
     app.include_router(health.router)
     app.include_router(admin_plugins.router)
     app.include_router(admin_startup.router)

@@ -15,8 +15,6 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from pixsim7.backend.main.infrastructure.redis import ping_redis
-
 router = APIRouter(tags=["health"])
 
 
@@ -61,12 +59,11 @@ class ReadinessChecker:
         return "connected"
 
     async def _redis(self, timeout: float) -> str:
-        state = self.app.state
-        if not getattr(state, "redis_configured", False):
+        redis = getattr(self.app.state, "redis", None)
+        if redis is None or not redis.configured:
             return "disabled"
-        available = await ping_redis(getattr(state, "redis", None), timeout)
-        state.redis_available = available  # background features follow the live state
-        return "connected" if available else "disconnected"
+        # The answer is recorded on app.state.redis, so background features follow it.
+        return "connected" if await redis.refresh(timeout) else "disconnected"
 
 
 def _checker(app: FastAPI) -> ReadinessChecker:

@@ -15,11 +15,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Table
 
 from pixsim7.backend.main.infrastructure.database.base import Base
-from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
-from pixsim7.backend.main.infrastructure.plugins.manifest import read_toml
+from pixsim7.backend.main.infrastructure.manifests import (
+    MANIFEST_FILENAME,
+    ManifestError,
+    cycle_path,
+    dependency_cycles,
+    dependency_order,
+    load_manifest,
+    manifest_folders,
+)
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
 __all__ = [
@@ -33,19 +41,40 @@ __all__ = [
     "init_domain_registry",
 ]
 
-MANIFEST_NAME = "manifest.toml"
+MANIFEST_NAME = MANIFEST_FILENAME
 MODELS_NAME = "models.py"
 MODULE_PREFIX = "pixsim7_domain_models"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_MANIFEST_KEYS = ("name", "depends_on", "models", "description")
 # The folder of the `pixsim7.backend.main` package, for the importable name of bundled packages.
 _MAIN_PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _MAIN_PACKAGE_NAME = "pixsim7.backend.main"
 
 
-class DomainRegistryError(Exception):
+class DomainRegistryError(ManifestError):
     """A domain model package cannot be loaded; the message names the file and the problem."""
+
+
+class DomainManifest(BaseModel):
+    """The validated contents of a domain package's `manifest.toml`."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    name: str = Field(pattern="^" + _IDENTIFIER.pattern + "$")
+    depends_on: list[str] = []
+    models: list[str]
+    description: str | None = None
+
+    @field_validator("models")
+    @classmethod
+    def _class_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _IDENTIFIER.fullmatch(name):
+                raise ValueError(f"{name!r} is not a class name")
+        duplicates = sorted({m for m in value if value.count(m) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+        return value
 
 
 @dataclass(frozen=True)
@@ -117,21 +146,7 @@ class DomainModelRegistry:
 
 def init_domain_registry(directory: Path) -> DomainModelRegistry:
     """Load every package under `directory` (one subfolder each) into a new registry."""
-    directory = Path(directory)
-    if not directory.exists():
-        raise DomainRegistryError(
-            f"domain models directory {directory} does not exist; create it or point "
-            "DOMAIN_MODELS_DIR at the folder that holds the domain packages"
-        )
-    if not directory.is_dir():
-        raise DomainRegistryError(
-            f"domain models directory {directory} is a file, not a directory; point "
-            "DOMAIN_MODELS_DIR at the folder that holds the domain packages"
-        )
-    folders = sorted(
-        (p for p in directory.iterdir() if p.is_dir() and (p / MANIFEST_NAME).is_file()),
-        key=lambda p: p.name,
-    )
+    folders = manifest_folders(Path(directory), "domain_models_dir")
     manifests = [_read_manifest(folder) for folder in folders]
 
     by_name: dict[str, _Manifest] = {}
@@ -139,7 +154,7 @@ def init_domain_registry(directory: Path) -> DomainModelRegistry:
         other = by_name.get(manifest.name)
         if other is not None:
             raise DomainRegistryError(
-                f"{manifest.manifest_path}: package name {manifest.name!r} is already used by "
+                manifest.manifest_path, f"package name {manifest.name!r} is already used by "
                 f"{other.manifest_path}; give one of them a different name"
             )
         by_name[manifest.name] = manifest
@@ -148,7 +163,7 @@ def init_domain_registry(directory: Path) -> DomainModelRegistry:
             if dependency not in by_name:
                 known = ", ".join(sorted(by_name))
                 raise DomainRegistryError(
-                    f"{manifest.manifest_path}: depends_on names unknown package "
+                    manifest.manifest_path, f"depends_on names unknown package "
                     f"{dependency!r}; packages found in {directory}: {known}"
                 )
 
@@ -163,7 +178,7 @@ def init_domain_registry(directory: Path) -> DomainModelRegistry:
             owner = defined_in.get(model.__name__)
             if owner is not None:
                 raise DomainRegistryError(
-                    f"{manifest.manifest_path}: model {class_name!r} is already provided by "
+                    manifest.manifest_path, f"model {class_name!r} is already provided by "
                     f"package {owner.name!r} ({owner.manifest_path}); model names must be unique"
                 )
             defined_in[model.__name__] = manifest
@@ -180,87 +195,34 @@ def init_domain_registry(directory: Path) -> DomainModelRegistry:
 
 def _read_manifest(folder: Path) -> _Manifest:
     path = folder / MANIFEST_NAME
-    data = read_toml(path, lambda where, problem: DomainRegistryError(f"{where}: {problem}"))
-
-    unknown = sorted(set(data) - set(_MANIFEST_KEYS))
-    if unknown:
-        raise DomainRegistryError(
-            f"{path}: unknown key(s) {', '.join(unknown)}; "
-            f"a manifest may contain {', '.join(_MANIFEST_KEYS)}"
-        )
-    if "name" not in data:
-        raise DomainRegistryError(f'{path}: missing required key "name"')
-    name = data["name"]
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-        raise DomainRegistryError(
-            f'{path}: "name" must be a string made of letters, digits and underscores '
-            f"(not starting with a digit), got {name!r}"
-        )
-    depends_on = _string_list(path, data, "depends_on", required=False)
-    if "models" not in data:
-        raise DomainRegistryError(f'{path}: missing required key "models" (a list of class names)')
-    model_names = _string_list(path, data, "models", required=True)
-    for model_name in model_names:
-        if not _IDENTIFIER.fullmatch(model_name):
-            raise DomainRegistryError(f'{path}: "models" entry {model_name!r} is not a class name')
-    duplicates = sorted({m for m in model_names if model_names.count(m) > 1})
-    if duplicates:
-        raise DomainRegistryError(f'{path}: "models" lists {", ".join(duplicates)} more than once')
-    description = data.get("description")
-    if description is not None and not isinstance(description, str):
-        raise DomainRegistryError(
-            f'{path}: "description" must be a string, got {type(description).__name__}'
-        )
+    manifest = load_manifest(path, DomainManifest, DomainRegistryError)
     return _Manifest(
-        name=name,
+        name=manifest.name,
         folder=folder,
         manifest_path=path,
         # Listing a dependency twice is harmless; keep the first mention.
-        depends_on=tuple(dict.fromkeys(depends_on)),
-        model_names=tuple(model_names),
-        description=description,
+        depends_on=tuple(dict.fromkeys(manifest.depends_on)),
+        model_names=tuple(manifest.models),
+        description=manifest.description,
     )
-
-
-def _string_list(path: Path, data: dict[str, Any], key: str, *, required: bool) -> list[str]:
-    value = data.get(key, [] if not required else None)
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise DomainRegistryError(
-            f'{path}: "{key}" must be a list of strings, got {type(value).__name__} {value!r}'
-        )
-    return value
 
 
 def _dependency_order(manifests: list[_Manifest]) -> list[str]:
     # Among packages ready at the same time the one discovered first (folder name order) goes
     # first, so the order is the same on every run.
-    order, blocked = stable_dependency_order(
-        [m.name for m in manifests], {m.name: m.depends_on for m in manifests}
-    )
+    names = [m.name for m in manifests]
+    dependencies = {m.name: m.depends_on for m in manifests}
+    order, blocked = dependency_order(names, dependencies)
     if blocked:
         by_name = {m.name: m for m in manifests}
-        cycle = _find_cycle(set(blocked), by_name)
+        cycle = cycle_path(dependency_cycles(names, dependencies)[0], dependencies)
         paths = ", ".join(str(by_name[n].manifest_path) for n in dict.fromkeys(cycle))
         raise DomainRegistryError(
+            by_name[cycle[0]].folder.parent,
             f"dependency cycle between domain packages: {' -> '.join(cycle)} "
             f"(manifests: {paths}); remove one of these depends_on entries"
         )
     return order
-
-
-def _find_cycle(blocked: set[str], by_name: dict[str, _Manifest]) -> list[str]:
-    # Every blocked package waits on another blocked one, so walking dependencies from any of
-    # them must revisit a package; the walk from that point on is the cycle.
-    start = min(blocked, key=lambda n: by_name[n].folder.name)
-    path = [start]
-    seen = {start: 0}
-    current = start
-    while True:
-        current = next(d for d in by_name[current].depends_on if d in blocked)
-        if current in seen:
-            return path[seen[current] :] + [current]
-        seen[current] = len(path)
-        path.append(current)
 
 
 def _bundled_module_name(models_path: Path) -> str | None:
@@ -279,7 +241,7 @@ def _load_models_module(manifest: _Manifest) -> ModuleType:
     models_path = manifest.folder / MODELS_NAME
     if not models_path.is_file():
         raise DomainRegistryError(
-            f"{manifest.folder}: has {MANIFEST_NAME} but no {MODELS_NAME}; add {MODELS_NAME} "
+            manifest.folder, f"has {MANIFEST_NAME} but no {MODELS_NAME}; add {MODELS_NAME} "
             "defining the models listed in the manifest"
         )
     resolved = models_path.resolve()
@@ -298,14 +260,14 @@ def _load_models_module(manifest: _Manifest) -> ModuleType:
             return existing
         if candidate == module_name:
             raise DomainRegistryError(
-                f"{manifest.manifest_path}: domain package {manifest.name!r} was already loaded "
+                manifest.manifest_path, f"domain package {manifest.name!r} was already loaded "
                 f"in this process from {existing_file}; a package name can come from one folder "
                 "only, so rename one of the two packages"
             )
 
     spec = importlib.util.spec_from_file_location(module_name, resolved)
     if spec is None or spec.loader is None:
-        raise DomainRegistryError(f"{resolved}: cannot be imported as a Python module")
+        raise DomainRegistryError(resolved, "cannot be imported as a Python module")
     module = importlib.util.module_from_spec(spec)
     # Registered before running it: SQLAlchemy resolves the annotations through sys.modules.
     aliases = [module_name]
@@ -319,7 +281,7 @@ def _load_models_module(manifest: _Manifest) -> ModuleType:
         for alias in aliases:
             sys.modules.pop(alias, None)
         raise DomainRegistryError(
-            f"{resolved}: importing it failed with {type(exc).__name__}: {exc}"
+            resolved, f"importing it failed with {type(exc).__name__}: {exc}"
         ) from exc
     return module
 
@@ -329,17 +291,17 @@ def _model_class(manifest: _Manifest, module: ModuleType, class_name: str) -> ty
     model = getattr(module, class_name, None)
     if model is None:
         raise DomainRegistryError(
-            f"{manifest.manifest_path}: lists model {class_name!r} but {models_path} defines "
+            manifest.manifest_path, f"lists model {class_name!r} but {models_path} defines "
             "no such class; define it there or remove it from the manifest"
         )
     if not isinstance(model, type) or not issubclass(model, Base):
         raise DomainRegistryError(
-            f"{manifest.manifest_path}: {class_name!r} in {models_path} is not a model on the "
+            manifest.manifest_path, f"{class_name!r} in {models_path} is not a model on the "
             "shared Base; subclass pixsim7.backend.main.infrastructure.database.base.Base"
         )
     if not isinstance(getattr(model, "__table__", None), Table):
         raise DomainRegistryError(
-            f"{manifest.manifest_path}: {class_name!r} in {models_path} has no table; give it a "
+            manifest.manifest_path, f"{class_name!r} in {models_path} has no table; give it a "
             "__tablename__ and columns"
         )
     return model

@@ -40,11 +40,30 @@ class RedisConfigError(ValueError):
 
 @dataclass
 class RedisStatus:
-    """A Redis client and whether it answered; `error` is the failure's class name only."""
+    """A Redis client and whether it answered last; `error` is the failure's class name only.
+
+    An app keeps one as `app.state.redis`; `client` is None when REDIS_URL is unset.
+    """
 
     client: Redis | None
     available: bool
     error: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return self.client is not None
+
+    def mark(self, error: str | None) -> None:
+        """Record how the latest command to Redis went (None: it answered)."""
+        self.available, self.error = self.configured and error is None, error
+
+    async def refresh(self, timeout: float) -> bool:
+        """PING within `timeout` seconds and record the answer; never raises."""
+        self.mark(await _probe(self.client, timeout) if self.client is not None else None)
+        return self.available
+
+    def summary(self) -> dict[str, bool | str | None]:
+        return {"configured": self.configured, "available": self.available, "error": self.error}
 
 
 def _split(url: str) -> SplitResult:

@@ -7,6 +7,7 @@ goes to the object held by the app that started most recently and is still runni
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from fastapi import FastAPI
@@ -40,7 +41,10 @@ def current_app() -> FastAPI:
 
 
 class StateForwarder:
-    """Stands in for a former module-level singleton: forwards to `current_app().state.<key>`."""
+    """Stands in for a former module-level singleton: forwards to `current_app().state.<key>`.
+
+Each use warns (DeprecationWarning) and names the `app.state` key to read instead.
+"""
 
     __slots__ = ("_key",)
 
@@ -49,12 +53,16 @@ class StateForwarder:
 
     def _target(self) -> Any:
         key = object.__getattribute__(self, "_key")
+        warnings.warn(f"the module-level {key} is deprecated; read app.state.{key} "
+                      f"(request.app.state.{key} in a route)", DeprecationWarning, stacklevel=3)
         target = getattr(current_app().state, key, None)
         if target is None:
             raise NoActiveAppError(f"the running app has no app.state.{key} yet")
         return target
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # introspection (pytest, inspect) is not a use
+            raise AttributeError(name)
         return getattr(self._target(), name)
 
     def __setattr__(self, name: str, value: Any) -> None:

@@ -23,6 +23,12 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixsim7.backend.main.infrastructure.manifests import (
+    MANIFEST_FILENAME,
+    ManifestError,
+    load_manifest,
+    manifest_folders,
+)
 from pixsim7.backend.main.infrastructure.plugins.loader import (
     call_hook,
     describe_error,
@@ -31,11 +37,7 @@ from pixsim7.backend.main.infrastructure.plugins.loader import (
     unload_namespace,
     unload_package,
 )
-from pixsim7.backend.main.infrastructure.plugins.manifest import (
-    MANIFEST_FILENAME,
-    PLUGIN_ID_PATTERN,
-    read_document,
-)
+from pixsim7.backend.main.infrastructure.plugins.manifest import PLUGIN_ID_PATTERN
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
 logger = logging.getLogger("pixsim7.middleware")
@@ -43,12 +45,8 @@ logger = logging.getLogger("pixsim7.middleware")
 MiddlewareStatus = Literal["discovered", "disabled", "installed", "started", "stopped", "failed"]
 
 
-class MiddlewareManifestError(ValueError):
+class MiddlewareManifestError(ManifestError):
     """A middleware manifest cannot be read or is invalid; names the file and the field."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 class MiddlewareError(RuntimeError):
@@ -103,7 +101,7 @@ class _Runtime:
 
 def load_middleware_manifest(path: Path) -> MiddlewareManifest:
     """Read and validate one middleware manifest."""
-    return read_document(path, MiddlewareManifest, MiddlewareManifestError)
+    return load_manifest(path, MiddlewareManifest, MiddlewareManifestError)
 
 
 class MiddlewareManager:
@@ -143,18 +141,11 @@ class MiddlewareManager:
         if self._discovered:
             raise RuntimeError(f"middleware in {self.directory} was already discovered")
         self._discovered = True
-        if not self.directory.is_dir():
-            raise MiddlewareError(
-                f"middleware directory {self.directory} does not exist; create it or point the "
-                "MIDDLEWARE_DIR setting at an existing folder"
-            )
         found: list[MiddlewareState] = []
-        for folder in sorted(self.directory.iterdir(), key=lambda p: p.name):
-            if not folder.is_dir() or folder.name.startswith(("_", ".")):
-                continue
+        # A folder with only __init__.py is a middleware missing its manifest: reported.
+        for folder in manifest_folders(self.directory, "middleware_dir",
+                                       markers=(MANIFEST_FILENAME, "__init__.py")):
             manifest_path = folder / MANIFEST_FILENAME
-            if not manifest_path.exists() and not (folder / "__init__.py").exists():
-                continue
             manifest = load_middleware_manifest(manifest_path)
             for other in found:
                 if other.id == manifest.id:

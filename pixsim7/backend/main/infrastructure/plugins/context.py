@@ -51,7 +51,7 @@ def context_factory_from_app(app: FastAPI) -> ContextFactory:
             event_bus=getattr(state, "event_bus", None),
             providers=getattr(state, "providers", None),
             db=getattr(state, "db", None),
-            redis=getattr(state, "redis", None),
+            redis=getattr(getattr(state, "redis", None), "client", None),
         )
 
     return build

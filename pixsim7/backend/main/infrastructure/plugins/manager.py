@@ -25,7 +25,12 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
-from pixsim7.backend.main.infrastructure.ordering import stable_dependency_order
+from pixsim7.backend.main.infrastructure.manifests import (
+    ManifestError,
+    dependency_cycles,
+    dependency_order,
+    manifest_folders,
+)
 
 from .context import ContextFactory, PluginContext
 from .loader import (
@@ -190,16 +195,10 @@ class PluginManager:
         if self._discovered:
             raise RuntimeError(f"{self.kind} plugins in {self.directory} were already discovered")
         self._discovered = True
-        if not self.directory.is_dir():
-            setting = DIRECTORY_SETTINGS[self.kind]
-            raise PluginStartupError(
-                f"{self.kind} plugin directory {self.directory} does not exist; create it or "
-                f"point the {setting.upper()} setting at an existing folder"
-            )
         folders_by_id: dict[str, Path] = {}
-        for folder in sorted(self.directory.iterdir(), key=lambda p: p.name):
-            if not self._is_plugin_folder(folder):
-                continue
+        # A folder with only __init__.py is a plugin missing its manifest: reported.
+        for folder in manifest_folders(self.directory, DIRECTORY_SETTINGS[self.kind],
+                                       markers=(MANIFEST_FILENAME, "__init__.py")):
             manifest_path = folder / MANIFEST_FILENAME
             try:
                 manifest = load_manifest(manifest_path, self.kind)
@@ -307,12 +306,6 @@ class PluginManager:
         unload_namespace(self._token)
         self._app = None
 
-    def _is_plugin_folder(self, folder: Path) -> bool:
-        if not folder.is_dir() or folder.name.startswith(("_", ".")):
-            return False
-        # A folder with neither file is not a plugin attempt (for example a data folder).
-        return (folder / MANIFEST_FILENAME).exists() or (folder / "__init__.py").exists()
-
     def _state_from_manifest(
         self, manifest: PluginManifest, folder: Path, manifest_path: Path
     ) -> PluginState:
@@ -358,62 +351,15 @@ class PluginManager:
         )
 
     def _cyclic_groups(self) -> list[list[str]]:
-        """Strongly connected groups of plugins that depend on each other, in folder order."""
-        ids = list(self._plugins)
-        position = {pid: i for i, pid in enumerate(ids)}
-        edges = {
-            pid: [d for d in self._plugins[pid].dependencies if d in self._plugins] for pid in ids
-        }
-        index: dict[str, int] = {}
-        low: dict[str, int] = {}
-        stack: list[str] = []
-        on_stack: set[str] = set()
-        groups: list[list[str]] = []
-        counter = 0
-
-        def visit(root: str) -> None:
-            nonlocal counter
-            # Iterative Tarjan: plugin graphs are small, but recursion limits are not worth risking.
-            work: list[tuple[str, int]] = [(root, 0)]
-            while work:
-                node, i = work.pop()
-                if i == 0:
-                    index[node] = low[node] = counter
-                    counter += 1
-                    stack.append(node)
-                    on_stack.add(node)
-                if i < len(edges[node]):
-                    work.append((node, i + 1))
-                    nxt = edges[node][i]
-                    if nxt not in index:
-                        work.append((nxt, 0))
-                    elif nxt in on_stack:
-                        low[node] = min(low[node], index[nxt])
-                    continue
-                if low[node] == index[node]:
-                    group = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        group.append(member)
-                        if member == node:
-                            break
-                    if len(group) > 1 or node in edges[node]:
-                        groups.append(sorted(group, key=position.__getitem__))
-                if work:
-                    parent = work[-1][0]
-                    low[parent] = min(low[parent], low[node])
-
-        for pid in ids:
-            if pid not in index:
-                visit(pid)
-        return sorted(groups, key=lambda g: position[g[0]])
+        """Groups of plugins that depend on each other, in folder order."""
+        return dependency_cycles(list(self._plugins), {
+            pid: state.dependencies for pid, state in self._plugins.items()})
 
     def _dependency_order(self, cyclic: set[str]) -> list[str]:
         """Stable topological order: among ready plugins, the earliest folder goes first."""
         ids = list(self._plugins)
         # Edges from cyclic plugins are dropped; those plugins already failed.
-        order, rest = stable_dependency_order(ids, {
+        order, rest = dependency_order(ids, {
             pid: [d for d in self._plugins[pid].dependencies if d not in cyclic] for pid in ids
         })
         # Anything left depends only on cyclic plugins via edges already dropped; keep it listed.
@@ -537,7 +483,7 @@ def _declares_required(manifest_path: Path) -> bool:
     """Whether an invalid but readable manifest says `required = true`."""
     try:
         return read_toml(manifest_path).get("required") is True
-    except PluginManifestError:  # not TOML at all: nothing can be read from it
+    except ManifestError:  # not TOML at all: nothing can be read from it
         return False
 
 

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-import functools
 import re
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-MANIFEST_FILENAME = "manifest.toml"
+from pixsim7.backend.main.infrastructure import manifests
+from pixsim7.backend.main.infrastructure.manifests import (
+    MANIFEST_FILENAME,
+    ManifestError,
+    read_toml,
+    validate_document,
+)
+
+__all__ = [
+    "MANIFEST_FILENAME", "PLUGIN_ID_PATTERN", "PLUGIN_KINDS", "PluginKind", "PluginManifest",
+    "PluginManifestError", "load_manifest", "read_toml", "validate_document",
+]
+
 PLUGIN_ID_PATTERN = r"^[a-z0-9_]+$"
 PluginKind = Literal["feature", "route"]
 PLUGIN_KINDS: tuple[str, ...] = ("feature", "route")
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
-
-class PluginManifestError(ValueError):
+class PluginManifestError(ManifestError):
     """A manifest cannot be read or is invalid; the message names the file and the field."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
 
 
 class PluginManifest(BaseModel):
@@ -73,66 +76,9 @@ class PluginManifest(BaseModel):
         return value
 
 
-def read_toml(
-    path: Path, error_cls: Callable[[Path, str], Exception] = PluginManifestError
-) -> dict[str, Any]:
-    """Parse a TOML file; syntax errors become `error_cls(path, message)` with the line number."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise error_cls(path, f"file is missing; add a {path.name}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise error_cls(path, f"cannot be read: {exc}") from exc
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        # The decoder's message carries "(at line N, column M)".
-        raise error_cls(path, f"invalid TOML: {exc}") from exc
-
-
-def validate_document(
-    path: Path,
-    data: dict[str, Any],
-    model: type[ModelT],
-    error_cls: type[Exception] = PluginManifestError,
-) -> ModelT:
-    """Validate `data` against `model`, naming each offending field in the error."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "(document)"
-            if err["type"] == "missing":
-                problems.append(f"field {field!r} is required but missing")
-            elif err["type"] == "extra_forbidden":
-                problems.append(f"field {field!r} is not a known manifest field")
-            else:
-                problems.append(f"field {field!r}: {err['msg']}")
-        raise error_cls(path, "; ".join(problems)) from None
-
-
-def read_document(
-    path: Path, model: type[ModelT], error_cls: type[Exception] = PluginManifestError
-) -> ModelT:
-    """`read_toml` then `validate_document`, reusing the result while the file keeps its mtime
-    and size: manifest models are frozen, so every app may share them."""
-    try:
-        stat = path.stat()
-    except OSError:  # read_toml names the problem
-        return validate_document(path, read_toml(path, error_cls), model, error_cls)
-    return _read_document(path, stat.st_mtime_ns, stat.st_size, model, error_cls)
-
-
-@functools.lru_cache(maxsize=512)
-def _read_document(path: Path, mtime_ns: int, size: int, model: type[ModelT],
-                   error_cls: type[Exception]) -> ModelT:
-    return validate_document(path, read_toml(path, error_cls), model, error_cls)
-
-
 def load_manifest(path: Path, expected_kind: str | None = None) -> PluginManifest:
     """Read and validate one manifest; `expected_kind` is the kind the scanning manager loads."""
-    manifest = read_document(path, PluginManifest)
+    manifest = manifests.load_manifest(path, PluginManifest, PluginManifestError)
     if expected_kind is not None and manifest.kind != expected_kind:
         raise PluginManifestError(
             path,

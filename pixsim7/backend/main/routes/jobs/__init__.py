@@ -41,25 +41,26 @@ async def _on_redis(
 ) -> int | None:
     """Run one Redis command bounded by READY_CHECK_TIMEOUT; None when Redis is off or down.
 
-    The outcome also refreshes `redis_available`, so background features follow the live state.
+    The outcome is recorded on `app.state.redis`, so background features follow the live state.
     """
     state = request.app.state
-    client = getattr(state, "redis", None)
-    if client is None:
+    redis = getattr(state, "redis", None)
+    if redis is None or not redis.configured:
         return None
     settings = state.settings
     try:
-        result = await asyncio.wait_for(operation(client, settings.redis_key_prefix),
+        result = await asyncio.wait_for(operation(redis.client, settings.redis_key_prefix),
                                         settings.ready_check_timeout)
-    except _REDIS_DOWN:
-        state.redis_available = False
+    except _REDIS_DOWN as exc:
+        redis.mark(type(exc).__name__)
         return None
-    state.redis_available = True
+    redis.mark(None)
     return result
 
 
 def _disabled_reason(request: Request) -> str:
-    if getattr(request.app.state, "redis", None) is None:
+    redis = getattr(request.app.state, "redis", None)
+    if redis is None or not redis.configured:
         return "Redis is not configured: background jobs are off"
     return "Redis is unavailable: background jobs are paused; the API works without them"
 

@@ -1,0 +1,62 @@
+"""Startup: the runner (`runner`: policies, the step unit, `run_plan`), the timeline it
+records (`timeline`), and the steps and plans (`steps`). Everything is importable from here."""
+
+from pixsim7.backend.main.startup.runner import (
+    Policy,
+    StartupAborted,
+    Step,
+    StepDegraded,
+    StepOutcome,
+    begin_shutdown,
+    run_build_step,
+    run_plan,
+    step,
+)
+from pixsim7.backend.main.startup.steps import (
+    API_PLAN,
+    EMBEDDED_DATABASE,
+    PLANS,
+    WORKER_PLAN,
+    PluginTeardownError,
+    SettingsError,
+    install_middleware,
+    resolve_directory,
+    seed_presets,
+    setup_behavior_registry_lock,
+    setup_database,
+    setup_database_and_seed,
+    setup_domain_registry,
+    setup_ecs_components,
+    setup_embedded_services,
+    setup_event_handlers,
+    setup_middleware_lifecycle,
+    setup_plugins,
+    setup_providers,
+    setup_redis,
+    teardown_database,
+    teardown_embedded_services,
+    teardown_event_handlers,
+    teardown_middleware_lifecycle,
+    teardown_plugins,
+    teardown_redis,
+    validate_settings,
+)
+from pixsim7.backend.main.startup.timeline import (
+    StartupTimeline,
+    StepRecord,
+    app_id,
+    startup_timeline,
+)
+
+__all__ = [
+    "API_PLAN", "EMBEDDED_DATABASE", "PLANS", "WORKER_PLAN", "Policy", "PluginTeardownError",
+    "SettingsError", "StartupAborted", "StartupTimeline", "Step", "StepDegraded", "StepOutcome",
+    "StepRecord", "app_id", "begin_shutdown", "install_middleware", "resolve_directory",
+    "run_build_step", "run_plan", "seed_presets", "setup_behavior_registry_lock",
+    "setup_database", "setup_database_and_seed", "setup_domain_registry",
+    "setup_ecs_components", "setup_embedded_services", "setup_event_handlers",
+    "setup_middleware_lifecycle", "setup_plugins", "setup_providers", "setup_redis",
+    "startup_timeline", "step", "teardown_database", "teardown_embedded_services",
+    "teardown_event_handlers", "teardown_middleware_lifecycle", "teardown_plugins",
+    "teardown_redis", "validate_settings",
+]
