@@ -172,7 +172,7 @@ async def teardown_database(app: FastAPI) -> None:
 
 
 @step("database", Policy.REQUIRED, teardown=teardown_database, report=lambda app, db: StepOutcome(
-    counts={"tables": len(app.state.domain_registry.tables)}))
+    counts={"tables": len(app.state.domain_registry.tables), "created": len(db.created_tables)}))
 async def setup_database(app: FastAPI) -> Database:
     """Connect to DATABASE_URL and create the registry's tables (safe across replicas)."""
     settings = _settings(app)

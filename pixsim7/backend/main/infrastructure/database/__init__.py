@@ -121,6 +121,7 @@ class Database:
         )
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._abandoned: set[asyncio.Task[None]] = set()
+        self.created_tables: list[str] = []  # what create_schema created on this start
 
     def __repr__(self) -> str:
         return f"<Database {self.safe_url}>"
@@ -187,6 +188,7 @@ class Database:
             created = await conn.run_sync(_create_missing, wanted)
         if created:
             logger.info("created tables %s in %s", ", ".join(created), self.safe_url)
+        self.created_tables = created
         return created
 
     async def dispose(self) -> None:
