@@ -120,6 +120,8 @@ class Database:
             },
         )
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        # The same pool; a statement on it is its own transaction (no BEGIN/COMMIT round trips).
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._abandoned: set[asyncio.Task[None]] = set()
         self.created_tables: list[str] = []  # what create_schema created on this start
 
@@ -135,6 +137,10 @@ class Database:
         """An AsyncSession that keeps attributes loaded after commit; the caller commits."""
         async with self._sessionmaker() as session:
             yield session
+
+    def autocommit(self) -> AsyncConnection:
+        """A pooled connection on which each statement commits on its own; use `async with`."""
+        return self._autocommit_engine.connect()
 
     async def ping(self, timeout: float) -> None:
         """Check out a connection within `timeout` seconds; raise TimeoutError or the driver
@@ -177,11 +183,12 @@ class Database:
         wanted = list(dict.fromkeys(tables))
         if not wanted:
             return []
-        async with self.engine.begin() as conn:
-            # Most starts find every table in place (a restart, a replica, a cloned template):
-            # one catalog query then replaces the lock and a reflection query per table.
+        # Most starts find every table in place (a restart, a replica, a cloned template): one
+        # catalog query, outside a transaction, then replaces the lock and the reflection.
+        async with self.autocommit() as conn:
             if not await _any_missing(conn, wanted):
                 return []
+        async with self.engine.begin() as conn:
             # Transaction-scoped lock: replicas starting together queue here, and each later one
             # sees the tables the first committed instead of racing it to CREATE them.
             await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY})

@@ -83,7 +83,7 @@ async def seed_default_presets(
         .on_conflict_do_nothing(index_elements=[table.c["name"]])
         .returning(*table.primary_key.columns)
     )
-    async with db.engine.begin() as conn:
+    async with db.autocommit() as conn:  # one statement: atomic without BEGIN/COMMIT
         inserted = len((await conn.execute(statement)).all())
     if inserted:
         logger.info("seeded %d generation presets into %s", inserted, db.safe_url)
