@@ -6,6 +6,8 @@ PIXSIM7_TEST_REDIS_IMAGE if set) it prints the median cost of one isolated app (
 Redis keyspace + build + startup + one /ready + shutdown + drop), on an empty database and on a
 clone of the run's template, as a ratio to a bare CREATE DATABASE + DROP DATABASE pair measured
 in the same run on the same server. The three are measured in turn, so load hits all alike.
+Each backend's lines end with `P1 <backend> <path>: N.NNx`; above them, the template path's
+parts (medians, so they need not add up exactly) and the load average when it finished.
 
     .venv/bin/python scripts/bench_kit.py [--runs 25] [--starts 3]
         [--external-db postgresql://... --external-redis redis://...]
@@ -52,12 +54,23 @@ async def bare_pair(services: ServiceSet, admin) -> None:
     await drop_database(database, admin)
 
 
-async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None) -> None:
-    """What one test with an app costs, as the kit's fixtures do it."""
+async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None,
+                       parts: dict[str, list[float]]) -> None:
+    """What one test with an app costs, as the kit's fixtures do it; each part's seconds are
+    appended to `parts`."""
+    mark = time.perf_counter()
+
+    def lap(part: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        parts.setdefault(part, []).append(now - mark)
+        mark = now
+
     if template is not None:
         database = await template.clone(admin)
     else:
         database = await create_database(services.postgres, admin=admin)
+    lap("database")
     namespace = new_namespace(services.redis)
     settings = Settings(
         _env_file=None, debug=True, database_url=database.sqlalchemy_url,
@@ -66,25 +79,33 @@ async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase |
     )
     running = await start_app(create_app, settings)
     assert running.started, running.startup_error
+    lap("build+startup")
     response = await running.get("/ready")
     assert response.status_code == 200, response.text
+    lap("/ready")
     await running.stop()
+    lap("shutdown")
     await namespace.clear()
     await drop_database(database, admin)
+    lap("keyspace+drop")
 
 
 async def measure(services: ServiceSet, template: TemplateDatabase,
-                  runs: int) -> dict[str, float]:
-    """Median seconds of each path over `runs` rounds; one warm-up round is not counted."""
+                  runs: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of each path over `runs` rounds, and of each part of the template path;
+    one warm-up round is not counted."""
+    parts: dict[str, list[float]] = {}
     paths: dict[str, Callable] = {
         "pair": lambda admin: bare_pair(services, admin),
-        "empty": lambda admin: isolated_app(services, admin, None),
-        "template": lambda admin: isolated_app(services, admin, template),
+        "empty": lambda admin: isolated_app(services, admin, None, {}),
+        "template": lambda admin: isolated_app(services, admin, template, parts),
     }
     samples: dict[str, list[float]] = {name: [] for name in paths}
     admin = await admin_connection(services.postgres)
     try:
         for round_number in range(runs + 1):
+            if round_number == 1:
+                parts.clear()
             for name, path in paths.items():
                 started = time.perf_counter()
                 await path(admin)
@@ -92,7 +113,8 @@ async def measure(services: ServiceSet, template: TemplateDatabase,
                     samples[name].append(time.perf_counter() - started)
     finally:
         await admin.close()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return ({name: statistics.median(values) for name, values in samples.items()},
+            {name: statistics.median(values) for name, values in parts.items()})
 
 
 def backends(args: argparse.Namespace) -> list[tuple[str, Callable[[], object]]]:
@@ -127,7 +149,7 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
             template = TemplateDatabase(services.postgres, template_name(uuid.uuid4().hex))
             made, _ = timed(template.acquire)
             try:
-                medians = asyncio.run(measure(services, template, args.runs))
+                medians, parts = asyncio.run(measure(services, template, args.runs))
             finally:
                 template.release()
     finally:
@@ -137,10 +159,12 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
     print(f"  session start-up {statistics.median(starts) * 1000:.0f} ms, "
           f"stop {statistics.median(stops) * 1000:.0f} ms (medians of {args.starts}); "
           f"template made in {made * 1000:.0f} ms")
-    print(f"  bare CREATE + DROP pair: {pair * 1000:.1f} ms (median of {args.runs})")
+    print(f"  bare CREATE + DROP pair: {pair * 1000:.1f} ms (medians of {args.runs}; "
+          f"load average {os.getloadavg()[0]:.1f})")
+    print(f"  empty {medians['empty'] * 1000:.1f} ms; template {medians['template'] * 1000:.1f}"
+          " ms = " + " + ".join(f"{part} {seconds * 1000:.1f}" for part, seconds in parts.items()))
     for path in ("empty", "template"):
-        print(f"P1 {name} {path}: {medians[path] / pair:.2f}x "
-              f"({medians[path] * 1000:.1f} ms)")
+        print(f"P1 {name} {path}: {medians[path] / pair:.2f}x")
 
 
 def main() -> None:
