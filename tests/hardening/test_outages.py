@@ -217,7 +217,8 @@ async def _flap_redis_under_load(client: httpx.AsyncClient, serve: Any, proxy: A
     outcomes: list[tuple[str, int]] = []
     problems: list[str] = []
     stop_at = time.monotonic() + run_for
-    used_after_restore = asyncio.Event()
+    # Set when a job went through Redis, and when /ready said ready, since the last restore.
+    took_job, said_ready = asyncio.Event(), asyncio.Event()
 
     async def worker(index: int) -> None:
         turn = index
@@ -231,28 +232,31 @@ async def _flap_redis_under_load(client: httpx.AsyncClient, serve: Any, proxy: A
                 continue
             outcomes.append((name, response.status_code))
             if (name, response.status_code) == ("POST /api/v1/jobs", 202):
-                used_after_restore.set()
+                took_job.set()
             if response.status_code not in allowed[name]:
                 problems.append(f"{name} -> {response.status_code} {response.text[:200]}")
             elif "Traceback" in response.text:
                 problems.append(f"{name} body carries a traceback")
             elif name == "GET /ready":
                 readiness.add(response.json()["status"])
+                if response.json()["status"] == "ready":
+                    said_ready.set()
 
     async def flapper() -> list[str]:
         modes = [proxy.cut, proxy.blackhole, proxy.restore]
         done: list[str] = []
         while time.monotonic() < stop_at:
             change = modes[len(done) % len(modes)]
-            used_after_restore.clear()
+            took_job.clear()
+            said_ready.clear()
             await asyncio.to_thread(change)
             done.append(change.__name__)
             if change == proxy.restore:
-                # Redis stays up until a job went through it: on a busy machine a fixed 0.2 s
-                # window can pass before any request reaches Redis, and "seen up" would then
-                # depend on scheduling luck rather than on the app.
+                # Redis stays up until a job went through it and /ready said ready: on a busy
+                # machine a fixed window can pass before a request reaches Redis, and "seen up"
+                # would then depend on scheduling luck rather than on the app.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(used_after_restore.wait(),
+                    await asyncio.wait_for(asyncio.gather(took_job.wait(), said_ready.wait()),
                                            max(0.2, stop_at - time.monotonic()))
             else:
                 await asyncio.sleep(0.2)
