@@ -73,6 +73,19 @@ def test_unstorable_input_gets_a_422_naming_the_field_and_no_traceback(served_ap
     assert client_input_failures(serve) == [], serve.describe()
 
 
+def test_an_escaped_surrogate_pair_is_an_ordinary_character(served_api) -> None:
+    # An escaped high + low surrogate in JSON text is one valid character (U+1F600).
+    serve = served_api()
+    body = '{"name": "smile-\\ud83d\\ude00", ' + PRESET + ', "params": {"t": "\\ud83d\\ude00"}}'
+    created = httpx.post(f"{serve.base_url}/api/v1/presets", content=body.encode(),
+                         headers=JSON, timeout=10)
+    assert created.status_code == 201, created.text
+    listed = httpx.get(f"{serve.base_url}/api/v1/presets", timeout=10).json()
+    stored = [p for p in listed if p["name"] == "smile-\U0001F600"]
+    assert [p["params"] for p in stored] == [{"t": "\U0001F600"}]
+    assert client_input_failures(serve) == [], serve.describe()
+
+
 def test_a_validation_error_repeats_only_an_excerpt_of_the_input(served_api) -> None:
     serve = served_api()
     name = "n" * 900_000
