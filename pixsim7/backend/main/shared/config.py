@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     ready_check_timeout: float = Field(default=1.0, gt=0)
     ready_cache_ttl: float = Field(default=1.0, ge=0)
     shutdown_drain_seconds: float = Field(default=2.0, ge=0)
+    job_timeout_seconds: float = Field(default=300.0, gt=0)
     database_connect_timeout: float = Field(default=5.0, gt=0)
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     cors_origins: list[str] = ["http://localhost:5173"]
