@@ -114,7 +114,9 @@ def worker() -> int:
         arq_worker.run()
     except StartupAborted as exc:
         return report_startup_failure(exc)
-    logger.info("worker stopped after %d jobs", arq_worker.jobs_complete)
+    logger.info("worker stopped after %d jobs (%d complete, %d failed)",
+                arq_worker.jobs_complete + arq_worker.jobs_failed, arq_worker.jobs_complete,
+                arq_worker.jobs_failed)
     return 0
 
 

@@ -16,6 +16,7 @@ from arq.worker import Function, func
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.core_jobs import job_registry
 from pixsim7.backend.main.shared.config import Settings, get_settings
+from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import PLANS, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
@@ -70,6 +71,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
 
 def __getattr__(name: str) -> Any:
     # Built on first use so that importing this module never parses the environment.
-    if name == "WorkerSettings":
-        return worker_settings(get_settings())
+    if name == "WorkerSettings":  # what the `arq` command line reads: it logs like our CLI
+        settings = get_settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return worker_settings(settings)
     raise AttributeError(name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import FastAPI
@@ -16,9 +17,11 @@ class NoopPayload(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     value: int = 0
+    seconds: float = Field(default=0.0, ge=0, le=60)  # how long the job takes
 
 
 async def noop(app: FastAPI, payload: NoopPayload) -> dict[str, Any]:
+    await asyncio.sleep(payload.seconds)
     return {"value": payload.value}
 
 
@@ -52,7 +55,7 @@ async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
 
 
 CORE_JOBS: tuple[JobKind, ...] = (
-    JobKind("noop", NoopPayload, noop, "does nothing; answers with its value"),
+    JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value"),
     JobKind("presets.import", PresetImport, import_presets,
             "stores a batch of generation presets, skipping names already taken"),
 )

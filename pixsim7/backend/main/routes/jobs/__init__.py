@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 import redis.exceptions as redis_errors
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -147,10 +147,9 @@ async def enqueue_job(job: JobIn, request: Request) -> Any:
     404: {"description": "no such job (never queued, or its result has expired)"},
     503: {"description": "background jobs are off"},
 })
-async def get_job(job_id: str, request: Request) -> Any:
+async def get_job(request: Request, job_id: str = Path(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")) -> Any:
     """A job's status and, once it ended, its result or its error's class."""
-    if not 1 <= len(job_id) <= 64 or not job_id.isalnum():
-        return JSONResponse({"id": job_id[:64], "status": "not_found"}, status_code=404)
     state = await _on_redis(request, lambda client, prefix: jobs.job_state(
         client, prefix, job_id))
     if state is None:

@@ -1,0 +1,197 @@
+"""The worker profile under arq: the worker plan as its startup, real jobs, nothing lost.
+
+Workers are real `pixsim7-backend worker` (or `arq`) processes on the kit's PostgreSQL and
+Redis; jobs go in through arq under the test's REDIS_KEY_PREFIX, so parallel tests stay apart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.startup import WORKER_PLAN
+from testing.apps import started
+from testing.polling import wait_until, wait_until_async
+from testing.processes import BackendProcess, parse_log
+
+pytestmark = pytest.mark.integration
+
+WORKER_STEPS = [each.name for each in WORKER_PLAN]
+
+
+@pytest.fixture
+def env(backend_services_env) -> dict[str, str]:
+    return {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "0"}
+
+
+async def enqueue(redis_namespace, kind: str, payloads: list[dict[str, Any]]) -> list[str]:
+    client = redis_namespace.client()
+    try:
+        return [await jobs.enqueue(client, redis_namespace.prefix, kind, payload)
+                for payload in payloads]
+    finally:
+        await client.aclose()
+
+
+async def wait_all_ended(redis_namespace, ids: list[str], workers: list[BackendProcess],
+                         timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Poll until every job is complete or failed; their states by id."""
+    client = redis_namespace.client()
+
+    async def states() -> dict[str, dict[str, Any]] | None:
+        found = {i: await jobs.job_state(client, redis_namespace.prefix, i) for i in ids}
+        ended = all(s["status"] in ("complete", "failed") for s in found.values())
+        return found if ended else None
+
+    try:
+        return await wait_until_async(
+            states, timeout=timeout, interval=0.2,
+            message=lambda: "jobs did not end:\n" + "\n".join(w.describe(2000) for w in workers))
+    finally:
+        await client.aclose()
+
+
+def milestone_steps(records: list[dict[str, Any]], phase: str) -> list[str]:
+    return [r["step"] for r in records if r.get("phase") == phase and "step" in r]
+
+
+async def test_worker_runs_its_plan_inside_arq_and_imports_presets(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    worker = backend_processes("worker", env)
+    taken = DEFAULT_PRESETS[0]["name"]
+    ids = await enqueue(redis_namespace, "presets.import", [
+        {"presets": [{"name": "from-a-job", "provider_id": "pixverse",
+                      "operation": "text_to_video", "params": {"n": 1}},
+                     {"name": taken, "provider_id": "pixverse", "operation": "text_to_video"}]},
+        {"presets": [{"name": "nowhere", "provider_id": "no-such-provider",
+                      "operation": "text_to_video"}]},
+    ])
+    states = await wait_all_ended(redis_namespace, ids, [worker])
+    assert states[ids[0]]["status"] == "complete", states
+    assert states[ids[0]]["result"] == {"created": 1, "skipped": 1}
+    assert states[ids[1]]["status"] == "failed" and states[ids[1]]["error"] == "UnknownProvider"
+    conn = await asyncpg.connect(test_database.url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT name, params FROM generation_presets "
+                                "WHERE name IN ('from-a-job', 'nowhere')")
+    finally:
+        await conn.close()
+    assert [row["name"] for row in rows] == ["from-a-job"]
+
+    assert worker.stop() == 0, worker.describe()
+    records = worker.records()
+    # arq starts first, then runs the worker plan as its on_startup, and tears it down last.
+    messages = [r["message"] for r in records]
+    arq_start = next(i for i, m in enumerate(messages) if m.startswith("Starting worker for"))
+    first_step = next(i for i, r in enumerate(records) if r.get("phase") == "startup")
+    assert arq_start < first_step
+    assert milestone_steps(records, "startup") == [*WORKER_STEPS, "complete"]
+    down = milestone_steps(records, "shutdown")
+    assert down == [s for s in reversed(WORKER_STEPS) if s in down] and "database" in down
+    # The one error logged is arq's line for the job that failed.
+    errors = [(r["logger"], r["message"]) for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert len(errors) == 1 and errors[0][0] == "arq.worker", errors
+    assert f"{ids[1]}:presets.import failed, UnknownProvider" in errors[0][1]
+    assert "worker stopped after 2 jobs (1 complete, 1 failed)" in worker.output()
+
+
+async def test_the_arq_command_line_runs_the_same_worker(
+    redis_namespace, env, tmp_path
+) -> None:
+    arq = Path(sys.executable).with_name("arq")
+    log = tmp_path / "arq.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(arq), "pixsim7.backend.main.worker.WorkerSettings"],
+                                env={**env, "LOG_FORMAT": "json"}, cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
+        process = BackendProcess("arq", proc, log, None)
+        states = await wait_all_ended(redis_namespace, ids, [process])
+        assert states[ids[0]]["result"] == {"value": 3}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    records = parse_log(log.read_text())
+    assert code == 0, log.read_text()[-3000:]
+    assert milestone_steps(records, "startup") == [*WORKER_STEPS, "complete"]
+    assert "database" in milestone_steps(records, "shutdown")
+
+
+async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
+    app_factory, make_settings, redis_namespace
+) -> None:
+    running = await started(app_factory, make_settings())
+    refused = [
+        await running.client.post("/api/v1/jobs", json={"kind": "render", "payload": {}}),
+        await running.client.post("/api/v1/jobs", json={"kind": "noop",
+                                                        "payload": {"value": "many"}}),
+        await running.client.post("/api/v1/jobs", json={
+            "kind": "presets.import", "payload": {"presets": []}}),
+    ]
+    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert "unknown job kind 'render'" in refused[0].json()["detail"][0]["msg"]
+    assert refused[0].json()["detail"][0]["loc"] == ["body", "kind"]
+    assert refused[1].json()["detail"][0]["loc"] == ["body", "payload", "value"]
+    assert refused[2].json()["detail"][0]["loc"] == ["body", "payload", "presets"]
+    assert (await running.get("/api/v1/jobs/status")).json()["queued"] == 0
+    assert await redis_namespace.keys() == []
+
+    kinds = (await running.get("/api/v1/jobs/kinds")).json()
+    assert [k["kind"] for k in kinds] == ["noop", "presets.import"]
+    assert kinds[0]["payload_schema"]["properties"]["value"]["type"] == "integer"
+    accepted = await running.client.post("/api/v1/jobs", json={"kind": "noop"})
+    assert accepted.status_code == 202
+    state = await running.get(f"/api/v1/jobs/{accepted.json()['id']}")
+    assert state.json() == {"id": accepted.json()["id"], "status": "queued", "tries": None,
+                            "result": None, "error": None}
+    missing = await running.get("/api/v1/jobs/" + "0" * 32)
+    assert (missing.status_code, missing.json()["status"]) == (404, "not_found")
+
+
+async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    timeout = 1.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
+    env = {**env, "JOB_TIMEOUT_SECONDS": str(timeout)}
+    first = backend_processes("worker", env, name="worker-1")
+    wait_until(lambda: first.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=first.describe)
+    ids = await enqueue(redis_namespace, "noop",
+                        [{"value": n, "seconds": 0.5} for n in range(20)])
+    # Killed mid-job: some jobs are done, some taken and running, some still waiting.
+    client = redis_namespace.client()
+    try:
+        async def mid_way() -> bool:
+            states = [await jobs.job_state(client, redis_namespace.prefix, i) for i in ids]
+            return {"complete", "in_progress"} <= {s["status"] for s in states}
+
+        await wait_until_async(mid_way, timeout=30, interval=0.05, message=first.describe)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        killed_at = time.monotonic()
+        states = [await jobs.job_state(client, redis_namespace.prefix, i) for i in ids]
+    finally:
+        await client.aclose()
+    assert {"complete", "in_progress"} <= {s["status"] for s in states}, states
+    second = backend_processes("worker", env, name="worker-2")
+    ended = await wait_all_ended(redis_namespace, ids, [second], timeout=90)
+    delay = time.monotonic() - killed_at
+    assert {s["status"] for s in ended.values()} == {"complete"}, ended
+    assert sorted(s["result"]["value"] for s in ended.values()) == list(range(20))
+    # The jobs the dead worker had taken ran a second time; the others once.
+    rerun = {s["id"] for s in states if s["status"] == "in_progress"}
+    assert {i for i, s in ended.items() if s["tries"] == 2} == rerun
+    assert delay >= timeout + 10 - 1, delay  # none ran again before its in-progress mark lapsed
+    assert second.stop() == 0, second.describe()
