@@ -195,3 +195,39 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     assert {i for i, s in ended.items() if s["tries"] == 2} == rerun
     assert delay >= timeout + 10 - 1, delay  # none ran again before its in-progress mark lapsed
     assert second.stop() == 0, second.describe()
+
+
+async def test_a_database_outage_is_retried_with_backoff_then_the_job_completes_or_fails(
+    test_database, redis_namespace, backend_processes, env, fault_proxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    worker = backend_processes("worker", {
+        **env, "DATABASE_URL": proxy.rewrite_url(env["DATABASE_URL"]),
+        "DATABASE_CONNECT_TIMEOUT": "1", "JOB_MAX_TRIES": "4",
+        "JOB_RETRY_BACKOFF_SECONDS": "0.5"})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    proxy.cut()
+    preset = {"provider_id": "pixverse", "operation": "text_to_video"}
+    recovers, = await enqueue(redis_namespace, "presets.import",
+                              [{"presets": [{"name": "after-outage", **preset}]}])
+    # Two tries failed (backoff 0.5 s, then 1 s), then the database comes back.
+    wait_until(lambda: worker.output().count("retrying in") >= 2, timeout=30, interval=0.1,
+               message=worker.describe)
+    proxy.restore()
+    state = (await wait_all_ended(redis_namespace, [recovers], [worker]))[recovers]
+    assert (state["status"], state["result"]) == ("complete", {"created": 1, "skipped": 0})
+    assert state["tries"] >= 3, state
+
+    proxy.cut()
+    gives_up, = await enqueue(redis_namespace, "presets.import",
+                              [{"presets": [{"name": "never", **preset}]}])
+    began = time.monotonic()
+    state = (await wait_all_ended(redis_namespace, [gives_up], [worker]))[gives_up]
+    assert (state["status"], state["tries"]) == ("failed", 4), state
+    assert state["error"] in ("OperationalError", "InterfaceError", "ConnectionRefusedError",
+                              "OSError", "TimeoutError"), state
+    assert time.monotonic() - began >= 0.5 + 1 + 2  # the backoff doubled between tries
+    retries = [r["message"] for r in worker.records() if "retrying in" in r["message"]]
+    assert any(f"{gives_up} (presets.import) try 3 failed" in m and "in 2.0 s" in m
+               for m in retries), retries

@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from arq.connections import RedisSettings
-from arq.worker import Function, func
+from arq.worker import Function, Retry, func
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.core_jobs import job_registry
@@ -27,8 +27,19 @@ class WorkerConfigError(ValueError):
 
 
 def _function(kind: jobs.JobKind) -> Function:
+    retryable = (jobs.RetryableJobError, *kind.retry_on)
+
     async def run(ctx: dict[str, Any], payload: dict[str, Any]) -> Any:
-        return await kind.run(ctx["app"], kind.payload.model_validate(payload))
+        try:
+            return await kind.run(ctx["app"], kind.payload.model_validate(payload))
+        except retryable as exc:
+            settings: Settings = ctx["settings"]
+            if ctx["job_try"] >= settings.job_max_tries:
+                raise  # the last try: the job ends failed with this error's class
+            delay = settings.job_retry_backoff_seconds * 2 ** (ctx["job_try"] - 1)
+            logger.warning("job %s (%s) try %d failed with %s; retrying in %.1f s",
+                           ctx["job_id"], kind.name, ctx["job_try"], type(exc).__name__, delay)
+            raise Retry(defer=delay) from exc
 
     return func(run, name=kind.name)
 
@@ -65,6 +76,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "ctx": {"settings": settings, "job_registry": registry},
         # A job taken by a worker that died runs again JOB_TIMEOUT_SECONDS + 10 s later.
         "job_timeout": settings.job_timeout_seconds,
+        "max_tries": settings.job_max_tries,
         "job_completion_wait": settings.shutdown_drain_seconds,
     }
 

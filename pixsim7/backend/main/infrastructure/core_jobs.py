@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
+from pixsim7.backend.main.api.errors import DATABASE_OUTAGES
 from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistry
 from pixsim7.backend.main.routes.presets import MODEL_NAME, PresetCreate
 
@@ -57,7 +58,8 @@ async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
 CORE_JOBS: tuple[JobKind, ...] = (
     JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value"),
     JobKind("presets.import", PresetImport, import_presets,
-            "stores a batch of generation presets, skipping names already taken"),
+            "stores a batch of generation presets, skipping names already taken",
+            retry_on=(*DATABASE_OUTAGES, OSError)),
 )
 
 

@@ -22,14 +22,22 @@ QUEUE = "arq:queue"
 JobFunction = Callable[[FastAPI, Any], Awaitable[Any]]  # (the worker's app, payload) -> result
 
 
+class RetryableJobError(Exception):
+    """A failure worth another try: the worker retries it with backoff, up to JOB_MAX_TRIES."""
+
+
 @dataclass(frozen=True)
 class JobKind:
-    """A kind of job: its name, the model its payload must validate against, and its function."""
+    """A kind of job: its name, the model its payload must validate against, and its function.
+
+    `retry_on` lists the exceptions that are retried like RetryableJobError (outages).
+    """
 
     name: str
     payload: type[BaseModel]
     run: JobFunction
     description: str = ""
+    retry_on: tuple[type[BaseException], ...] = ()
 
     def schema(self) -> dict[str, Any]:
         return self.payload.model_json_schema()
