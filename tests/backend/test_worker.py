@@ -231,3 +231,53 @@ async def test_a_database_outage_is_retried_with_backoff_then_the_job_completes_
     retries = [r["message"] for r in worker.records() if "retrying in" in r["message"]]
     assert any(f"{gives_up} (presets.import) try 3 failed" in m and "in 2.0 s" in m
                for m in retries), retries
+
+
+def completed_by(worker: BackendProcess) -> set[str]:
+    """Ids of the jobs this worker completed, from arq's '←' log lines."""
+    return {r["message"].split()[2].split(":")[0] for r in worker.records()
+            if r["logger"] == "arq.worker" and " ← " in r["message"]}
+
+
+async def test_two_workers_split_the_queue_and_run_each_job_once(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    workers = [backend_processes("worker", env, name=f"worker-{n}") for n in range(2)]
+    for worker in workers:
+        wait_until(lambda w=worker: w.has_logged("worker ready"), timeout=60, interval=0.1,
+                   message=worker.describe)
+    ids = await enqueue(redis_namespace, "noop",
+                        [{"value": n, "seconds": 0.2} for n in range(40)])
+    ended = await wait_all_ended(redis_namespace, ids, workers)
+    assert {(s["status"], s["tries"]) for s in ended.values()} == {("complete", 1)}
+    for worker in workers:
+        assert worker.stop() == 0, worker.describe()
+    first, second = (completed_by(w) for w in workers)
+    assert first and second, "one worker took every job"
+    assert first | second == set(ids) and not first & second
+
+
+async def test_sigterm_stops_taking_jobs_and_lets_running_ones_finish(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    worker = backend_processes("worker", {**env, "SHUTDOWN_DRAIN_SECONDS": "10"})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    running, = await enqueue(redis_namespace, "noop", [{"value": 1, "seconds": 2}])
+    client = redis_namespace.client()
+    try:
+        async def started_job() -> bool:
+            state = await jobs.job_state(client, redis_namespace.prefix, running)
+            return state["status"] == "in_progress"
+
+        await wait_until_async(started_job, timeout=30, interval=0.05, message=worker.describe)
+        worker.send(signal.SIGTERM)
+        waiting, = await enqueue(redis_namespace, "noop", [{"value": 2}])
+        assert worker.stop(timeout=30) == 0, worker.describe()
+        finished = await jobs.job_state(client, redis_namespace.prefix, running)
+        left = await jobs.job_state(client, redis_namespace.prefix, waiting)
+    finally:
+        await client.aclose()
+    assert (finished["status"], finished["result"]) == ("complete", {"value": 1})
+    assert left["status"] == "queued"  # the next worker takes it
+    assert "database" in milestone_steps(worker.records(), "shutdown")
