@@ -173,7 +173,7 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
     accepted = await running.client.post("/api/v1/jobs", json=JOB)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["status"] == "queued"
-    # Queued in this app's arq queue, under its key prefix, with the payload as sent.
+    # Queued in this app's arq queue, under its key prefix.
     state = await running.get(f"/api/v1/jobs/{accepted.json()['id']}")
     assert (state.status_code, state.json()["status"]) == (200, "queued")
     client = redis_namespace.client()
@@ -183,7 +183,8 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
         job = await arq_client(client, redis_namespace.prefix).queued_jobs()
     finally:
         await client.aclose()
-    assert [(j.function, j.args) for j in job] == [("noop", (JOB["payload"],))]
+    # The payload as the kind's model read it, defaults filled in.
+    assert [(j.function, j.args) for j in job] == [("noop", ({**JOB["payload"], "seconds": 0.0},))]
 
 
 # --- Redis flapping under load --------------------------------------------------------------
