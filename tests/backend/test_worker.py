@@ -22,7 +22,7 @@ from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.startup import WORKER_PLAN
 from testing.apps import started
 from testing.polling import wait_until, wait_until_async
-from testing.processes import BackendProcess, parse_log
+from testing.processes import BackendProcess, parse_log, run_backend
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +281,34 @@ async def test_sigterm_stops_taking_jobs_and_lets_running_ones_finish(
     assert (finished["status"], finished["result"]) == ("complete", {"value": 1})
     assert left["status"] == "queued"  # the next worker takes it
     assert "database" in milestone_steps(worker.records(), "shutdown")
+
+
+async def test_each_worker_records_when_it_was_alive_and_its_jobs(
+    test_database, redis_namespace, backend_processes, env, app_factory, make_settings, tmp_path
+) -> None:
+    workers = [backend_processes("worker", {**env, "WORKER_HEALTH_INTERVAL_SECONDS": "0.5"},
+                                 name=f"worker-{n}") for n in range(2)]
+    ids = await enqueue(redis_namespace, "noop", [{"value": n} for n in range(6)])
+    await wait_all_ended(redis_namespace, ids, workers)
+    running = await started(app_factory, make_settings(admin_token="workers-admin"))
+    headers = {"Authorization": "Bearer workers-admin"}
+
+    async def both_counted() -> list[dict[str, Any]] | None:
+        body = (await running.client.get("/api/v1/admin/workers", headers=headers)).json()
+        found = body["workers"]
+        return found if len(found) == 2 and sum(w["complete"] for w in found) == 6 else None
+
+    found = await wait_until_async(both_counted, timeout=15, interval=0.2)
+    assert sorted(w["worker"].rsplit("-", 1)[1] for w in found) == sorted(
+        str(w.proc.pid) for w in workers)
+    assert all(w["failed"] == 0 and w["last_alive"] for w in found), found
+    assert (await running.client.get("/api/v1/admin/workers")).status_code == 401
+
+    check = run_backend(["check", "--profile", "worker"], env, tmp_path)
+    assert check.returncode == 0, check.output
+    assert "workers alive: 2" in check.stdout
+    # A worker that stops cleanly removes its record.
+    assert workers[0].stop() == 0
+    body = (await running.client.get("/api/v1/admin/workers", headers=headers)).json()
+    assert [w["worker"] for w in body["workers"]] == [
+        w["worker"] for w in found if w["worker"].endswith(f"-{workers[1].proc.pid}")]

@@ -7,6 +7,7 @@ replica must become ready, and none may log an error on the way.
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 import asyncpg
@@ -158,7 +159,7 @@ async def test_serve_replicas_and_a_worker_start_together_and_the_worker_takes_j
                           message=lambda: "job not run:\n" + _describe(worker))
     assert body["result"] == {"value": 7} and body["tries"] == 1
     # The queue is empty again; what is left under the prefix is the worker's health record.
-    health = f"{jobs.queue_name(redis_namespace.prefix)}:health-check"
+    health = jobs.health_key(redis_namespace.prefix, f"{socket.gethostname()}-{worker.proc.pid}")
     assert await redis_namespace.keys() == [health.encode()]
     codes = stop_all(started)
     assert codes == {r.name: 0 for r in started}, "\n".join(_describe(r) for r in started)

@@ -16,6 +16,7 @@ from arq.worker import Worker
 from fastapi import FastAPI
 from pydantic import ValidationError
 
+from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
@@ -144,17 +145,24 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
 def check(profile: str) -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails."""
 
-    async def main() -> StartupTimeline:
-        app = create_app(_load_settings(), profile=profile)
+    async def main() -> tuple[StartupTimeline, list[dict]]:
+        settings = _load_settings()
+        app = create_app(settings, profile=profile)
+        alive: list[dict] = []
         async with run_plan(app, PLANS[profile], profile) as timeline:
-            pass
-        return timeline
+            if profile == "worker":
+                alive = await jobs.workers(app.state.redis.client, settings.redis_key_prefix)
+        return timeline, alive
 
     try:
-        timeline = asyncio.run(main())
+        timeline, alive = asyncio.run(main())
     except StartupAborted as exc:
         return report_startup_failure(exc)
     print(format_timeline(timeline))
+    if profile == "worker":
+        print(f"\nworkers alive: {len(alive)}")
+        for record in alive:
+            print("  " + "  ".join(f"{key}={value}" for key, value in record.items()))
     return 0
 
 

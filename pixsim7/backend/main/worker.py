@@ -7,6 +7,8 @@ worker. Each job's context carries the worker's app (`ctx["app"]`) and its state
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -61,6 +63,11 @@ async def _shutdown(ctx: dict[str, Any]) -> None:
         await stack.aclose()
 
 
+def worker_name() -> str:
+    """This worker among the others on its queue: host and process id."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def worker_settings(settings: Settings) -> dict[str, Any]:
     """The keyword arguments of arq's Worker for this backend's settings."""
     if not settings.redis_url:
@@ -77,6 +84,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         # A job taken by a worker that died runs again JOB_TIMEOUT_SECONDS + 10 s later.
         "job_timeout": settings.job_timeout_seconds,
         "max_tries": settings.job_max_tries,
+        # One record per worker (arq's default is one per queue, which workers overwrite).
+        "health_check_key": jobs.health_key(settings.redis_key_prefix, worker_name()),
+        "health_check_interval": settings.worker_health_interval_seconds,
         "job_completion_wait": settings.shutdown_drain_seconds,
     }
 

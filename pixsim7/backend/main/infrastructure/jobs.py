@@ -73,6 +73,30 @@ def queue_name(prefix: str) -> str:
     return f"{prefix}{QUEUE}"
 
 
+def health_key(prefix: str, worker: str) -> str:
+    """Where worker `worker` records that it is alive (arq's health-check record)."""
+    return f"{queue_name(prefix)}:health-check:{worker}"
+
+
+async def workers(client: Redis, prefix: str) -> list[dict[str, Any]]:
+    """The workers alive on this queue: when each last wrote its record and its job counts.
+
+    A record expires one health interval after it was written, so a dead worker drops out.
+    """
+    found = []
+    async for key in client.scan_iter(match=health_key(prefix, "*"), count=500):
+        text = await client.get(key)
+        if text is None:
+            continue  # expired between the scan and the read
+        # arq writes "<Mon-DD HH:MM:SS> j_complete=3 j_failed=0 j_retried=0 j_ongoing=0 queued=0"
+        words = text.decode().split()
+        counts = dict(word.split("=", 1) for word in words if "=" in word)
+        found.append({"worker": key.decode().rsplit(":", 1)[1],
+                      "last_alive": " ".join(w for w in words if "=" not in w),
+                      **{name.removeprefix("j_"): int(value) for name, value in counts.items()}})
+    return sorted(found, key=lambda record: record["worker"])
+
+
 def arq_client(client: Redis, prefix: str) -> ArqRedis:
     """An arq view of `client`: same connection pool, this app's queue."""
     return ArqRedis(connection_pool=client.connection_pool, default_queue_name=queue_name(prefix))
