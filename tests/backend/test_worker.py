@@ -312,3 +312,22 @@ async def test_each_worker_records_when_it_was_alive_and_its_jobs(
     body = (await running.client.get("/api/v1/admin/workers", headers=headers)).json()
     assert [w["worker"] for w in body["workers"]] == [
         w["worker"] for w in found if w["worker"].endswith(f"-{workers[1].proc.pid}")]
+
+
+async def test_a_worker_waits_through_a_redis_outage_and_resumes(
+    test_database, redis_namespace, backend_processes, env, fault_proxy
+) -> None:
+    proxy = fault_proxy("redis")
+    worker = backend_processes("worker", {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"])})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    before = await enqueue(redis_namespace, "noop", [{"value": 1}])
+    await wait_all_ended(redis_namespace, before, [worker])
+    proxy.cut()
+    time.sleep(3)  # several polls of the queue fail meanwhile
+    worker.assert_running()
+    proxy.restore()
+    after = await enqueue(redis_namespace, "noop", [{"value": 2}])
+    state = (await wait_all_ended(redis_namespace, after, [worker], timeout=30))[after[0]]
+    assert state["result"] == {"value": 2}
+    assert worker.stop() == 0, worker.describe()

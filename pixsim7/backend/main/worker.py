@@ -14,6 +14,10 @@ from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.core_jobs import job_registry
@@ -22,6 +26,7 @@ from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import PLANS, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
 class WorkerConfigError(ValueError):
@@ -54,6 +59,10 @@ async def _startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     await stack.enter_async_context(run_plan(app, PLANS["worker"], "worker"))
     ctx.update(app=app, state=app.state, teardown=stack)
+    # From now on a lost Redis is waited for, not fatal: every command arq sends retries with
+    # backoff until Redis answers again (startup itself still fails fast, per the plan).
+    ctx["redis"].set_retry(RedisRetry(ExponentialWithJitterBackoff(base=0.1, cap=2.0), -1,
+                                      (*REDIS_DOWN, OSError)))
     logger.info("worker ready; taking jobs from %s", jobs.queue_name(settings.redis_key_prefix))
 
 
