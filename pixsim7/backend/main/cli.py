@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.redis import safe_redis_url
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
@@ -28,7 +29,7 @@ from pixsim7.backend.main.startup import (
     begin_shutdown,
     run_plan,
 )
-from pixsim7.backend.main.worker import WorkerConfigError, worker_settings
+from pixsim7.backend.main.worker import REDIS_DOWN, WorkerConfigError, worker_settings
 
 logger = logging.getLogger("pixsim7.worker")
 SERVE_STARTUP_FAILED = 3  # uvicorn's exit code when the app does not start
@@ -115,6 +116,10 @@ def worker() -> int:
         arq_worker.run()
     except StartupAborted as exc:
         return report_startup_failure(exc)
+    except (*REDIS_DOWN, OSError) as exc:  # arq connects before the plan runs: Redis is required
+        print(f"startup failed at step 'redis': {type(exc).__name__}: Redis at "
+              f"{safe_redis_url(settings.redis_url or '')} is unavailable", file=sys.stderr)
+        return 1
     logger.info("worker stopped after %d jobs (%d complete, %d failed)",
                 arq_worker.jobs_complete + arq_worker.jobs_failed, arq_worker.jobs_complete,
                 arq_worker.jobs_failed)
