@@ -95,3 +95,15 @@ def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,
         assert server.output().count("this run's admin token is") == 1
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_worker_without_redis_at_startup_fails_at_the_redis_step(backend_services_env,
+                                                                  tmp_path) -> None:
+    from pixsim7.backend.main.infrastructure.embedded import free_port
+
+    url = f"redis://:secret@127.0.0.1:{free_port()}/0"
+    run = run_backend(["worker"], {**backend_services_env, "REDIS_URL": url}, tmp_path)
+    assert run.returncode == 1, run.output
+    assert "Traceback" not in run.output
+    assert "startup failed at step 'redis': ConnectionError" in run.stderr
+    assert "secret" not in run.output

@@ -1,4 +1,4 @@
-"""The ten golden startup scenarios: milestones, app.state inventory and health payloads.
+"""The eleven golden startup scenarios: milestones, app.state inventory and health payloads.
 
 Each scenario is one JSON snapshot under __snapshots__/ with its milestones, its probes and the
 part of the inventory it is about; the full inventory, settings included, is pinned once, by
@@ -9,14 +9,19 @@ the full startup. A changed snapshot is a reviewed change in startup behaviour: 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from arq.worker import Worker, func
 
+from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import DISCOVERY_DIRS as DIRECTORIES
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from pixsim7.backend.main.startup import StartupAborted
+from pixsim7.backend.main.worker import worker_settings
+from testing.milestones import record_milestones
 from testing.plugins import bundled_with_plugin
 from testing.snapshots import subtrees
 
@@ -170,3 +175,43 @@ async def test_10_shutdown_order(app_factory, snapshot_json) -> None:
     with_teardown = [s for s in startup if s in shutdown]
     assert shutdown == list(reversed(with_teardown))
     assert shutdown == snapshot_json
+
+
+
+async def test_11_worker_plan_inside_arq(app_settings, redis_namespace, snapshot_json) -> None:
+    options = worker_settings(app_settings)
+    events: list[str] = []  # arq's hooks with the milestones logged inside each, in order
+
+    def traced(name: str, hook: Callable[[dict], Awaitable[None]]) -> Callable:
+        async def run(ctx: dict) -> None:
+            events.append(f"arq {name} begins")
+            before = len(recorder.records)
+            await hook(ctx)
+            events.extend(f"  {m['phase']} {m['step']} {m['status']}"
+                          for m in recorder.records[before:])
+            events.append(f"arq {name} done")
+        return run
+
+    async def job_context(ctx: dict) -> dict:
+        # What a job sees: arq's keys, the worker's app and its state, started.
+        return {"ctx": sorted(key for key in ctx if key != "score"),
+                "state": sorted(vars(ctx["app"].state)["_state"]),
+                "lifecycle": ctx["state"].lifecycle}
+
+    worker = Worker(**{**options,
+                       "functions": [*options["functions"], func(job_context, name="context")],
+                       "on_startup": traced("on_startup", options["on_startup"]),
+                       "on_shutdown": traced("on_shutdown", options["on_shutdown"])},
+                    burst=True, handle_signals=False, poll_delay=0.05)
+    client = redis_namespace.client()
+    try:
+        await jobs.arq_client(client, redis_namespace.prefix).enqueue_job(
+            "context", _job_id="golden-context")
+        with record_milestones() as recorder:
+            await worker.async_run()
+            events.append(f"arq burst done: {worker.jobs_complete} job complete")
+            await worker.close()
+        ran = await jobs.job_state(client, redis_namespace.prefix, "golden-context")
+    finally:
+        await client.aclose()
+    assert {"events": events, "job": ran} == snapshot_json()

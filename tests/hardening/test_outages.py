@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -16,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.jobs import arq_client
 from testing.apps import started
 from testing.polling import wait_until_async
 
@@ -23,7 +24,7 @@ from testing.polling import wait_until_async
 pytestmark = [pytest.mark.integration, pytest.mark.template_db]
 
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video", "params": {"duration": 5}}
-JOB = {"kind": "render.video", "payload": {"scene": 7}}
+JOB = {"kind": "noop", "payload": {"value": 7}}
 
 
 async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
@@ -171,13 +172,19 @@ async def test_redis_down_at_startup_degrades_then_jobs_resume_after_restore(
     assert status["background_jobs"] == "enabled", status
     accepted = await running.client.post("/api/v1/jobs", json=JOB)
     assert accepted.status_code == 202, accepted.text
-    assert accepted.json() == {"queued": True, "queue_length": 1}
+    assert accepted.json()["status"] == "queued"
+    # Queued in this app's arq queue, under its key prefix.
+    state = await running.get(f"/api/v1/jobs/{accepted.json()['id']}")
+    assert (state.status_code, state.json()["status"]) == (200, "queued")
     client = redis_namespace.client()
     try:
-        stored = await client.lrange(f"{redis_namespace.prefix}jobs", 0, -1)
+        assert await client.zrange(jobs.queue_name(redis_namespace.prefix), 0, -1) == [
+            accepted.json()["id"].encode()]
+        job = await arq_client(client, redis_namespace.prefix).queued_jobs()
     finally:
         await client.aclose()
-    assert [json.loads(item) for item in stored] == [JOB]
+    # The payload as the kind's model read it, defaults filled in.
+    assert [(j.function, j.args) for j in job] == [("noop", ({**JOB["payload"], "seconds": 0.0},))]
 
 
 # --- Redis flapping under load --------------------------------------------------------------

@@ -7,6 +7,7 @@ replica must become ready, and none may log an error on the way.
 from __future__ import annotations
 
 import signal
+import socket
 import time
 
 import asyncpg
@@ -17,7 +18,7 @@ from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
-from testing.polling import wait_until, wait_until_async
+from testing.polling import wait_until
 from testing.processes import BackendProcess, parse_log
 
 pytestmark = pytest.mark.integration
@@ -141,27 +142,25 @@ async def test_serve_replicas_and_a_worker_start_together_and_the_worker_takes_j
     wait_for_log(worker, "worker ready")
     await assert_schema_and_presets_exactly_once(test_database.url)
 
-    key = jobs.queue_key(redis_namespace.prefix)
-    redis = redis_namespace.client()
-    try:
-        with httpx.Client(timeout=5.0) as client:
-            response = client.post(
-                serves[1].base_url + "/api/v1/jobs",
-                json={"kind": "replica.check", "payload": {"n": 1}},
-            )
-            assert response.status_code == 202, response.text
-            assert response.json()["queued"] is True
-            status = client.get(serves[2].base_url + "/api/v1/jobs/status").json()
-            assert status["background_jobs"] == "enabled"
-        async def taken() -> bool:
-            worker.assert_running()
-            return not await redis.llen(key)
+    with httpx.Client(timeout=5.0) as client:
+        response = client.post(serves[1].base_url + "/api/v1/jobs",
+                               json={"kind": "noop", "payload": {"value": 7}})
+        assert response.status_code == 202, response.text
+        job_id = response.json()["id"]
+        status = client.get(serves[2].base_url + "/api/v1/jobs/status").json()
+        assert status["background_jobs"] == "enabled"
 
-        await wait_until_async(taken, timeout=15.0,
-                               message=lambda: "job not taken:\n" + _describe(worker))
-    finally:
-        await redis.aclose()
-    assert await redis_namespace.keys() == []  # the queue is gone, nothing else was written
+        def done() -> dict | None:
+            worker.assert_running()
+            body = client.get(f"{serves[0].base_url}/api/v1/jobs/{job_id}").json()
+            return body if body["status"] == "complete" else None
+
+        body = wait_until(done, timeout=15.0, interval=0.1,
+                          message=lambda: "job not run:\n" + _describe(worker))
+    assert body["result"] == {"value": 7} and body["tries"] == 1
+    # The queue is empty again; what is left under the prefix is the worker's health record.
+    health = jobs.health_key(redis_namespace.prefix, f"{socket.gethostname()}-{worker.proc.pid}")
+    assert await redis_namespace.keys() == [health.encode()]
     codes = stop_all(started)
     assert codes == {r.name: 0 for r in started}, "\n".join(_describe(r) for r in started)
     assert_clean_logs(started)

@@ -12,10 +12,12 @@ from collections.abc import Sequence
 from types import FrameType
 
 import uvicorn
+from arq.worker import Worker
 from fastapi import FastAPI
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.redis import safe_redis_url
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
@@ -27,6 +29,7 @@ from pixsim7.backend.main.startup import (
     begin_shutdown,
     run_plan,
 )
+from pixsim7.backend.main.worker import REDIS_DOWN, WorkerConfigError, worker_settings
 
 logger = logging.getLogger("pixsim7.worker")
 SERVE_STARTUP_FAILED = 3  # uvicorn's exit code when the app does not start
@@ -99,53 +102,27 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-async def _worker_loop(app, stop: asyncio.Event) -> int:
-    state = app.state
-    prefix = state.settings.redis_key_prefix
-    processed = 0
-    while not stop.is_set():
-        try:
-            job = await jobs.next_job(state.redis.client, prefix, timeout=1)
-        except ValueError:
-            logger.error("dropped a job that is not JSON from %s", jobs.queue_key(prefix))
-            continue
-        except Exception as exc:
-            logger.warning("job queue unavailable (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(1)
-            continue
-        if job is None:
-            continue
-        await state.event_bus.publish("job.processed", {"job": job})
-        processed += 1
-    return processed
-
-
-async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> int:
-    """Start the worker profile and process jobs from Redis until `stop` is set."""
-    stop = stop or asyncio.Event()
-    app = create_app(settings, profile="worker")
-    async with run_plan(app, PLANS["worker"], "worker"):
-        logger.info("worker ready; waiting for jobs on %s",
-                    jobs.queue_key(settings.redis_key_prefix))
-        processed = await _worker_loop(app, stop)
-    logger.info("worker stopped after %d jobs", processed)
-    return processed
-
-
 def worker() -> int:
+    """Run the arq worker until SIGTERM or SIGINT; running jobs get SHUTDOWN_DRAIN_SECONDS."""
     settings = _load_settings()
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await run_worker(settings, stop)
-
     try:
-        asyncio.run(main())
+        options = worker_settings(settings)
+    except WorkerConfigError as exc:
+        print(f"startup failed at step 'settings': {exc}", file=sys.stderr)
+        return 1
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    arq_worker = Worker(**options)
+    try:
+        arq_worker.run()
     except StartupAborted as exc:
         return report_startup_failure(exc)
+    except (*REDIS_DOWN, OSError) as exc:  # arq connects before the plan runs: Redis is required
+        print(f"startup failed at step 'redis': {type(exc).__name__}: Redis at "
+              f"{safe_redis_url(settings.redis_url or '')} is unavailable", file=sys.stderr)
+        return 1
+    logger.info("worker stopped after %d jobs (%d complete, %d failed)",
+                arq_worker.jobs_complete + arq_worker.jobs_failed, arq_worker.jobs_complete,
+                arq_worker.jobs_failed)
     return 0
 
 
@@ -173,17 +150,24 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
 def check(profile: str) -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails."""
 
-    async def main() -> StartupTimeline:
-        app = create_app(_load_settings(), profile=profile)
+    async def main() -> tuple[StartupTimeline, list[dict]]:
+        settings = _load_settings()
+        app = create_app(settings, profile=profile)
+        alive: list[dict] = []
         async with run_plan(app, PLANS[profile], profile) as timeline:
-            pass
-        return timeline
+            if profile == "worker":
+                alive = await jobs.workers(app.state.redis.client, settings.redis_key_prefix)
+        return timeline, alive
 
     try:
-        timeline = asyncio.run(main())
+        timeline, alive = asyncio.run(main())
     except StartupAborted as exc:
         return report_startup_failure(exc)
     print(format_timeline(timeline))
+    if profile == "worker":
+        print(f"\nworkers alive: {len(alive)}")
+        for record in alive:
+            print("  " + "  ".join(f"{key}={value}" for key, value in record.items()))
     return 0
 
 

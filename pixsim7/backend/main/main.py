@@ -12,7 +12,7 @@ from pixsim7.backend.main.api import health
 from pixsim7.backend.main.api.errors import install_error_handlers
 from pixsim7.backend.main.api.request_guard import RequestGuard
 from pixsim7.backend.main.api.security import require_admin_prefix
-from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup
+from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup, admin_workers
 from pixsim7.backend.main.infrastructure.events import websocket
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.startup import (
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.include_router(health.router)
     app.include_router(admin_plugins.router)
     app.include_router(admin_startup.router)
+    app.include_router(admin_workers.router)
     app.include_router(websocket.router)
     return app
 

@@ -20,7 +20,7 @@ from pixsim7.backend.main.api.request_guard import excerpt
 
 logger = logging.getLogger("pixsim7.errors")
 
-_DATABASE_OUTAGES = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError)
+DATABASE_OUTAGES = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError)
 
 
 def _unavailable(service: str) -> JSONResponse:
@@ -29,7 +29,7 @@ def _unavailable(service: str) -> JSONResponse:
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, _DATABASE_OUTAGES) or getattr(exc, "connection_invalidated", False):
+    if isinstance(exc, DATABASE_OUTAGES) or getattr(exc, "connection_invalidated", False):
         logger.warning("%s %s: database unavailable (%s)", request.method, request.url.path,
                        type(exc).__name__)
         return _unavailable("database")

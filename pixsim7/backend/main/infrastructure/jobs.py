@@ -1,34 +1,133 @@
-"""The background job queue: a Redis list that the API fills and the worker drains."""
+"""Background jobs on arq: the kinds a worker runs, enqueueing, and what became of a job.
+
+Every name arq keeps in Redis for a queue derives from the queue name, which carries
+REDIS_KEY_PREFIX, so apps sharing one Redis under different prefixes never take each other's jobs.
+"""
 
 from __future__ import annotations
 
-import json
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from arq.connections import ArqRedis
+from arq.jobs import Job, JobStatus
+from fastapi import FastAPI
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
-QUEUE = "jobs"
+QUEUE = "arq:queue"
+
+JobFunction = Callable[[FastAPI, Any], Awaitable[Any]]  # (the worker's app, payload) -> result
 
 
-def queue_key(prefix: str) -> str:
+class RetryableJobError(Exception):
+    """A failure worth another try: the worker retries it with backoff, up to JOB_MAX_TRIES."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: its name, the model its payload must validate against, and its function.
+
+    `retry_on` lists the exceptions that are retried like RetryableJobError (outages).
+    """
+
+    name: str
+    payload: type[BaseModel]
+    run: JobFunction
+    description: str = ""
+    retry_on: tuple[type[BaseException], ...] = ()
+
+    def schema(self) -> dict[str, Any]:
+        return self.payload.model_json_schema()
+
+
+class JobRegistry:
+    """The job kinds by name; locked once startup is done, like the behavior registry."""
+
+    def __init__(self, kinds: tuple[JobKind, ...] = ()) -> None:
+        self._kinds: dict[str, JobKind] = {}
+        self.locked = False
+        for kind in kinds:
+            self.register(kind)
+
+    def register(self, kind: JobKind) -> None:
+        if self.locked:
+            raise RuntimeError(f"job kind {kind.name!r}: the job registry is locked after startup")
+        if kind.name in self._kinds:
+            raise ValueError(f"job kind {kind.name!r} is registered twice")
+        self._kinds[kind.name] = kind
+
+    def lock(self) -> None:
+        self.locked = True
+
+    def get(self, name: str) -> JobKind | None:
+        return self._kinds.get(name)
+
+    def kinds(self) -> list[JobKind]:
+        return [self._kinds[name] for name in sorted(self._kinds)]
+
+
+def queue_name(prefix: str) -> str:
     return f"{prefix}{QUEUE}"
 
 
-async def enqueue(client: Redis, prefix: str, job: dict[str, Any]) -> int:
-    """Append `job` to the queue; returns the queue length."""
-    return int(await client.rpush(queue_key(prefix), json.dumps(job, sort_keys=True)))
+def health_key(prefix: str, worker: str) -> str:
+    """Where worker `worker` records that it is alive (arq's health-check record)."""
+    return f"{queue_name(prefix)}:health-check:{worker}"
+
+
+async def workers(client: Redis, prefix: str) -> list[dict[str, Any]]:
+    """The workers alive on this queue: when each last wrote its record and its job counts.
+
+    A record expires one health interval after it was written, so a dead worker drops out.
+    """
+    found = []
+    async for key in client.scan_iter(match=health_key(prefix, "*"), count=500):
+        text = await client.get(key)
+        if text is None:
+            continue  # expired between the scan and the read
+        # arq writes "<Mon-DD HH:MM:SS> j_complete=3 j_failed=0 j_retried=0 j_ongoing=0 queued=0"
+        words = text.decode().split()
+        counts = dict(word.split("=", 1) for word in words if "=" in word)
+        found.append({"worker": key.decode().rsplit(":", 1)[1],
+                      "last_alive": " ".join(w for w in words if "=" not in w),
+                      **{name.removeprefix("j_"): int(value) for name, value in counts.items()}})
+    return sorted(found, key=lambda record: record["worker"])
+
+
+def arq_client(client: Redis, prefix: str) -> ArqRedis:
+    """An arq view of `client`: same connection pool, this app's queue."""
+    return ArqRedis(connection_pool=client.connection_pool, default_queue_name=queue_name(prefix))
+
+
+async def enqueue(client: Redis, prefix: str, kind: str, payload: dict[str, Any]) -> str:
+    """Queue one job of `kind` (already validated); returns its id."""
+    job_id = uuid.uuid4().hex
+    await arq_client(client, prefix).enqueue_job(kind, payload, _job_id=job_id)
+    return job_id
 
 
 async def queued(client: Redis, prefix: str) -> int:
-    return int(await client.llen(queue_key(prefix)))
+    """How many jobs wait in the queue, or run (arq keeps a job queued until it ends)."""
+    return int(await client.zcard(queue_name(prefix)))
 
 
-async def next_job(client: Redis, prefix: str, timeout: float) -> dict[str, Any] | None:
-    """The oldest job, waiting up to `timeout` seconds; None when there is none.
-
-    A job that is not JSON raises ValueError (it has been taken off the queue).
-    """
-    item = await client.blpop([queue_key(prefix)], timeout=timeout)
-    if item is None:
-        return None
-    return json.loads(item[1])
+async def job_state(client: Redis, prefix: str, job_id: str) -> dict[str, Any]:
+    """Status of job `job_id` and, once it ended, its result or its error's class."""
+    job = Job(job_id, arq_client(client, prefix), _queue_name=queue_name(prefix))
+    status = await job.status()
+    if status == JobStatus.deferred:  # a retry waiting for its backoff
+        status = JobStatus.queued
+    state: dict[str, Any] = {"id": job_id, "status": status.value.replace(" ", "_")}
+    if status == JobStatus.complete:
+        info = await job.result_info()
+        if info is not None:
+            state["tries"] = info.job_try
+            if info.success:
+                state["result"] = info.result
+            else:
+                state["status"] = "failed"
+                state["error"] = type(info.result).__name__
+    return state

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     ready_check_timeout: float = Field(default=1.0, gt=0)
     ready_cache_ttl: float = Field(default=1.0, ge=0)
     shutdown_drain_seconds: float = Field(default=2.0, ge=0)
+    job_timeout_seconds: float = Field(default=300.0, gt=0)
+    job_max_tries: int = Field(default=5, ge=1)
+    job_retry_backoff_seconds: float = Field(default=1.0, ge=0)
+    worker_health_interval_seconds: float = Field(default=10.0, gt=0)
     database_connect_timeout: float = Field(default=5.0, gt=0)
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     cors_origins: list[str] = ["http://localhost:5173"]

@@ -1,0 +1,33 @@
+"""GET /api/v1/admin/workers: the workers alive on this app's job queue, from their records."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.exceptions as redis_errors
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+
+from pixsim7.backend.main.api.security import require_admin
+from pixsim7.backend.main.infrastructure import jobs
+
+router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+
+
+@router.get("/workers", responses={503: {"description": "Redis is off or unavailable"}})
+async def workers(request: Request) -> Any:
+    """Each live worker: when it last wrote its record and its job counts."""
+    state = request.app.state
+    redis = getattr(state, "redis", None)
+    if redis is None or not redis.configured:
+        return JSONResponse({"detail": "Redis is not configured: no workers"}, status_code=503)
+    try:
+        found = await asyncio.wait_for(
+            jobs.workers(redis.client, state.settings.redis_key_prefix),
+            state.settings.ready_check_timeout)
+    except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+        redis.mark(type(exc).__name__)
+        return JSONResponse({"detail": "Redis is unavailable, try again later"}, status_code=503,
+                            headers={"Retry-After": "1"})
+    return {"queue": jobs.queue_name(state.settings.redis_key_prefix), "workers": found}

@@ -1,0 +1,333 @@
+"""The worker profile under arq: the worker plan as its startup, real jobs, nothing lost.
+
+Workers are real `pixsim7-backend worker` (or `arq`) processes on the kit's PostgreSQL and
+Redis; jobs go in through arq under the test's REDIS_KEY_PREFIX, so parallel tests stay apart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.startup import WORKER_PLAN
+from testing.apps import started
+from testing.polling import wait_until, wait_until_async
+from testing.processes import BackendProcess, parse_log, run_backend
+
+pytestmark = pytest.mark.integration
+
+WORKER_STEPS = [each.name for each in WORKER_PLAN]
+
+
+@pytest.fixture
+def env(backend_services_env) -> dict[str, str]:
+    return {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "0"}
+
+
+async def enqueue(redis_namespace, kind: str, payloads: list[dict[str, Any]]) -> list[str]:
+    client = redis_namespace.client()
+    try:
+        return [await jobs.enqueue(client, redis_namespace.prefix, kind, payload)
+                for payload in payloads]
+    finally:
+        await client.aclose()
+
+
+async def wait_all_ended(redis_namespace, ids: list[str], workers: list[BackendProcess],
+                         timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+    """Poll until every job is complete or failed; their states by id."""
+    client = redis_namespace.client()
+
+    async def states() -> dict[str, dict[str, Any]] | None:
+        found = {i: await jobs.job_state(client, redis_namespace.prefix, i) for i in ids}
+        ended = all(s["status"] in ("complete", "failed") for s in found.values())
+        return found if ended else None
+
+    try:
+        return await wait_until_async(
+            states, timeout=timeout, interval=0.2,
+            message=lambda: "jobs did not end:\n" + "\n".join(w.describe(2000) for w in workers))
+    finally:
+        await client.aclose()
+
+
+def milestone_steps(records: list[dict[str, Any]], phase: str) -> list[str]:
+    return [r["step"] for r in records if r.get("phase") == phase and "step" in r]
+
+
+async def test_worker_runs_its_plan_inside_arq_and_imports_presets(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    worker = backend_processes("worker", env)
+    taken = DEFAULT_PRESETS[0]["name"]
+    ids = await enqueue(redis_namespace, "presets.import", [
+        {"presets": [{"name": "from-a-job", "provider_id": "pixverse",
+                      "operation": "text_to_video", "params": {"n": 1}},
+                     {"name": taken, "provider_id": "pixverse", "operation": "text_to_video"}]},
+        {"presets": [{"name": "nowhere", "provider_id": "no-such-provider",
+                      "operation": "text_to_video"}]},
+    ])
+    states = await wait_all_ended(redis_namespace, ids, [worker])
+    assert states[ids[0]]["status"] == "complete", states
+    assert states[ids[0]]["result"] == {"created": 1, "skipped": 1}
+    assert states[ids[1]]["status"] == "failed" and states[ids[1]]["error"] == "UnknownProvider"
+    conn = await asyncpg.connect(test_database.url, timeout=10)
+    try:
+        rows = await conn.fetch("SELECT name, params FROM generation_presets "
+                                "WHERE name IN ('from-a-job', 'nowhere')")
+    finally:
+        await conn.close()
+    assert [row["name"] for row in rows] == ["from-a-job"]
+
+    assert worker.stop() == 0, worker.describe()
+    records = worker.records()
+    # arq starts first, then runs the worker plan as its on_startup, and tears it down last.
+    messages = [r["message"] for r in records]
+    arq_start = next(i for i, m in enumerate(messages) if m.startswith("Starting worker for"))
+    first_step = next(i for i, r in enumerate(records) if r.get("phase") == "startup")
+    assert arq_start < first_step
+    assert milestone_steps(records, "startup") == [*WORKER_STEPS, "complete"]
+    down = milestone_steps(records, "shutdown")
+    assert down == [s for s in reversed(WORKER_STEPS) if s in down] and "database" in down
+    # The one error logged is arq's line for the job that failed.
+    errors = [(r["logger"], r["message"]) for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert len(errors) == 1 and errors[0][0] == "arq.worker", errors
+    assert f"{ids[1]}:presets.import failed, UnknownProvider" in errors[0][1]
+    assert "worker stopped after 2 jobs (1 complete, 1 failed)" in worker.output()
+
+
+async def test_the_arq_command_line_runs_the_same_worker(
+    redis_namespace, env, tmp_path
+) -> None:
+    arq = Path(sys.executable).with_name("arq")
+    log = tmp_path / "arq.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(arq), "pixsim7.backend.main.worker.WorkerSettings"],
+                                env={**env, "LOG_FORMAT": "json"}, cwd=tmp_path,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
+        process = BackendProcess("arq", proc, log, None)
+        states = await wait_all_ended(redis_namespace, ids, [process])
+        assert states[ids[0]]["result"] == {"value": 3}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+    records = parse_log(log.read_text())
+    assert code == 0, log.read_text()[-3000:]
+    assert milestone_steps(records, "startup") == [*WORKER_STEPS, "complete"]
+    assert "database" in milestone_steps(records, "shutdown")
+
+
+async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
+    app_factory, make_settings, redis_namespace
+) -> None:
+    running = await started(app_factory, make_settings())
+    refused = [
+        await running.client.post("/api/v1/jobs", json={"kind": "render", "payload": {}}),
+        await running.client.post("/api/v1/jobs", json={"kind": "noop",
+                                                        "payload": {"value": "many"}}),
+        await running.client.post("/api/v1/jobs", json={
+            "kind": "presets.import", "payload": {"presets": []}}),
+    ]
+    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert "unknown job kind 'render'" in refused[0].json()["detail"][0]["msg"]
+    assert refused[0].json()["detail"][0]["loc"] == ["body", "kind"]
+    assert refused[1].json()["detail"][0]["loc"] == ["body", "payload", "value"]
+    assert refused[2].json()["detail"][0]["loc"] == ["body", "payload", "presets"]
+    assert (await running.get("/api/v1/jobs/status")).json()["queued"] == 0
+    assert await redis_namespace.keys() == []
+
+    kinds = (await running.get("/api/v1/jobs/kinds")).json()
+    assert [k["kind"] for k in kinds] == ["noop", "presets.import"]
+    assert kinds[0]["payload_schema"]["properties"]["value"]["type"] == "integer"
+    accepted = await running.client.post("/api/v1/jobs", json={"kind": "noop"})
+    assert accepted.status_code == 202
+    state = await running.get(f"/api/v1/jobs/{accepted.json()['id']}")
+    assert state.json() == {"id": accepted.json()["id"], "status": "queued", "tries": None,
+                            "result": None, "error": None}
+    missing = await running.get("/api/v1/jobs/" + "0" * 32)
+    assert (missing.status_code, missing.json()["status"]) == (404, "not_found")
+
+
+async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    timeout = 1.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
+    env = {**env, "JOB_TIMEOUT_SECONDS": str(timeout)}
+    first = backend_processes("worker", env, name="worker-1")
+    wait_until(lambda: first.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=first.describe)
+    ids = await enqueue(redis_namespace, "noop",
+                        [{"value": n, "seconds": 0.5} for n in range(20)])
+    # Killed mid-job: some jobs are done, some taken and running, some still waiting.
+    client = redis_namespace.client()
+    try:
+        async def mid_way() -> bool:
+            states = [await jobs.job_state(client, redis_namespace.prefix, i) for i in ids]
+            return {"complete", "in_progress"} <= {s["status"] for s in states}
+
+        await wait_until_async(mid_way, timeout=30, interval=0.05, message=first.describe)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(10)
+        killed_at = time.monotonic()
+        states = [await jobs.job_state(client, redis_namespace.prefix, i) for i in ids]
+    finally:
+        await client.aclose()
+    assert {"complete", "in_progress"} <= {s["status"] for s in states}, states
+    second = backend_processes("worker", env, name="worker-2")
+    ended = await wait_all_ended(redis_namespace, ids, [second], timeout=90)
+    delay = time.monotonic() - killed_at
+    assert {s["status"] for s in ended.values()} == {"complete"}, ended
+    assert sorted(s["result"]["value"] for s in ended.values()) == list(range(20))
+    # The jobs the dead worker had taken ran a second time; the others once.
+    rerun = {s["id"] for s in states if s["status"] == "in_progress"}
+    assert {i for i, s in ended.items() if s["tries"] == 2} == rerun
+    assert delay >= timeout + 10 - 1, delay  # none ran again before its in-progress mark lapsed
+    assert second.stop() == 0, second.describe()
+
+
+async def test_a_database_outage_is_retried_with_backoff_then_the_job_completes_or_fails(
+    test_database, redis_namespace, backend_processes, env, fault_proxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    worker = backend_processes("worker", {
+        **env, "DATABASE_URL": proxy.rewrite_url(env["DATABASE_URL"]),
+        "DATABASE_CONNECT_TIMEOUT": "1", "JOB_MAX_TRIES": "4",
+        "JOB_RETRY_BACKOFF_SECONDS": "0.5"})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    proxy.cut()
+    preset = {"provider_id": "pixverse", "operation": "text_to_video"}
+    recovers, = await enqueue(redis_namespace, "presets.import",
+                              [{"presets": [{"name": "after-outage", **preset}]}])
+    # Two tries failed (backoff 0.5 s, then 1 s), then the database comes back.
+    wait_until(lambda: worker.output().count("retrying in") >= 2, timeout=30, interval=0.1,
+               message=worker.describe)
+    proxy.restore()
+    state = (await wait_all_ended(redis_namespace, [recovers], [worker]))[recovers]
+    assert (state["status"], state["result"]) == ("complete", {"created": 1, "skipped": 0})
+    assert state["tries"] >= 3, state
+
+    proxy.cut()
+    gives_up, = await enqueue(redis_namespace, "presets.import",
+                              [{"presets": [{"name": "never", **preset}]}])
+    began = time.monotonic()
+    state = (await wait_all_ended(redis_namespace, [gives_up], [worker]))[gives_up]
+    assert (state["status"], state["tries"]) == ("failed", 4), state
+    assert state["error"] in ("OperationalError", "InterfaceError", "ConnectionRefusedError",
+                              "OSError", "TimeoutError"), state
+    assert time.monotonic() - began >= 0.5 + 1 + 2  # the backoff doubled between tries
+    retries = [r["message"] for r in worker.records() if "retrying in" in r["message"]]
+    assert any(f"{gives_up} (presets.import) try 3 failed" in m and "in 2.0 s" in m
+               for m in retries), retries
+
+
+def completed_by(worker: BackendProcess) -> set[str]:
+    """Ids of the jobs this worker completed, from arq's '←' log lines."""
+    return {r["message"].split()[2].split(":")[0] for r in worker.records()
+            if r["logger"] == "arq.worker" and " ← " in r["message"]}
+
+
+async def test_two_workers_split_the_queue_and_run_each_job_once(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    workers = [backend_processes("worker", env, name=f"worker-{n}") for n in range(2)]
+    for worker in workers:
+        wait_until(lambda w=worker: w.has_logged("worker ready"), timeout=60, interval=0.1,
+                   message=worker.describe)
+    ids = await enqueue(redis_namespace, "noop",
+                        [{"value": n, "seconds": 0.2} for n in range(40)])
+    ended = await wait_all_ended(redis_namespace, ids, workers)
+    assert {(s["status"], s["tries"]) for s in ended.values()} == {("complete", 1)}
+    for worker in workers:
+        assert worker.stop() == 0, worker.describe()
+    first, second = (completed_by(w) for w in workers)
+    assert first and second, "one worker took every job"
+    assert first | second == set(ids) and not first & second
+
+
+async def test_sigterm_stops_taking_jobs_and_lets_running_ones_finish(
+    test_database, redis_namespace, backend_processes, env
+) -> None:
+    worker = backend_processes("worker", {**env, "SHUTDOWN_DRAIN_SECONDS": "10"})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    running, = await enqueue(redis_namespace, "noop", [{"value": 1, "seconds": 2}])
+    client = redis_namespace.client()
+    try:
+        async def started_job() -> bool:
+            state = await jobs.job_state(client, redis_namespace.prefix, running)
+            return state["status"] == "in_progress"
+
+        await wait_until_async(started_job, timeout=30, interval=0.05, message=worker.describe)
+        worker.send(signal.SIGTERM)
+        waiting, = await enqueue(redis_namespace, "noop", [{"value": 2}])
+        assert worker.stop(timeout=30) == 0, worker.describe()
+        finished = await jobs.job_state(client, redis_namespace.prefix, running)
+        left = await jobs.job_state(client, redis_namespace.prefix, waiting)
+    finally:
+        await client.aclose()
+    assert (finished["status"], finished["result"]) == ("complete", {"value": 1})
+    assert left["status"] == "queued"  # the next worker takes it
+    assert "database" in milestone_steps(worker.records(), "shutdown")
+
+
+async def test_each_worker_records_when_it_was_alive_and_its_jobs(
+    test_database, redis_namespace, backend_processes, env, app_factory, make_settings, tmp_path
+) -> None:
+    workers = [backend_processes("worker", {**env, "WORKER_HEALTH_INTERVAL_SECONDS": "0.5"},
+                                 name=f"worker-{n}") for n in range(2)]
+    ids = await enqueue(redis_namespace, "noop", [{"value": n} for n in range(6)])
+    await wait_all_ended(redis_namespace, ids, workers)
+    running = await started(app_factory, make_settings(admin_token="workers-admin"))
+    headers = {"Authorization": "Bearer workers-admin"}
+
+    async def both_counted() -> list[dict[str, Any]] | None:
+        body = (await running.client.get("/api/v1/admin/workers", headers=headers)).json()
+        found = body["workers"]
+        return found if len(found) == 2 and sum(w["complete"] for w in found) == 6 else None
+
+    found = await wait_until_async(both_counted, timeout=15, interval=0.2)
+    assert sorted(w["worker"].rsplit("-", 1)[1] for w in found) == sorted(
+        str(w.proc.pid) for w in workers)
+    assert all(w["failed"] == 0 and w["last_alive"] for w in found), found
+    assert (await running.client.get("/api/v1/admin/workers")).status_code == 401
+
+    check = run_backend(["check", "--profile", "worker"], env, tmp_path)
+    assert check.returncode == 0, check.output
+    assert "workers alive: 2" in check.stdout
+    # A worker that stops cleanly removes its record.
+    assert workers[0].stop() == 0
+    body = (await running.client.get("/api/v1/admin/workers", headers=headers)).json()
+    assert [w["worker"] for w in body["workers"]] == [
+        w["worker"] for w in found if w["worker"].endswith(f"-{workers[1].proc.pid}")]
+
+
+async def test_a_worker_waits_through_a_redis_outage_and_resumes(
+    test_database, redis_namespace, backend_processes, env, fault_proxy
+) -> None:
+    proxy = fault_proxy("redis")
+    worker = backend_processes("worker", {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"])})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    before = await enqueue(redis_namespace, "noop", [{"value": 1}])
+    await wait_all_ended(redis_namespace, before, [worker])
+    proxy.cut()
+    time.sleep(3)  # several polls of the queue fail meanwhile
+    worker.assert_running()
+    proxy.restore()
+    after = await enqueue(redis_namespace, "noop", [{"value": 2}])
+    state = (await wait_all_ended(redis_namespace, after, [worker], timeout=30))[after[0]]
+    assert state["result"] == {"value": 2}
+    assert worker.stop() == 0, worker.describe()
