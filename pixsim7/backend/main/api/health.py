@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from pixsim7.backend.main.api.health_models import Health, Liveness, Readiness
+
 router = APIRouter(tags=["health"])
 
 
@@ -51,11 +53,11 @@ class ReadinessChecker:
     async def _database(self, timeout: float) -> str:
         db = getattr(self.app.state, "db", None)
         if db is None:
-            return "error:NotConnected"
+            return "error: NotConnected"
         try:
             await asyncio.wait_for(db.ping(timeout), timeout + 0.1)
         except Exception as exc:
-            return f"error:{type(exc).__name__}"
+            return f"error: {type(exc).__name__}"
         return "connected"
 
     async def _redis(self, timeout: float) -> str:
@@ -106,23 +108,39 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
     return (503 if status == "unavailable" else 200), body
 
 
-@router.get("/", summary="Liveness: the process answers")
+@router.get("/", summary="Liveness: the process answers", response_model=Liveness)
 async def liveness(request: Request) -> dict[str, str]:
     settings = request.app.state.settings
-    return {"name": settings.app_name, "version": settings.app_version, "status": "alive"}
+    return {"name": settings.app_name, "version": settings.app_version, "status": "running"}
 
 
 @router.get("/ready", summary="Readiness: 503 unless this instance can take traffic",
-            responses={503: {"description": "unavailable: not started, stopping, or the "
+            response_model=Readiness,
+            responses={503: {"model": Readiness,
+                             "description": "unavailable: not started, stopping, or the "
                                             "database or a required plugin is down"}})
 async def ready(request: Request) -> JSONResponse:
     status_code, body = await readiness(request.app)
     return JSONResponse(body, status_code=status_code)
 
 
-@router.get("/health", summary="Soft health view for dashboards: always 200")
+@router.get("/health", summary="Soft health view for dashboards: always 200",
+            response_model=Health)
 async def health(request: Request) -> dict[str, Any]:
-    _, body = await readiness(request.app)
-    timeline = getattr(request.app.state, "startup", None)
+    app = request.app
+    _, body = await readiness(app)
+    timeline = getattr(app.state, "startup", None)
     seed = timeline.status("seed") if timeline is not None else None
-    return {**body, "seed": seed or "not_run"}
+    providers = getattr(app.state, "providers", None)
+    return {
+        # The service's original meaning: healthy when the database answers.
+        "status": "healthy" if body["database"] == "connected" else "degraded",
+        "database": body["database"],
+        "redis": "connected" if body["redis"] == "connected" else "disconnected",
+        "providers": providers.ids() if providers is not None else [],
+        "readiness": body["status"],
+        "lifecycle": body["lifecycle"],
+        "plugins_loaded": body["plugins_loaded"],
+        "plugins": body["plugins"],
+        "seed": seed or "not_run",
+    }

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
     )
 
-    app_name: str = "pixsim7"
+    app_name: str = "PixSim7"
     app_version: str = "0.7.0"
     debug: bool = True
     database_url: str | None = None
