@@ -5,7 +5,10 @@ Dashboards and monitors read these fields; this pins them apart from the golden 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+from datetime import datetime
 
 import pytest
 
@@ -96,3 +99,62 @@ async def test_openapi_documents_each_probe_body_for_every_status(app_factory) -
     health = spec["components"]["schemas"]["Health"]
     assert health["properties"]["status"]["enum"] == ["healthy", "degraded"]
     assert {"status", "database", "redis", "providers"} <= set(health["required"])
+
+
+# --- checks with detail and readiness changes --------------------------------------------
+
+
+async def test_verbose_ready_shows_each_check_with_status_duration_and_since(
+    app_factory, make_settings, fault_proxy
+) -> None:
+    proxy = fault_proxy("postgres")
+    running = await started(app_factory, make_settings(
+        database_proxy=proxy, ready_cache_ttl=0, ready_check_timeout=0.5))
+    assert "checks" not in (await running.get("/ready")).json()
+    up = (await running.get("/ready?verbose")).json()["checks"]
+    again = (await running.get("/ready", params={"verbose": "1"})).json()["checks"]
+    proxy.cut()
+    down = (await running.get("/ready?verbose")).json()["checks"]
+    assert set(up) == {"database", "redis"}
+    assert (up["database"]["status"], up["redis"]["status"]) == ("connected", "connected")
+    assert all(check["duration_ms"] >= 0 for check in (*up.values(), *down.values()))
+    assert again["database"]["since"] == up["database"]["since"]  # still connected
+    assert re.fullmatch(DATABASE_ERROR, down["database"]["status"])
+    assert datetime.fromisoformat(down["database"]["since"]) > datetime.fromisoformat(
+        up["database"]["since"])
+    assert down["redis"]["since"] == up["redis"]["since"]
+
+
+async def test_a_readiness_change_logs_one_line_and_publishes_one_event(
+    app_factory, make_settings, fault_proxy, caplog
+) -> None:
+    proxy = fault_proxy("postgres")
+    running = await started(app_factory, make_settings(
+        database_proxy=proxy, ready_cache_ttl=0, ready_check_timeout=0.5))
+    events: list[dict] = []
+    running.app.state.event_bus.subscribe("readiness.changed",
+                                          lambda event: events.append(event.payload))
+    caplog.set_level(logging.INFO, logger="pixsim7.health")
+    statuses = [(await running.get("/ready")).status_code]
+    proxy.cut()
+    statuses += [(await running.get("/ready")).status_code for _ in range(3)]
+    proxy.restore()
+    statuses += [await wait_for_ready(running)]
+    statuses += [(await running.get("/ready")).status_code]
+    assert statuses == [200, 503, 503, 503, 200, 200]
+    assert [(e["previous"], e["status"]) for e in events] == [
+        ("ready", "unavailable"), ("unavailable", "ready")]
+    lines = [r for r in caplog.records if r.name == "pixsim7.health"]
+    assert [(r.levelname, r.getMessage()) for r in lines] == [
+        ("WARNING", "readiness changed from ready to unavailable"),
+        ("INFO", "readiness changed from unavailable to ready")]
+
+
+async def wait_for_ready(running) -> int:
+    """Poll /ready until the restored database answers again; its status code."""
+    for _ in range(50):
+        response = await running.get("/ready")
+        if response.status_code == 200:
+            return 200
+        await asyncio.sleep(0.1)
+    return response.status_code

@@ -9,15 +9,34 @@ READY_CACHE_TTL seconds so a storm of probes is not a storm of queries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from pixsim7.backend.main.api.health_models import Health, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
+logger = logging.getLogger("pixsim7.health")
+
+
+@dataclass(frozen=True)
+class CheckState:
+    """One dependency check's last result: its status, how long it took, since when it holds."""
+
+    status: str
+    duration_ms: float
+    since: float  # wall-clock time of the first result with this status
+
+    def public(self) -> dict[str, Any]:
+        since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds")
+        return {"status": self.status, "duration_ms": round(self.duration_ms, 3),
+                "since": since}
 
 
 class ReadinessChecker:
@@ -27,6 +46,8 @@ class ReadinessChecker:
         self.app = app
         self._cached: tuple[float, dict[str, str]] | None = None
         self._inflight: asyncio.Task[dict[str, str]] | None = None
+        self.checks: dict[str, CheckState] = {}
+        self.status: str | None = None
 
     def summary(self) -> dict[str, Any]:
         settings = self.app.state.settings
@@ -46,9 +67,32 @@ class ReadinessChecker:
         self._cached = (time.monotonic(), result)
         return result
 
+    async def observe(self, status: str, lifecycle: str) -> None:
+        """Log and publish `readiness.changed` when the readiness status differs from the last."""
+        previous, self.status = self.status, status
+        if previous is None or previous == status:
+            return
+        logger.log(logging.WARNING if status == "unavailable" else logging.INFO,
+                   "readiness changed from %s to %s", previous, status,
+                   extra={"readiness": status, "previous": previous, "lifecycle": lifecycle})
+        bus = getattr(self.app.state, "event_bus", None)
+        if bus is not None:
+            await bus.publish("readiness.changed", {"status": status, "previous": previous,
+                                                    "lifecycle": lifecycle})
+
     async def _check(self, timeout: float) -> dict[str, str]:
-        database, redis = await asyncio.gather(self._database(timeout), self._redis(timeout))
+        database, redis = await asyncio.gather(self._timed("database", self._database, timeout),
+                                               self._timed("redis", self._redis, timeout))
         return {"database": database, "redis": redis}
+
+    async def _timed(self, name: str, check: Callable[[float], Awaitable[str]],
+                     timeout: float) -> str:
+        started = time.perf_counter()
+        status = await check(timeout)
+        previous = self.checks.get(name)
+        since = previous.since if previous and previous.status == status else time.time()
+        self.checks[name] = CheckState(status, (time.perf_counter() - started) * 1000, since)
+        return status
 
     async def _database(self, timeout: float) -> str:
         db = getattr(self.app.state, "db", None)
@@ -91,12 +135,14 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the readiness check."""
     lifecycle = getattr(app.state, "lifecycle", "starting")
     plugins, required_failed = _plugins(app)
+    checker = _checker(app)
     if lifecycle != "ready":
         body = {"status": "unavailable", "lifecycle": lifecycle,
                 "database": "unknown", "redis": "unknown",
                 "plugins_loaded": False, "plugins": plugins}
+        await checker.observe("unavailable", lifecycle)
         return 503, body
-    deps = await _checker(app).dependencies()
+    deps = await checker.dependencies()
     if deps["database"] != "connected" or required_failed:
         status = "unavailable"
     elif deps["redis"] != "connected" or plugins["failed"]:
@@ -105,6 +151,7 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
         status = "ready"
     body = {"status": status, "lifecycle": lifecycle, **deps,
             "plugins_loaded": not required_failed, "plugins": plugins}
+    await checker.observe(status, lifecycle)
     return (503 if status == "unavailable" else 200), body
 
 
@@ -119,8 +166,14 @@ async def liveness(request: Request) -> dict[str, str]:
             responses={503: {"model": Readiness,
                              "description": "unavailable: not started, stopping, or the "
                                             "database or a required plugin is down"}})
-async def ready(request: Request) -> JSONResponse:
+async def ready(request: Request, verbose: str | None = Query(
+        None, description="present (any value, or none as in `?verbose`): add `checks`, "
+                          "each dependency check's status, duration and since when")
+) -> JSONResponse:
     status_code, body = await readiness(request.app)
+    if verbose is not None:
+        checks = _checker(request.app).checks
+        body["checks"] = {name: state.public() for name, state in checks.items()}
     return JSONResponse(body, status_code=status_code)
 
 

@@ -31,6 +31,14 @@ class PluginCounts(BaseModel):
     failed: list[str]
 
 
+class CheckDetail(BaseModel):
+    """One dependency check in `/ready?verbose`."""
+
+    status: str = Field(examples=["connected", "disconnected", "error: TimeoutError"])
+    duration_ms: float = Field(ge=0)
+    since: str = Field(description="UTC ISO 8601 time since which the check has had `status`")
+
+
 class Readiness(BaseModel):
     """`GET /ready`: 200 `ready` or `degraded`, 503 `unavailable`."""
 
@@ -40,6 +48,8 @@ class Readiness(BaseModel):
     plugins_loaded: bool
     lifecycle: Lifecycle
     plugins: PluginCounts
+    checks: dict[str, CheckDetail] | None = Field(
+        None, description="only with `?verbose`; empty before the first check")
 
 
 class Health(BaseModel):
