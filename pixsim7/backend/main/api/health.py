@@ -119,7 +119,8 @@ def _checker(app: FastAPI) -> ReadinessChecker:
     return checker
 
 
-def _plugins(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
+def plugin_counts(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
+    """(`{"enabled": n, "failed": [ids]}`, the ids of failed required plugins)."""
     enabled, failed, required_failed = 0, [], []
     for name in ("plugin_manager", "routes_manager"):
         manager = getattr(app.state, name, None)
@@ -134,7 +135,7 @@ def _plugins(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
 async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the readiness check."""
     lifecycle = getattr(app.state, "lifecycle", "starting")
-    plugins, required_failed = _plugins(app)
+    plugins, required_failed = plugin_counts(app)
     checker = _checker(app)
     if lifecycle != "ready":
         body = {"status": "unavailable", "lifecycle": lifecycle,

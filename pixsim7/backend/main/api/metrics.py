@@ -1,0 +1,130 @@
+"""`GET /metrics` in Prometheus' text format, from a registry each app owns (`app.state.metrics`).
+
+Labels carry route templates, methods, status codes, check, step and status names: never an
+id, a URL or a secret. METRICS=admin puts the endpoint behind the admin token.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api.security import require_admin
+
+router = APIRouter(tags=["health"])
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+READY_STATUSES = ("ready", "degraded", "unavailable")
+
+
+class AppMetrics:
+    """One app's Prometheus registry: request counts and latency, plus its state at scrape time."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("pixsim7_http_requests", "HTTP requests answered",
+                                ["route", "method", "status"], registry=self.registry)
+        self.latency = Histogram("pixsim7_http_request_duration_seconds",
+                                 "HTTP request latency", ["route", "method"],
+                                 registry=self.registry)
+        self.registry.register(_StateCollector(app))
+
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        labels = (template or "unmatched", method)
+        self.requests.labels(*labels, str(status)).inc()
+        self.latency.labels(*labels).observe(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        return {"families": sorted(m.name for m in self.registry.collect())}
+
+
+class _StateCollector(Collector):
+    """Readiness, checks, startup steps and plugins, read from the app when scraped."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.app.state
+        checker = getattr(state, "readiness", None)
+        current = checker.status if checker is not None else None
+        ready = GaugeMetricFamily("pixsim7_readiness_status",
+                                  "1 for the current readiness status", labels=["status"])
+        for name in READY_STATUSES:
+            ready.add_metric([name], 1.0 if current == name else 0.0)
+        yield ready
+        checks = checker.checks if checker is not None else {}
+        up = GaugeMetricFamily("pixsim7_check_up", "1 when the dependency check passed",
+                               labels=["check"])
+        took = GaugeMetricFamily("pixsim7_check_duration_seconds",
+                                 "how long the last dependency check took", labels=["check"])
+        for name, check in sorted(checks.items()):
+            up.add_metric([name], 1.0 if check.status == "connected" else 0.0)
+            took.add_metric([name], check.duration_ms / 1000)
+        yield up
+        yield took
+        steps = GaugeMetricFamily("pixsim7_startup_step_duration_seconds",
+                                  "duration of each startup and shutdown step, by its status",
+                                  labels=["phase", "step", "status"])
+        timeline = getattr(state, "startup", None)
+        for record in {(r.phase, r.step): r for r in getattr(timeline, "records", [])}.values():
+            steps.add_metric([record.phase, record.step, record.status],
+                             record.duration_ms / 1000)
+        yield steps
+        plugins, _ = health.plugin_counts(self.app)
+        yield GaugeMetricFamily("pixsim7_plugins_enabled", "enabled plugins",
+                                value=plugins["enabled"])
+        yield GaugeMetricFamily("pixsim7_plugins_failed", "plugins that failed to load",
+                                value=len(plugins["failed"]))
+
+
+class RequestMetricsMiddleware:
+    """Pure ASGI middleware: counts each HTTP request by route template, method and status."""
+
+    def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_recording_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording_status)
+        finally:
+            # The router put the matched route into the scope on the way in.
+            self.metrics.observe(scope, status, time.perf_counter() - started)
+
+
+@router.get("/metrics", summary="Prometheus metrics (METRICS=admin: admin token needed)",
+            response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                             "description": "Prometheus text exposition format"}})
+async def metrics(request: Request) -> Response:
+    app = request.app
+    if app.state.settings.metrics == "admin":
+        require_admin(request)
+    await health.readiness(app)  # the readiness gauges follow the checks (cached briefly)
+    return Response(generate_latest(app.state.metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
