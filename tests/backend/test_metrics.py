@@ -35,6 +35,7 @@ async def test_metrics_show_readiness_checks_startup_steps_and_plugins(app_facto
             for s in ("ready", "degraded", "unavailable")] == [1.0, 0.0, 0.0]
     assert sample(samples, "pixsim7_check_up", check="database") == 1.0
     assert sample(samples, "pixsim7_check_duration_seconds", check="database") >= 0
+    assert sample(samples, "pixsim7_check_runs_total", check="database") >= 1
     assert sample(samples, "pixsim7_startup_step_duration_seconds",
                   phase="startup", step="database", status="ok") > 0
     assert sample(samples, "pixsim7_plugins_enabled") == 6.0
@@ -77,3 +78,14 @@ async def test_metrics_setting_admin_needs_the_admin_token(app_factory, make_set
     running = await started(app_factory, make_settings(metrics="admin"))
     assert (await running.get("/metrics")).status_code == 401
     assert (await running.get("/metrics", headers=ADMIN_HEADERS)).status_code == 200
+
+
+async def test_a_probe_storm_runs_one_database_check_per_cache_window(
+    app_factory, make_settings
+) -> None:
+    running = await started(app_factory, make_settings(ready_cache_ttl=30))
+    before = sample(await scrape(running), "pixsim7_check_runs_total", check="database")
+    for _ in range(20):
+        assert (await running.get("/ready")).status_code == 200
+    after = sample(await scrape(running), "pixsim7_check_runs_total", check="database")
+    assert after - before <= 1

@@ -9,6 +9,7 @@ READY_CACHE_TTL seconds so a storm of probes is not a storm of queries.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,7 @@ class ReadinessChecker:
         self._cached: tuple[float, dict[str, str]] | None = None
         self._inflight: asyncio.Task[dict[str, str]] | None = None
         self.checks: dict[str, CheckState] = {}
+        self.runs: collections.Counter[str] = collections.Counter()  # checks run, by name
         self.status: str | None = None
 
     def summary(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class ReadinessChecker:
         previous = self.checks.get(name)
         since = previous.since if previous and previous.status == status else time.time()
         self.checks[name] = CheckState(status, (time.perf_counter() - started) * 1000, since)
+        self.runs[name] += 1
         return status
 
     async def _database(self, timeout: float) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -73,8 +73,13 @@ class _StateCollector(Collector):
         for name, check in sorted(checks.items()):
             up.add_metric([name], 1.0 if check.status == "connected" else 0.0)
             took.add_metric([name], check.duration_ms / 1000)
+        runs = CounterMetricFamily("pixsim7_check_runs", "dependency checks run (probes within "
+                                   "READY_CACHE_TTL share one)", labels=["check"])
+        for name, count in sorted(checker.runs.items() if checker is not None else ()):
+            runs.add_metric([name], count)
         yield up
         yield took
+        yield runs
         steps = GaugeMetricFamily("pixsim7_startup_step_duration_seconds",
                                   "duration of each startup and shutdown step, by its status",
                                   labels=["phase", "step", "status"])
