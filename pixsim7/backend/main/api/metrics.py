@@ -37,14 +37,21 @@ class AppMetrics:
                                  "HTTP request latency", ["route", "method"],
                                  registry=self.registry)
         self.registry.register(_StateCollector(app))
+        # Looking a labelled child up takes a lock each time; each label set is looked up once.
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
         template = getattr(route, "path_format", None) or getattr(route, "path", None)
         method = scope["method"] if scope["method"] in METHODS else "other"
-        labels = (template or "unmatched", method)
-        self.requests.labels(*labels, str(status)).inc()
-        self.latency.labels(*labels).observe(seconds)
+        key = (template or "unmatched", method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(key[0], method, str(status)),
+                self.latency.labels(key[0], method))
+        children[0].inc()
+        children[1].observe(seconds)
 
     def summary(self) -> dict[str, Any]:
         return {"families": sorted(m.name for m in self.registry.collect())}

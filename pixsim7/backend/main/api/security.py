@@ -38,8 +38,10 @@ def require_admin(request: HTTPConnection) -> None:
 ADMIN_PREFIX = "/api/v1/admin"
 
 
-def require_admin_prefix(connection: HTTPConnection) -> None:
-    """App-wide dependency: any path under /api/v1/admin (HTTP or WebSocket) needs the token."""
-    path = connection.url.path
+async def require_admin_prefix(connection: HTTPConnection) -> None:
+    """App-wide dependency: any path under /api/v1/admin (HTTP or WebSocket) needs the token.
+
+    Async although it never waits: a sync dependency would send every request to a thread."""
+    path = connection.scope["path"]  # what URL.path holds, without building a URL
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         require_admin(connection)
