@@ -49,7 +49,8 @@ async def test_requests_are_counted_by_route_template_method_and_status(app_fact
     async def item(item_id: int) -> dict[str, int]:
         return {"item_id": item_id}
 
-    for path in ("/items/41", "/items/42", "/items/not-a-number", "/no-such-page?token=x"):
+    for path in ("/items/41", "/items/42", "/items/not-a-number", "/no-such-page?token=x",
+                 "/api/v1/presets"):
         await running.get(path)
     samples = await scrape(running)
     counted = {labels: value for (name, labels), value in samples.items()
@@ -58,7 +59,10 @@ async def test_requests_are_counted_by_route_template_method_and_status(app_fact
     assert counted[(("method", "GET"), ("route", "/items/{item_id}"), ("status", "422"))] == 1
     assert counted[(("method", "GET"), ("route", "unmatched"), ("status", "404"))] == 1
     routes = {value for labels in counted for key, value in labels if key == "route"}
-    assert routes == {"/items/{item_id}", "unmatched"}  # templates only: no id, no query
+    # A plugin's route, included under its prefix, counts under its full path.
+    assert counted[(("method", "GET"), ("route", "/api/v1/presets"), ("status", "200"))] == 1
+    # Templates only: no id, no query.
+    assert routes == {"/items/{item_id}", "unmatched", "/api/v1/presets"}
     assert sample(samples, "pixsim7_http_request_duration_seconds_count",
                   method="GET", route="/items/{item_id}") == 3
 

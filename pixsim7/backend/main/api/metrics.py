@@ -19,6 +19,11 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pixsim7.backend.main.api import health
+
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI versions that copy included routes, full paths, into the app
+    iter_route_contexts = None
 from pixsim7.backend.main.api.security import require_admin
 
 router = APIRouter(tags=["health"])
@@ -30,6 +35,7 @@ class AppMetrics:
     """One app's Prometheus registry: request counts and latency, plus its state at scrape time."""
 
     def __init__(self, app: FastAPI) -> None:
+        self.app = app
         self.registry = CollectorRegistry()
         self.requests = Counter("pixsim7_http_requests", "HTTP requests answered",
                                 ["route", "method", "status"], registry=self.registry)
@@ -39,12 +45,29 @@ class AppMetrics:
         self.registry.register(_StateCollector(app))
         # Looking a labelled child up takes a lock each time; each label set is looked up once.
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._templates: dict[int, str] = {}
+
+    def template(self, route: Any) -> str:
+        """The full path template of a matched route (`unmatched` for none)."""
+        if route is None:
+            return "unmatched"
+        if id(route) not in self._templates:
+            # An included router's routes know only their own part of the path; the app's
+            # route contexts know the whole. Plugins add routes at startup: look again on a miss.
+            routes = self.app.router.routes
+            contexts = iter_route_contexts(routes) if iter_route_contexts else routes
+            self._templates = {
+                id(getattr(c, "original_route", c)):
+                    getattr(c, "path_format", None) or getattr(c, "path", None) or "unmatched"
+                for c in contexts}
+            self._templates.setdefault(
+                id(route), getattr(route, "path_format", None) or "unmatched")
+        return self._templates[id(route)]
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        template = self.template(scope.get("route"))
         method = scope["method"] if scope["method"] in METHODS else "other"
-        key = (template or "unmatched", method, status)
+        key = (template, method, status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (
