@@ -37,7 +37,7 @@ async def test_serve_writes_json_lines_with_milestones_requests_and_no_password(
     serve = backend_processes("serve", env)
     await asyncio.to_thread(serve.wait_ready, 60)  # Redis may refuse the password: degraded
     async with httpx.AsyncClient(base_url=serve.base_url) as client:
-        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/openapi.json")).status_code == 200
     assert serve.stop() == 0, serve.describe()
 
     output = serve.output()
@@ -51,8 +51,10 @@ async def test_serve_writes_json_lines_with_milestones_requests_and_no_password(
         ("startup", "settings"), ("startup", "database"), ("shutdown", "database")}
     assert all(r["policy"] and r["status"] for r in milestones)
     assert len({r["app_id"] for r in milestones}) == 1
-    health = [r for r in records if r["logger"] == "pixsim7.requests" and r["path"] == "/health"]
-    assert [(r["method"], r["status_code"]) for r in health] == [("GET", 200)]
+    requests = [r for r in records if r["logger"] == "pixsim7.requests"
+                and r["path"] == "/openapi.json"]
+    assert [(r["method"], r["status_code"]) for r in requests] == [("GET", 200)]
+    assert isinstance(requests[0]["duration_ms"], float) and requests[0]["request_id"]
     assert any(":***@" in r["message"] for r in records), output  # the URLs, masked
     assert db_password not in output and redis_password not in output
 
@@ -86,3 +88,57 @@ def test_json_formatter_keeps_standard_fields_and_adds_the_traceback() -> None:
                                                                 "failed once")
     assert data["step"] == "seed"
     assert "RuntimeError: boom" in data["exception"]
+
+
+async def test_serve_logs_one_access_line_per_request_and_probes_only_when_they_fail(
+    backend_services_env, backend_processes
+) -> None:
+    env = {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "3"}
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        for path in ("/", "/ready", "/health", "/openapi.json", "/no-such-page"):
+            await client.get(path)
+        serve.send()  # draining: /ready answers 503, a failing probe
+        failing = await client.get("/ready")
+    assert failing.status_code == 503
+    assert serve.stop() == 0, serve.describe()
+
+    records = serve.records()
+    assert [r for r in records if r["logger"].startswith("uvicorn.access")] == []
+    access = [(r["level"], r["path"], r["status_code"]) for r in records
+              if r["logger"] == "pixsim7.requests"]
+    assert access == [("INFO", "/openapi.json", 200), ("INFO", "/no-such-page", 404),
+                      ("INFO", "/ready", 503)]
+
+
+async def test_serve_at_debug_logs_the_probes_at_debug(backend_services_env,
+                                                       backend_processes) -> None:
+    serve = backend_processes("serve", {**backend_services_env, "LOG_LEVEL": "DEBUG",
+                                        "SHUTDOWN_DRAIN_SECONDS": "0"})
+    await asyncio.to_thread(serve.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        await client.get("/health")
+    assert serve.stop() == 0, serve.describe()
+    health = [r["level"] for r in serve.records()
+              if r["logger"] == "pixsim7.requests" and r["path"] == "/health"]
+    assert health == ["DEBUG"]
+
+
+async def test_serve_in_production_without_admin_token_makes_none_and_says_to_set_it(
+    backend_services_env, backend_processes
+) -> None:
+    env = {**backend_services_env, "DEBUG": "false", "SECRET_KEY": "s3cret-for-this-test",
+           "SHUTDOWN_DRAIN_SECONDS": "0"}
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        responses = [await client.get(path, headers={"Authorization": "Bearer guess"})
+                     for path in ("/api/v1/admin/plugins", "/api/v1/admin/startup")]
+    assert serve.stop() == 0, serve.describe()
+    assert [r.status_code for r in responses] == [503, 503]
+    assert all("set ADMIN_TOKEN" in r.json()["detail"] for r in responses)
+    assert "admin token is" not in serve.output()
+    assert any(
+        "ADMIN_TOKEN is not set, so the admin API is off" in r["message"]
+        for r in serve.records())

@@ -85,10 +85,18 @@ async def test_validate_settings_sets_admin_token_from_settings(make_settings) -
     assert app.state.admin_token == "operator-token"
 
 
-async def test_validate_settings_makes_an_admin_token_when_none_is_set(make_settings) -> None:
-    app = bare_app(make_settings(admin_token=None))
+async def test_validate_settings_makes_an_admin_token_in_debug_when_none_is_set(
+    make_settings,
+) -> None:
+    app = bare_app(make_settings(admin_token=None, debug=True))
     await validate_settings(app)
     assert isinstance(app.state.admin_token, str) and len(app.state.admin_token) >= 16
+
+
+async def test_validate_settings_makes_no_admin_token_outside_debug(make_settings) -> None:
+    app = bare_app(make_settings(admin_token=None, debug=False, secret_key="not-the-default"))
+    await validate_settings(app)
+    assert app.state.admin_token is None
 
 
 async def test_validate_settings_refuses_default_secret_key_without_debug(make_settings) -> None:

@@ -83,7 +83,7 @@ async def test_blackholed_database_gives_bounded_503s_and_fast_liveness(
             assert ready_s < check_timeout + 0.5, (attempt, ready_s)
             alive, alive_s = await timed(running.get("/"))
             assert alive.status_code == 200
-            assert alive.json()["status"] == "alive"
+            assert alive.json()["status"] == "running"
             assert alive_s < 0.1, (attempt, alive_s)
         presets, presets_s = await timed(running.get("/api/v1/presets"))
         assert_clean_503(presets)

@@ -211,6 +211,7 @@ async def test_bundled_middleware(caplog: pytest.LogCaptureFixture) -> None:
             },
         )
         foreign = await client.get("/hello", headers={"Origin": "http://evil.example"})
+        allowed = await client.get("/hello", headers={"Origin": "http://allowed.example"})
 
     request_id = generated.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", request_id)
@@ -221,6 +222,11 @@ async def test_bundled_middleware(caplog: pytest.LogCaptureFixture) -> None:
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == "http://allowed.example"
     assert "access-control-allow-origin" not in foreign.headers
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    assert allowed.headers["access-control-expose-headers"] == "X-Request-ID"
+    # Without an Origin no CORS header, but caches learn the answer depends on Origin.
+    assert "access-control-allow-origin" not in generated.headers
+    assert [r.headers.get("vary") for r in (generated, foreign, allowed)] == ["Origin"] * 3
 
     records = [r for r in caplog.records if r.name == "pixsim7.requests"]
     assert len(records) == 1

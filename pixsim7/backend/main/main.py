@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 
-from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api import health, metrics
 from pixsim7.backend.main.api.errors import install_error_handlers
 from pixsim7.backend.main.api.request_guard import RequestGuard
 from pixsim7.backend.main.api.security import require_admin_prefix
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.state.settings = settings
     app.state.profile = profile
     app.state.readiness = health.ReadinessChecker(app)
+    app.state.metrics = metrics.AppMetrics(app)
     # Middleware can only be added before the app serves, so it is discovered here; a plan
     # without its lifecycle (the worker's) serves no HTTP and gets none.
     if setup_middleware_lifecycle in PLANS[profile]:
@@ -58,8 +59,10 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
         app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
                            max_head_bytes=settings.max_header_bytes,
                            read_timeout=settings.request_read_timeout)
+        app.add_middleware(metrics.RequestMetricsMiddleware, metrics=app.state.metrics)
         run_build_step(app, "middleware", install_middleware)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(admin_plugins.router)
     app.include_router(admin_startup.router)
     app.include_router(admin_workers.router)

@@ -77,7 +77,8 @@ def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
     """uvicorn's configuration for `app`, with the limits from its settings."""
     settings = app.state.settings
     return uvicorn.Config(
-        app, host=host, port=port, log_config=None, lifespan="on",
+        # pixsim7.requests writes the one access line per request; uvicorn's would repeat it.
+        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
         http=functools.partial(ReadTimeoutH11Protocol,
                                read_timeout=settings.request_read_timeout),
         ws=ClosingWSProtocol,

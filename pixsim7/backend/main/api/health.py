@@ -9,13 +9,35 @@ READY_CACHE_TTL seconds so a storm of probes is not a storm of queries.
 from __future__ import annotations
 
 import asyncio
+import collections
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from pixsim7.backend.main.api.health_models import Health, Liveness, Readiness
+
 router = APIRouter(tags=["health"])
+logger = logging.getLogger("pixsim7.health")
+
+
+@dataclass(frozen=True)
+class CheckState:
+    """One dependency check's last result: its status, how long it took, since when it holds."""
+
+    status: str
+    duration_ms: float
+    since: float  # wall-clock time of the first result with this status
+
+    def public(self) -> dict[str, Any]:
+        since = datetime.fromtimestamp(self.since, UTC).isoformat(timespec="milliseconds")
+        return {"status": self.status, "duration_ms": round(self.duration_ms, 3),
+                "since": since}
 
 
 class ReadinessChecker:
@@ -25,6 +47,9 @@ class ReadinessChecker:
         self.app = app
         self._cached: tuple[float, dict[str, str]] | None = None
         self._inflight: asyncio.Task[dict[str, str]] | None = None
+        self.checks: dict[str, CheckState] = {}
+        self.runs: collections.Counter[str] = collections.Counter()  # checks run, by name
+        self.status: str | None = None
 
     def summary(self) -> dict[str, Any]:
         settings = self.app.state.settings
@@ -44,18 +69,42 @@ class ReadinessChecker:
         self._cached = (time.monotonic(), result)
         return result
 
+    async def observe(self, status: str, lifecycle: str) -> None:
+        """Log and publish `readiness.changed` when the readiness status differs from the last."""
+        previous, self.status = self.status, status
+        if previous is None or previous == status:
+            return
+        logger.log(logging.WARNING if status == "unavailable" else logging.INFO,
+                   "readiness changed from %s to %s", previous, status,
+                   extra={"readiness": status, "previous": previous, "lifecycle": lifecycle})
+        bus = getattr(self.app.state, "event_bus", None)
+        if bus is not None:
+            await bus.publish("readiness.changed", {"status": status, "previous": previous,
+                                                    "lifecycle": lifecycle})
+
     async def _check(self, timeout: float) -> dict[str, str]:
-        database, redis = await asyncio.gather(self._database(timeout), self._redis(timeout))
+        database, redis = await asyncio.gather(self._timed("database", self._database, timeout),
+                                               self._timed("redis", self._redis, timeout))
         return {"database": database, "redis": redis}
+
+    async def _timed(self, name: str, check: Callable[[float], Awaitable[str]],
+                     timeout: float) -> str:
+        started = time.perf_counter()
+        status = await check(timeout)
+        previous = self.checks.get(name)
+        since = previous.since if previous and previous.status == status else time.time()
+        self.checks[name] = CheckState(status, (time.perf_counter() - started) * 1000, since)
+        self.runs[name] += 1
+        return status
 
     async def _database(self, timeout: float) -> str:
         db = getattr(self.app.state, "db", None)
         if db is None:
-            return "error:NotConnected"
+            return "error: NotConnected"
         try:
             await asyncio.wait_for(db.ping(timeout), timeout + 0.1)
         except Exception as exc:
-            return f"error:{type(exc).__name__}"
+            return f"error: {type(exc).__name__}"
         return "connected"
 
     async def _redis(self, timeout: float) -> str:
@@ -73,7 +122,8 @@ def _checker(app: FastAPI) -> ReadinessChecker:
     return checker
 
 
-def _plugins(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
+def plugin_counts(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
+    """(`{"enabled": n, "failed": [ids]}`, the ids of failed required plugins)."""
     enabled, failed, required_failed = 0, [], []
     for name in ("plugin_manager", "routes_manager"):
         manager = getattr(app.state, name, None)
@@ -88,13 +138,15 @@ def _plugins(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
 async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the readiness check."""
     lifecycle = getattr(app.state, "lifecycle", "starting")
-    plugins, required_failed = _plugins(app)
+    plugins, required_failed = plugin_counts(app)
+    checker = _checker(app)
     if lifecycle != "ready":
         body = {"status": "unavailable", "lifecycle": lifecycle,
                 "database": "unknown", "redis": "unknown",
                 "plugins_loaded": False, "plugins": plugins}
+        await checker.observe("unavailable", lifecycle)
         return 503, body
-    deps = await _checker(app).dependencies()
+    deps = await checker.dependencies()
     if deps["database"] != "connected" or required_failed:
         status = "unavailable"
     elif deps["redis"] != "connected" or plugins["failed"]:
@@ -103,26 +155,51 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
         status = "ready"
     body = {"status": status, "lifecycle": lifecycle, **deps,
             "plugins_loaded": not required_failed, "plugins": plugins}
+    await checker.observe(status, lifecycle)
     return (503 if status == "unavailable" else 200), body
 
 
-@router.get("/", summary="Liveness: the process answers")
-async def liveness(request: Request) -> dict[str, str]:
+@router.get("/", summary="Liveness: the process answers", response_model=Liveness)
+async def liveness(request: Request) -> JSONResponse:
+    # A response returned as is skips the model's validation: liveness should cost nothing.
     settings = request.app.state.settings
-    return {"name": settings.app_name, "version": settings.app_version, "status": "alive"}
+    return JSONResponse({"name": settings.app_name, "version": settings.app_version,
+                         "status": "running"})
 
 
 @router.get("/ready", summary="Readiness: 503 unless this instance can take traffic",
-            responses={503: {"description": "unavailable: not started, stopping, or the "
+            response_model=Readiness,
+            responses={503: {"model": Readiness,
+                             "description": "unavailable: not started, stopping, or the "
                                             "database or a required plugin is down"}})
-async def ready(request: Request) -> JSONResponse:
+async def ready(request: Request, verbose: str | None = Query(
+        None, description="present (any value, or none as in `?verbose`): add `checks`, "
+                          "each dependency check's status, duration and since when")
+) -> JSONResponse:
     status_code, body = await readiness(request.app)
+    if verbose is not None:
+        checks = _checker(request.app).checks
+        body["checks"] = {name: state.public() for name, state in checks.items()}
     return JSONResponse(body, status_code=status_code)
 
 
-@router.get("/health", summary="Soft health view for dashboards: always 200")
+@router.get("/health", summary="Soft health view for dashboards: always 200",
+            response_model=Health)
 async def health(request: Request) -> dict[str, Any]:
-    _, body = await readiness(request.app)
-    timeline = getattr(request.app.state, "startup", None)
+    app = request.app
+    _, body = await readiness(app)
+    timeline = getattr(app.state, "startup", None)
     seed = timeline.status("seed") if timeline is not None else None
-    return {**body, "seed": seed or "not_run"}
+    providers = getattr(app.state, "providers", None)
+    return {
+        # The service's original meaning: healthy when the database answers.
+        "status": "healthy" if body["database"] == "connected" else "degraded",
+        "database": body["database"],
+        "redis": "connected" if body["redis"] == "connected" else "disconnected",
+        "providers": providers.ids() if providers is not None else [],
+        "readiness": body["status"],
+        "lifecycle": body["lifecycle"],
+        "plugins_loaded": body["plugins_loaded"],
+        "plugins": body["plugins"],
+        "seed": seed or "not_run",
+    }

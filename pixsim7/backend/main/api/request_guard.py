@@ -165,6 +165,10 @@ class RequestGuard:
                           f"request head is larger than MAX_HEADER_BYTES ({self.max_head_bytes})")
             return
         headers = Headers(scope=scope)
+        if "content-length" not in headers and "transfer-encoding" not in headers:
+            # HTTP/1.1: no length and no chunking means no body, so there is nothing to bound.
+            await self.app(scope, receive, send)
+            return
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._too_large(scope, receive, send)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import hmac
-import logging
 
 from fastapi import HTTPException, status
 from starlette.requests import HTTPConnection
 
-logger = logging.getLogger("pixsim7.security")
-
 # One answer for every failure, so a caller learns nothing about why the token was refused.
 _UNAUTHORIZED_DETAIL = "admin authentication required"
+ADMIN_OFF_DETAIL = "the admin API is off: set ADMIN_TOKEN to use it"
 
 
 def _unauthorized() -> HTTPException:
@@ -23,14 +21,12 @@ def _unauthorized() -> HTTPException:
 
 
 def require_admin(request: HTTPConnection) -> None:
-    """FastAPI dependency: allow only `Authorization: Bearer <ADMIN_TOKEN>`, else 401."""
+    """FastAPI dependency: allow only `Authorization: Bearer <ADMIN_TOKEN>`, else 401; 503 when
+    no token is set (DEBUG=false without ADMIN_TOKEN)."""
     expected = getattr(request.app.state, "admin_token", None)
     if not expected:
-        logger.warning(
-            "admin endpoint %s refused: ADMIN_TOKEN is not set, so the admin API is closed",
-            request.url.path,
-        )
-        raise _unauthorized()
+        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail=ADMIN_OFF_DETAIL)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
@@ -42,8 +38,10 @@ def require_admin(request: HTTPConnection) -> None:
 ADMIN_PREFIX = "/api/v1/admin"
 
 
-def require_admin_prefix(connection: HTTPConnection) -> None:
-    """App-wide dependency: any path under /api/v1/admin (HTTP or WebSocket) needs the token."""
-    path = connection.url.path
+async def require_admin_prefix(connection: HTTPConnection) -> None:
+    """App-wide dependency: any path under /api/v1/admin (HTTP or WebSocket) needs the token.
+
+    Async although it never waits: a sync dependency would send every request to a thread."""
+    path = connection.scope["path"]  # what URL.path holds, without building a URL
     if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
         require_admin(connection)

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
     )
 
-    app_name: str = "pixsim7"
+    app_name: str = "PixSim7"
     app_version: str = "0.7.0"
     debug: bool = True
     database_url: str | None = None
@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = ["http://localhost:5173"]
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Whether GET /metrics is open to any scraper or needs the admin token.
+    metrics: Literal["public", "admin"] = "public"
 
     # The API boundary: what a client may send and how long it may take (GETTING_STARTED).
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
@@ -82,10 +84,10 @@ class Settings(BaseSettings):
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("log_level", "log_format", mode="before")
+    @field_validator("log_level", "log_format", "metrics", mode="before")
     @classmethod
     def _log_case(cls, value: Any, info: ValidationInfo) -> Any:
-        # LOG_LEVEL=debug and LOG_FORMAT=JSON mean what they say.
+        # LOG_LEVEL=debug, LOG_FORMAT=JSON and METRICS=Admin mean what they say.
         if not isinstance(value, str):
             return value
         return value.strip().upper() if info.field_name == "log_level" else value.strip().lower()

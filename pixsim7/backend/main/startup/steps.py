@@ -104,11 +104,16 @@ async def validate_settings(app: FastAPI) -> StepOutcome:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
     if settings.admin_token:
         app.state.admin_token = settings.admin_token
-    else:
+    elif settings.debug:
         app.state.admin_token = secrets.token_urlsafe(32)
         logging.getLogger("pixsim7.admin").warning(
             "ADMIN_TOKEN is not set; this run's admin token is %s", app.state.admin_token
         )
+    else:
+        # A generated token would land in every log pipeline: the admin API stays off.
+        app.state.admin_token = None
+        logging.getLogger("pixsim7.admin").warning(
+            "ADMIN_TOKEN is not set, so the admin API is off (503); set ADMIN_TOKEN to use it")
     return StepOutcome(counts={"debug": settings.debug})
 
 

@@ -6,7 +6,6 @@ import re
 import uuid
 from typing import Any
 
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = "X-Request-ID"
@@ -31,7 +30,10 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[self.header_name] = request_id
+                # Appended raw: the app sets no X-Request-ID of its own, and this runs for every
+                # response.
+                message["headers"] = [*message.get("headers", ()),
+                                      (self._raw_name, request_id.encode("latin-1"))]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

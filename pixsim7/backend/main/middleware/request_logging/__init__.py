@@ -1,4 +1,7 @@
-"""One log line per HTTP request on logger `pixsim7.requests`: method, path, status, duration."""
+"""One log line per HTTP request on logger `pixsim7.requests`: method, path, status, duration.
+
+Probes that succeed log at DEBUG, so a probe every few seconds does not flood the log.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LOGGER_NAME = "pixsim7.requests"
+PROBE_PATHS = frozenset({"/", "/ready", "/health", "/metrics"})
 
 
 class RequestLoggingMiddleware:
@@ -35,9 +39,16 @@ class RequestLoggingMiddleware:
             await self.app(scope, receive, send_recording_status)
         finally:
             duration_ms = (time.perf_counter() - started) * 1000
+            self._log(scope, status, duration_ms)
+
+    def _log(self, scope: Scope, status: int, duration_ms: float) -> None:
+        quiet = scope["path"] in PROBE_PATHS and status < 400
+        level = logging.DEBUG if quiet else logging.INFO
+        if self.logger.isEnabledFor(level):
             # Read after the app ran: the request id middleware sits outside this one.
             request_id = scope.get("state", {}).get("request_id")
-            self.logger.info(
+            self.logger.log(
+                level,
                 "%s %s %d %.1fms",
                 scope["method"],
                 scope["path"],
