@@ -190,9 +190,13 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     delay = time.monotonic() - killed_at
     assert {s["status"] for s in ended.values()} == {"complete"}, ended
     assert sorted(s["result"]["value"] for s in ended.values()) == list(range(20))
-    # The jobs the dead worker had taken ran a second time; the others once.
+    # Only jobs the dead worker had taken ran a second time, and some did. arq counts a try when
+    # the job starts running, after it marks the job taken: a worker killed between the two
+    # leaves a taken job whose rerun is its first counted try.
     rerun = {s["id"] for s in states if s["status"] == "in_progress"}
-    assert {i for i, s in ended.items() if s["tries"] == 2} == rerun
+    ran_twice = {i for i, s in ended.items() if s["tries"] == 2}
+    assert ran_twice and ran_twice <= rerun, (ran_twice, rerun)
+    assert all(s["tries"] == 1 for i, s in ended.items() if i not in rerun), ended
     assert delay >= timeout + 10 - 1, delay  # none ran again before its in-progress mark lapsed
     assert second.stop() == 0, second.describe()
 
