@@ -163,13 +163,13 @@ async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
 async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     test_database, redis_namespace, backend_processes, env
 ) -> None:
-    timeout = 1.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
+    timeout = 3.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
     env = {**env, "JOB_TIMEOUT_SECONDS": str(timeout)}
     first = backend_processes("worker", env, name="worker-1")
     wait_until(lambda: first.has_logged("worker ready"), timeout=60, interval=0.1,
                message=first.describe)
     ids = await enqueue(redis_namespace, "noop",
-                        [{"value": n, "seconds": 0.5} for n in range(20)])
+                        [{"value": n, "seconds": 1.5} for n in range(20)])
     # Killed mid-job: some jobs are done, some taken and running, some still waiting.
     client = redis_namespace.client()
     try:
