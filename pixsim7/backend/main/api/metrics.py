@@ -6,7 +6,6 @@ id, a URL or a secret. METRICS=admin puts the endpoint behind the admin token.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,9 +15,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api.observing import ResponseObserver
 
 try:
     from fastapi.routing import iter_route_contexts
@@ -125,31 +125,16 @@ class _StateCollector(Collector):
                                 value=len(plugins["failed"]))
 
 
-class RequestMetricsMiddleware:
-    """Pure ASGI middleware: counts each HTTP request by route template, method and status."""
+class RequestMetricsMiddleware(ResponseObserver):
+    """Counts each HTTP request by route template, method and status."""
 
     def __init__(self, app: ASGIApp, metrics: AppMetrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            # The router put the matched route into the scope on the way in.
-            self.metrics.observe(scope, status, time.perf_counter() - started)
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        # The router put the matched route into the scope on the way in.
+        self.metrics.observe(scope, status, seconds)
 
 
 @router.get("/metrics", summary="Prometheus metrics (METRICS=admin: admin token needed)",

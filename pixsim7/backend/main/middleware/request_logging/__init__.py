@@ -6,40 +6,25 @@ Probes that succeed log at DEBUG, so a probe every few seconds does not flood th
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
+
+from pixsim7.backend.main.api.observing import ResponseObserver
 
 LOGGER_NAME = "pixsim7.requests"
 PROBE_PATHS = frozenset({"/", "/ready", "/health", "/metrics"})
 
 
-class RequestLoggingMiddleware:
-    """Pure ASGI middleware; requests that raise are logged with status 500 and re-raised."""
+class RequestLoggingMiddleware(ResponseObserver):
+    """Requests that raise are logged with status 500 (and the error goes on up)."""
 
     def __init__(self, app: ASGIApp, logger_name: str = LOGGER_NAME) -> None:
-        self.app = app
+        super().__init__(app)
         self.logger = logging.getLogger(logger_name)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_recording_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_recording_status)
-        finally:
-            duration_ms = (time.perf_counter() - started) * 1000
-            self._log(scope, status, duration_ms)
+    def observe(self, scope: Scope, status: int, seconds: float) -> None:
+        self._log(scope, status, seconds * 1000)
 
     def _log(self, scope: Scope, status: int, duration_ms: float) -> None:
         quiet = scope["path"] in PROBE_PATHS and status < 400
