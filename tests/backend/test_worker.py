@@ -163,19 +163,23 @@ async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
 async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     test_database, redis_namespace, backend_processes, env
 ) -> None:
-    timeout = 3.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
+    timeout = 6.0  # arq runs a dead worker's job again JOB_TIMEOUT_SECONDS + 10 s later
     env = {**env, "JOB_TIMEOUT_SECONDS": str(timeout)}
     first = backend_processes("worker", env, name="worker-1")
     wait_until(lambda: first.has_logged("worker ready"), timeout=60, interval=0.1,
                message=first.describe)
-    ids = await enqueue(redis_namespace, "noop",
-                        [{"value": n, "seconds": 1.5} for n in range(20)])
-    # Killed mid-job: some jobs are done, some taken and running, some still waiting.
+    # Ten quick jobs, then ten slow ones: the worker (ten at a time) finishes the quick ones and
+    # is killed while the slow ones run, far from the gap between two waves of jobs.
+    quick, slow = ([{"value": n, "seconds": seconds} for n in values]
+                   for seconds, values in ((0.05, range(10)), (4.0, range(10, 20))))
+    ids = await enqueue(redis_namespace, "noop", [*quick, *slow])
+    # Killed mid-job: the quick jobs are done, slow ones taken and running.
     client = redis_namespace.client()
     try:
         async def mid_way() -> bool:
             states = [await jobs.job_state(client, redis_namespace.prefix, i) for i in ids]
-            return {"complete", "in_progress"} <= {s["status"] for s in states}
+            return ({s["status"] for s in states[:10]} == {"complete"}
+                    and "in_progress" in {s["status"] for s in states[10:]})
 
         await wait_until_async(mid_way, timeout=30, interval=0.05, message=first.describe)
         os.kill(first.proc.pid, signal.SIGKILL)
