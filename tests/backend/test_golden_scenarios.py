@@ -9,6 +9,7 @@ the full startup. A changed snapshot is a reviewed change in startup behaviour: 
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -203,15 +204,19 @@ async def test_11_worker_plan_inside_arq(app_settings, redis_namespace, snapshot
                        "on_startup": traced("on_startup", options["on_startup"]),
                        "on_shutdown": traced("on_shutdown", options["on_shutdown"])},
                     burst=True, handle_signals=False, poll_delay=0.05)
+    # arq's job and result keys are not under the key prefix, and a result outlives the test
+    # on a shared Redis: a fixed id would find the last run's result and never run.
+    job_id = f"golden-context-{uuid.uuid4().hex}"
     client = redis_namespace.client()
     try:
         await jobs.arq_client(client, redis_namespace.prefix).enqueue_job(
-            "context", _job_id="golden-context")
+            "context", _job_id=job_id)
         with record_milestones() as recorder:
             await worker.async_run()
             events.append(f"arq burst done: {worker.jobs_complete} job complete")
             await worker.close()
-        ran = await jobs.job_state(client, redis_namespace.prefix, "golden-context")
+        ran = await jobs.job_state(client, redis_namespace.prefix, job_id)
     finally:
         await client.aclose()
+    assert ran.pop("id") == job_id
     assert {"events": events, "job": ran} == snapshot_json()
