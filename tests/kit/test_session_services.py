@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
 from testing.ownership import ENV_SERVICES_DIR, OWNER_LABEL, SessionOwner
+from testing.polling import wait_until
 from testing.services import ENV_BACKEND, docker_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -40,12 +40,6 @@ RECORD_SERVICES = textwrap.dedent("""
 """)
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.05)
 
 
 def port_is_open(port: int) -> bool:
@@ -147,8 +141,8 @@ def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
             time.sleep(300)
     """, backend=backend)
     try:
-        wait_for(lambda: (tmp_path / "records" / "held").exists(), 120,
-                 "the inner session started its servers")
+        wait_until(lambda: (tmp_path / "records" / "held").exists(), timeout=120,
+                   message="the inner session started its servers")
     finally:
         session.send_signal(signal.SIGKILL)
         session.communicate(timeout=30)
@@ -195,8 +189,8 @@ def test_a_live_session_keeps_its_servers(inner, tmp_path, services_dir) -> None
             time.sleep(300)
     """)
     try:
-        wait_for(lambda: (tmp_path / "records" / "held").exists(), 120,
-                 "the inner session started its servers")
+        wait_until(lambda: (tmp_path / "records" / "held").exists(), timeout=120,
+                   message="the inner session started its servers")
         output = next_session_output(inner)
         held = records(tmp_path)["held"]
         assert "removed what a killed session left" not in output
