@@ -141,7 +141,8 @@ async def test_08_worker_profile(app_factory, app_settings, snapshot_json) -> No
     assert running.started, running.startup_error
     data = await running.story(probe_paths=None)
     steps = [m["step"] for m in data["milestones"] if m["phase"] == "startup"]
-    assert "plugins" not in steps and "redis" in steps
+    # Feature plugins load (their job kinds run here); nothing that serves HTTP does.
+    assert "plugins" in steps and "middleware_lifecycle" not in steps and "redis" in steps
     # Which keys the worker's app.state has, and their types; the summaries are the full
     # startup's business.
     assert data == snapshot_json(include=subtrees("milestones", "inventory.*.type",
@@ -209,14 +210,19 @@ async def test_11_worker_plan_inside_arq(app_settings, redis_namespace, snapshot
     job_id = f"golden-context-{uuid.uuid4().hex}"
     client = redis_namespace.client()
     try:
-        await jobs.arq_client(client, redis_namespace.prefix).enqueue_job(
-            "context", _job_id=job_id)
+        queue = jobs.arq_client(client, redis_namespace.prefix)
+        await queue.enqueue_job("context", _job_id=job_id)
+        # A kind a feature plugin declares (mood.evaluate): it runs in the same worker.
+        plugin_job = await jobs.enqueue(client, redis_namespace.prefix, "mood.evaluate",
+                                        {"mood": "calm", "affinity": {"bo": 1.0},
+                                         "target_id": "bo", "threshold": 0.5})
         with record_milestones() as recorder:
             await worker.async_run()
-            events.append(f"arq burst done: {worker.jobs_complete} job complete")
+            events.append(f"arq burst done: {worker.jobs_complete} jobs complete")
             await worker.close()
         ran = await jobs.job_state(client, redis_namespace.prefix, job_id)
+        plugin_ran = await jobs.job_state(client, redis_namespace.prefix, plugin_job)
     finally:
         await client.aclose()
-    assert ran.pop("id") == job_id
-    assert {"events": events, "job": ran} == snapshot_json()
+    assert ran.pop("id") == job_id and plugin_ran.pop("id") == plugin_job
+    assert {"events": events, "job": ran, "plugin_job": plugin_ran} == snapshot_json()

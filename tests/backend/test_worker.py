@@ -21,6 +21,7 @@ from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.startup import WORKER_PLAN
 from testing.apps import started
+from testing.plugins import bundled_with_plugin
 from testing.polling import wait_until, wait_until_async
 from testing.processes import BackendProcess, parse_log, run_backend
 
@@ -117,9 +118,14 @@ async def test_the_arq_command_line_runs_the_same_worker(
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
         ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
+        # A kind declared in the mood plugin's manifest: arq's function list has it before
+        # the worker plan enables the plugin, which registers the function it runs.
+        ids += await enqueue(redis_namespace, "mood.evaluate", [
+            {"mood": "happy", "affinity": {"ana": 0.5}, "target_id": "ana"}])
         process = BackendProcess("arq", proc, log, None)
         states = await wait_all_ended(redis_namespace, ids, [process])
         assert states[ids[0]]["result"] == {"value": 3}
+        assert states[ids[1]]["result"] == {"target_id": "ana", "friendly": True}, states
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(20)
@@ -139,8 +145,12 @@ async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
                                                         "payload": {"value": "many"}}),
         await running.client.post("/api/v1/jobs", json={
             "kind": "presets.import", "payload": {"presets": []}}),
+        # A plugin's kind is refused the same way, by its own payload model.
+        await running.client.post("/api/v1/jobs", json={"kind": "mood.evaluate", "payload": {
+            "mood": "calm", "affinity": {"ana": "very"}, "target_id": "ana"}}),
     ]
-    assert [r.status_code for r in refused] == [422, 422, 422]
+    assert [r.status_code for r in refused] == [422, 422, 422, 422]
+    assert refused[3].json()["detail"][0]["loc"] == ["body", "payload", "affinity", "ana"]
     assert "unknown job kind 'render'" in refused[0].json()["detail"][0]["msg"]
     assert refused[0].json()["detail"][0]["loc"] == ["body", "kind"]
     assert refused[1].json()["detail"][0]["loc"] == ["body", "payload", "value"]
@@ -148,9 +158,11 @@ async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
     assert (await running.get("/api/v1/jobs/status")).json()["queued"] == 0
     assert await redis_namespace.keys() == []
 
-    kinds = (await running.get("/api/v1/jobs/kinds")).json()
-    assert [k["kind"] for k in kinds] == ["noop", "presets.import"]
-    assert kinds[0]["payload_schema"]["properties"]["value"]["type"] == "integer"
+    kinds = {k["kind"]: k for k in (await running.get("/api/v1/jobs/kinds")).json()}
+    assert {name: k["owner"] for name, k in kinds.items()} == {
+        "mood.evaluate": "mood", "noop": "core", "presets.import": "core"}
+    assert kinds["noop"]["payload_schema"]["properties"]["value"]["type"] == "integer"
+    assert kinds["mood.evaluate"]["payload_schema"]["required"] == ["mood", "target_id"]
     accepted = await running.client.post("/api/v1/jobs", json={"kind": "noop"})
     assert accepted.status_code == 202
     state = await running.get(f"/api/v1/jobs/{accepted.json()['id']}")
@@ -339,3 +351,89 @@ async def test_a_worker_waits_through_a_redis_outage_and_resumes(
     state = (await wait_all_ended(redis_namespace, after, [worker], timeout=30))[after[0]]
     assert state["result"] == {"value": 2}
     assert worker.stop() == 0, worker.describe()
+
+
+FAILING_PLUGIN = """
+from pydantic import BaseModel
+
+class Empty(BaseModel):
+    pass
+
+async def run(app, payload):
+    return "ran"
+
+def on_load(ctx):
+    raise RuntimeError("flaky plugin: no licence server")
+"""
+
+
+async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
+    redis_namespace, backend_processes, env, tmp_path
+) -> None:
+    plugins = bundled_with_plugin(tmp_path / "plugins", "plugins", "flaky", FAILING_PLUGIN,
+                                  manifest_text=(
+                                      'id = "flaky"\nname = "Flaky"\nversion = "1.0.0"\n'
+                                      'kind = "feature"\n\n[[jobs]]\nkind = "flaky.run"\n'
+                                      'function = "run"\npayload = "Empty"\n'))
+    worker = backend_processes("worker", {**env, "FEATURE_PLUGINS_DIR": str(plugins),
+                                          "PLUGIN_FAIL_FAST": "false"})
+    ids = await enqueue(redis_namespace, "flaky.run", [{}])
+    ids += await enqueue(redis_namespace, "mood.evaluate", [
+        {"mood": "grumpy", "affinity": {"ana": 0.5}, "target_id": "ana"}])
+    states = await wait_all_ended(redis_namespace, ids, [worker])
+    # The job ends failed at once, by name, rather than as arq's "function not found".
+    assert (states[ids[0]]["status"], states[ids[0]]["error"]) == ("failed",
+                                                                   "JobKindUnavailable")
+    assert states[ids[0]]["tries"] == 1
+    assert states[ids[1]]["result"] == {"target_id": "ana", "friendly": False}
+    assert worker.stop() == 0, worker.describe()
+    records = worker.records()
+    plugins_step = next(r for r in records if r.get("phase") == "startup"
+                        and r.get("step") == "plugins")
+    assert (plugins_step["status"], plugins_step["failed"]) == ("degraded", ["flaky"])
+    assert any("declared but not registered" in r["message"] and "flaky.run" in r["message"]
+               for r in records if r["level"] == "WARNING"), worker.output()[-3000:]
+
+
+@pytest.mark.parametrize(("running_job", "job_seconds"), [
+    (False, 0), (True, 30), (True, 1.5)], ids=["idle", "job_running", "job_ended_in_outage"])
+async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
+    test_database, redis_namespace, backend_processes, env, fault_proxy, running_job,
+    job_seconds
+) -> None:
+    proxy = fault_proxy("redis")
+    worker = backend_processes("worker", {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"]),
+                                          "SHUTDOWN_DRAIN_SECONDS": "1"})
+    wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
+               message=worker.describe)
+    if running_job:
+        ids = await enqueue(redis_namespace, "noop", [{"seconds": job_seconds}])
+        wait_until(lambda: worker.has_logged(f"{ids[0]}:noop"), timeout=30, interval=0.1,
+                   message=worker.describe)
+    proxy.cut()
+    # The worker now waits for Redis; the short job ends meanwhile and cannot record it.
+    time.sleep(2.5)
+    worker.assert_running()
+    began = time.monotonic()
+    code = worker.stop(timeout=30)
+    took = time.monotonic() - began
+    assert code == 0, worker.describe()
+    # The drain (1 s) and the best-effort removal of the health record, not Redis's return.
+    assert took < 10, f"took {took:.1f} s\n{worker.describe()}"
+    records = worker.records()
+    assert "database" in milestone_steps(records, "shutdown"), worker.describe()
+    assert any("health record expires by itself" in r["message"] for r in records)
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")
+                and r["logger"] != "arq.worker"], worker.describe()
+    assert "Traceback" not in worker.output(), worker.describe()
+    if running_job:
+        # Not lost: the cancelled job is still queued once Redis is back, and runs again
+        # when its in-progress mark expires, as after a killed worker.
+        proxy.restore()
+        client = redis_namespace.client()
+        try:
+            assert await client.zscore(jobs.queue_name(redis_namespace.prefix), ids[0])
+            state = await jobs.job_state(client, redis_namespace.prefix, ids[0])
+            assert state["status"] in ("queued", "in_progress"), state
+        finally:
+            await client.aclose()

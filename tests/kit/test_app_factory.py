@@ -103,10 +103,11 @@ async def test_two_apps_in_one_test_keep_their_own_milestones(app_factory, make_
     await worker.stop()
     worker_steps = [step for step, _ in worker.recorder.steps("startup")]
     api_steps = [step for step, _ in api.recorder.steps("startup")]
-    assert "plugins" in api_steps and "plugins" not in worker_steps
+    only_api = "middleware_lifecycle"  # the worker serves no HTTP
+    assert only_api in api_steps and only_api not in worker_steps
     assert worker_steps.count("complete") == 1 and api_steps.count("complete") == 1
-    # Each shutdown went to its own recorder only: each step once, plugins for the api alone.
+    # Each shutdown went to its own recorder only: each step once, middleware for the api alone.
     worker_down = [step for step, _ in worker.recorder.steps("shutdown")]
     api_down = [step for step, _ in api.recorder.steps("shutdown")]
-    assert "plugins" in api_down and "plugins" not in worker_down
+    assert only_api in api_down and only_api not in worker_down
     assert len(set(worker_down)) == len(worker_down) and "database" in worker_down

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from pixsim7.backend.main.infrastructure.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
 from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
@@ -29,6 +30,7 @@ async def started() -> AsyncIterator[tuple[FastAPI, PluginManager, PluginManager
     app.state.behavior_registry = BehaviorRegistry()
     app.state.ecs_registry = ComponentRegistry()
     app.state.providers = ProviderRegistry(default_providers())
+    app.state.job_registry = job_registry()
     features = PluginManager("feature", settings.feature_plugins_dir, fail_fast=True)
     routes = PluginManager("route", settings.route_plugins_dir, fail_fast=True)
     set_plugin_manager(features, app)
@@ -56,6 +58,10 @@ async def test_all_bundled_plugins_enable(started) -> None:
     assert all(state.required for state in routes.plugins.values())
     assert not any(state.required for state in features.plugins.values())
     assert routes.get("presets").routes == ["GET /api/v1/presets", "POST /api/v1/presets"]
+    # mood's manifest declares one job kind; enabling the plugin registered it beside the core's.
+    assert features.get("mood").jobs == ["mood.evaluate"]
+    assert app.state.job_registry.summary()["kinds"] == {
+        "mood.evaluate": "mood", "noop": "core", "presets.import": "core"}
 
     behaviors = app.state.behavior_registry.summary()
     assert behaviors["conditions"]["ids"] == ["friendly_mood", "relationship_above"]

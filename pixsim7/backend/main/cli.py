@@ -29,7 +29,12 @@ from pixsim7.backend.main.startup import (
     begin_shutdown,
     run_plan,
 )
-from pixsim7.backend.main.worker import REDIS_DOWN, WorkerConfigError, worker_settings
+from pixsim7.backend.main.worker import (
+    REDIS_DOWN,
+    WorkerConfigError,
+    stop_waiting_for_redis,
+    worker_settings,
+)
 
 logger = logging.getLogger("pixsim7.worker")
 SERVE_STARTUP_FAILED = 3  # uvicorn's exit code when the app does not start
@@ -112,6 +117,18 @@ def worker() -> int:
         return 1
     asyncio.set_event_loop(asyncio.new_event_loop())
     arq_worker = Worker(**options)
+    # arq's handlers, preceded by the end of waiting for Redis: a job that ends during the
+    # drain while Redis is away then records its end best effort instead of waiting, and the
+    # worker tears down and exits 0.
+    stop = (arq_worker.handle_sig_wait_for_completion if settings.shutdown_drain_seconds
+            else arq_worker.handle_sig)
+
+    def on_signal(signum: signal.Signals) -> None:
+        stop_waiting_for_redis(options["ctx"])
+        stop(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        arq_worker.loop.add_signal_handler(signum, on_signal, signum)
     try:
         arq_worker.run()
     except StartupAborted as exc:

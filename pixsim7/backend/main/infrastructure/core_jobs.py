@@ -9,8 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from pixsim7.backend.main.api.errors import DATABASE_OUTAGES
-from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistry
+from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
 from pixsim7.backend.main.routes.presets import MODEL_NAME, PresetCreate
 
 
@@ -59,12 +58,11 @@ CORE_JOBS: tuple[JobKind, ...] = (
     JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value"),
     JobKind("presets.import", PresetImport, import_presets,
             "stores a batch of generation presets, skipping names already taken",
-            retry_on=(*DATABASE_OUTAGES, OSError)),
+            retry_on=OUTAGES),
 )
 
 
 def job_registry() -> JobRegistry:
-    """The registry of the core job kinds, locked: nothing registers after startup."""
-    registry = JobRegistry(CORE_JOBS)
-    registry.lock()
-    return registry
+    """A new registry holding the core kinds, open: feature plugins add theirs, then startup
+    locks it (`app.state.job_registry`)."""
+    return JobRegistry(CORE_JOBS)

@@ -16,6 +16,7 @@ from arq.jobs import Job, JobStatus
 from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import Redis
+from sqlalchemy import exc as sa_errors
 
 QUEUE = "arq:queue"
 
@@ -26,11 +27,17 @@ class RetryableJobError(Exception):
     """A failure worth another try: the worker retries it with backoff, up to JOB_MAX_TRIES."""
 
 
+# What a database or network outage looks like to a job: retried when the kind asks for it.
+OUTAGES: tuple[type[BaseException], ...] = (
+    sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError, OSError)
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: its name, the model its payload must validate against, and its function.
 
-    `retry_on` lists the exceptions that are retried like RetryableJobError (outages).
+    `retry_on` lists the exceptions that are retried like RetryableJobError (outages);
+    `owner` is "core" or the id of the feature plugin that declared the kind.
     """
 
     name: str
@@ -38,26 +45,56 @@ class JobKind:
     run: JobFunction
     description: str = ""
     retry_on: tuple[type[BaseException], ...] = ()
+    owner: str = "core"
 
     def schema(self) -> dict[str, Any]:
         return self.payload.model_json_schema()
 
 
+class JobRegistryLocked(RuntimeError):
+    """Something tried to change the job registry after startup locked it."""
+
+
+class JobKindUnavailable(LookupError):
+    """A job's kind is not registered in this worker (its plugin failed or is disabled)."""
+
+
 class JobRegistry:
-    """The job kinds by name; locked once startup is done, like the behavior registry."""
+    """The job kinds of one app, by name; locked once startup is done, like the behavior
+    registry. The core kinds come first; feature plugins add theirs when they are enabled."""
 
     def __init__(self, kinds: tuple[JobKind, ...] = ()) -> None:
         self._kinds: dict[str, JobKind] = {}
         self.locked = False
-        for kind in kinds:
-            self.register(kind)
+        self.register_all(kinds)
+
+    def _check_open(self, what: str) -> None:
+        if self.locked:
+            raise JobRegistryLocked(f"{what}: the job registry is locked after startup")
 
     def register(self, kind: JobKind) -> None:
-        if self.locked:
-            raise RuntimeError(f"job kind {kind.name!r}: the job registry is locked after startup")
-        if kind.name in self._kinds:
-            raise ValueError(f"job kind {kind.name!r} is registered twice")
-        self._kinds[kind.name] = kind
+        self.register_all((kind,))
+
+    def register_all(self, kinds: tuple[JobKind, ...] | list[JobKind]) -> None:
+        """Register every kind or, when one name is taken, none of them."""
+        for kind in kinds:
+            self._check_open(f"job kind {kind.name!r}")
+        names = [kind.name for kind in kinds]
+        for name in names:
+            taken = self._kinds.get(name)
+            if taken is not None or names.count(name) > 1:
+                owner = taken.owner if taken is not None else "the same batch"
+                raise ValueError(f"job kind {name!r} is registered twice (already by {owner})")
+        for kind in kinds:
+            self._kinds[kind.name] = kind
+
+    def unregister_owner(self, owner: str) -> list[str]:
+        """Remove the kinds `owner` registered (a plugin that failed while being enabled)."""
+        self._check_open(f"job kinds of {owner!r}")
+        names = [name for name, kind in self._kinds.items() if kind.owner == owner]
+        for name in names:
+            del self._kinds[name]
+        return names
 
     def lock(self) -> None:
         self.locked = True
@@ -65,8 +102,16 @@ class JobRegistry:
     def get(self, name: str) -> JobKind | None:
         return self._kinds.get(name)
 
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
     def kinds(self) -> list[JobKind]:
         return [self._kinds[name] for name in sorted(self._kinds)]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able: locked, and each kind with its owner."""
+        return {"locked": self.locked,
+                "kinds": {kind.name: kind.owner for kind in self.kinds()}}
 
 
 def queue_name(prefix: str) -> str:

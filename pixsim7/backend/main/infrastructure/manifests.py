@@ -83,8 +83,10 @@ def validate_document(path: Path, data: dict[str, Any], model: type[ModelT],
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "(document)"
-            if err["type"] == "missing":
+            field = ".".join(str(part) for part in err["loc"])
+            if not field:  # a check across fields: its message names them
+                problems.append(err["msg"].removeprefix("Value error, "))
+            elif err["type"] == "missing":
                 problems.append(f"field {field!r} is required but missing")
             elif err["type"] == "extra_forbidden":
                 problems.append(f"field {field!r} is not a known manifest field")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from pixsim7.backend.main.infrastructure.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.database import Database, parse_database_url
 from pixsim7.backend.main.infrastructure.database.seed import seed_default_presets
 from pixsim7.backend.main.infrastructure.domain_registry import (
@@ -28,6 +29,7 @@ from pixsim7.backend.main.infrastructure.events.handlers import (
     WebSocketHub,
     register_core_handlers,
 )
+from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
 from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
@@ -292,24 +294,32 @@ async def teardown_plugins(app: FastAPI) -> None:
         raise PluginTeardownError(f"on_disable raised in plugin(s): {', '.join(raised)}")
 
 
-def _plugins_outcome(app: FastAPI, managers: tuple[PluginManager, PluginManager]) -> StepOutcome:
+def _plugins_outcome(app: FastAPI, managers: tuple[PluginManager, ...]) -> StepOutcome:
     failed = [pid for manager in managers for pid in manager.failed_ids()]
     enabled = sum(len(manager.enabled_ids()) for manager in managers)
     return StepOutcome(status="degraded" if failed else "ok",
                        counts={"enabled": enabled, "failed": failed})
 
 
+# The plugin kinds each profile loads: a worker has no HTTP surface, so no route plugins.
+PLUGIN_KINDS_BY_PROFILE = {"api": ("feature", "route"), "worker": ("feature",)}
+PLUGIN_DIR_SETTINGS = {"feature": "feature_plugins_dir", "route": "route_plugins_dir"}
+
+
 @step("plugins", Policy.PER_PLUGIN, teardown=teardown_plugins, report=_plugins_outcome)
-async def setup_plugins(app: FastAPI) -> tuple[PluginManager, PluginManager]:
-    """Feature plugins, then route plugins: discovered, loaded in dependency order, enabled."""
+async def setup_plugins(app: FastAPI) -> tuple[PluginManager, ...]:
+    """Feature plugins, then route plugins (the API only): discovered, loaded in dependency
+    order, enabled. Enabling a feature plugin registers the job kinds its manifest declares."""
     settings = _settings(app)
     if not isinstance(getattr(app.state, "behavior_registry", None), BehaviorRegistry):
         app.state.behavior_registry = BehaviorRegistry()
+    if not isinstance(getattr(app.state, "job_registry", None), JobRegistry):
+        app.state.job_registry = job_registry()
     context_factory = context_factory_from_app(app)
     managers: list[PluginManager] = []
     try:
-        for kind, setting in (("feature", "feature_plugins_dir"),
-                              ("route", "route_plugins_dir")):
+        for kind in PLUGIN_KINDS_BY_PROFILE[getattr(app.state, "profile", "api")]:
+            setting = PLUGIN_DIR_SETTINGS[kind]
             manager = PluginManager(kind, Path(getattr(settings, setting)),
                                     fail_fast=bool(settings.plugin_fail_fast))
             (set_plugin_manager if kind == "feature" else set_routes_manager)(manager, app)
@@ -322,15 +332,25 @@ async def setup_plugins(app: FastAPI) -> tuple[PluginManager, PluginManager]:
         for manager in reversed(managers):
             await manager.disable_all()
         raise
-    return managers[0], managers[1]
+    return tuple(managers)
 
 
-@step("behavior_registry_lock", Policy.REQUIRED, report=lambda app, registry: StepOutcome(
-    counts={k: v for k, v in registry.summary().items() if isinstance(v, int)}))
+def _locked_outcome(app: FastAPI, registry: BehaviorRegistry) -> StepOutcome:
+    counts = {k: v for k, v in registry.summary().items() if isinstance(v, int)}
+    jobs = getattr(app.state, "job_registry", None)
+    if jobs is not None:
+        counts["job_kinds"] = len(jobs.names())
+    return StepOutcome(counts=counts)
+
+
+@step("behavior_registry_lock", Policy.REQUIRED, report=_locked_outcome)
 async def setup_behavior_registry_lock(app: FastAPI) -> BehaviorRegistry:
-    """Lock the behavior registry: after plugins load, nothing may register into it."""
+    """Lock the behavior and job registries: after plugins load, nothing may register."""
     registry = app.state.behavior_registry
     registry.lock()
+    jobs = getattr(app.state, "job_registry", None)
+    if jobs is not None:
+        jobs.lock()
     return registry
 
 
@@ -361,7 +381,9 @@ API_PLAN: tuple[Step, ...] = (
     setup_middleware_lifecycle,
 )
 
-# A background worker: no HTTP surface, no plugins; Redis is required (it carries the jobs).
+# A background worker: no HTTP surface, so no route plugins and no middleware; Redis is
+# required (it carries the jobs). Feature plugins load as in the API, since their job kinds
+# run here, with the registries they fill.
 WORKER_PLAN: tuple[Step, ...] = (
     validate_settings,
     setup_embedded_services,
@@ -371,6 +393,9 @@ WORKER_PLAN: tuple[Step, ...] = (
     setup_redis.with_policy(Policy.REQUIRED),
     setup_providers,
     setup_event_handlers,
+    setup_ecs_components,
+    setup_plugins,
+    setup_behavior_registry_lock,
 )
 
 PLANS = {"api": API_PLAN, "worker": WORKER_PLAN}

@@ -16,6 +16,7 @@ failure while `fail_fast` is on, raises `PluginStartupError` instead of continui
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +24,10 @@ from types import ModuleType
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
+from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import (
     ManifestError,
     dependency_cycles,
@@ -44,6 +47,7 @@ from .loader import (
 from .manifest import (
     MANIFEST_FILENAME,
     PLUGIN_KINDS,
+    JobDeclaration,
     PluginManifest,
     PluginManifestError,
     load_manifest,
@@ -104,6 +108,8 @@ class PluginState:
     routes: list[str] = field(default_factory=list)
     description: str | None = None
     prefix: str | None = None
+    job_declarations: tuple[JobDeclaration, ...] = ()
+    jobs: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able view used by `PluginManager.summary()`."""
@@ -116,6 +122,7 @@ class PluginState:
             "enabled_in_manifest": self.enabled_in_manifest,
             "dependencies": list(self.dependencies),
             "routes": list(self.routes),
+            "jobs": list(self.jobs),
             "error": self.error,
         }
 
@@ -321,6 +328,7 @@ class PluginManager:
             dependencies=manifest.dependencies,
             description=manifest.description,
             prefix=manifest.prefix,
+            job_declarations=manifest.jobs,
         )
 
     def _broken_state(self, folder: Path, manifest_path: Path) -> PluginState:
@@ -423,15 +431,22 @@ class PluginManager:
                 app.include_router(router, prefix=prefix)
                 runtime.route_objects = [r for r in app.router.routes if id(r) not in before]
                 state.routes = _describe_routes(router, prefix)
+            if state.job_declarations:
+                kinds = self._job_kinds(state, runtime.module)
+                _job_registry(app, state).register_all(kinds)
+                state.jobs = [kind.name for kind in kinds]
             hook = getattr(runtime.module, "on_enable", None)
             if hook is not None:
                 await call_hook(hook, runtime.context)
         except Exception as exc:
-            # Take the plugin's routes back out so a failed plugin serves nothing.
+            # Take the plugin's routes and jobs back out so a failed plugin serves nothing.
             removed = {id(r) for r in runtime.route_objects}
             app.router.routes[:] = [r for r in app.router.routes if id(r) not in removed]
             runtime.route_objects = []
             state.routes = []
+            if state.jobs:
+                _job_registry(app, state).unregister_owner(state.id)
+                state.jobs = []
             self._fail(state, exc)
             return
         state.status = "enabled"
@@ -442,6 +457,28 @@ class PluginManager:
             state.version,
             len(state.routes),
         )
+
+    def _job_kinds(self, state: PluginState, module: ModuleType | None) -> list[JobKind]:
+        """The job kinds the manifest declares, with their functions and payload models taken
+        from the plugin's package; a PluginManifestError names the field that points wrong."""
+        kinds = []
+        source = state.folder / "__init__.py"
+        for index, job in enumerate(state.job_declarations):
+            function = getattr(module, job.function, None)
+            if not inspect.iscoroutinefunction(function):
+                found = "is missing" if function is None else "is not an async function"
+                raise PluginManifestError(state.manifest_path, (
+                    f"field 'jobs.{index}.function': {job.function!r} {found} in {source}; "
+                    "a job is `async def f(app, payload)`"))
+            payload = getattr(module, job.payload, None)
+            if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
+                found = "is missing" if payload is None else "is not a pydantic model class"
+                raise PluginManifestError(state.manifest_path, (
+                    f"field 'jobs.{index}.payload': {job.payload!r} {found} in {source}"))
+            kinds.append(JobKind(job.kind, payload, function, job.description,
+                                 retry_on=OUTAGES if job.retry_on_outage else (),
+                                 owner=state.id))
+        return kinds
 
     def _router_prefix(self, state: PluginState) -> str:
         if state.prefix is not None:
@@ -477,6 +514,14 @@ class PluginManager:
             manifest_path=state.manifest_path,
             cause=state.error,
         ) from exc
+
+
+def _job_registry(app: FastAPI, state: PluginState) -> JobRegistry:
+    registry = getattr(app.state, "job_registry", None)
+    if not isinstance(registry, JobRegistry):
+        raise RuntimeError(f"plugin {state.id!r} declares jobs but app.state.job_registry is "
+                           "missing; the plugins step creates it")
+    return registry
 
 
 def _declares_required(manifest_path: Path) -> bool:

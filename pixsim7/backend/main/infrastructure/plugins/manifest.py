@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pixsim7.backend.main.infrastructure import manifests
 from pixsim7.backend.main.infrastructure.manifests import (
@@ -17,17 +17,35 @@ from pixsim7.backend.main.infrastructure.manifests import (
 )
 
 __all__ = [
-    "MANIFEST_FILENAME", "PLUGIN_ID_PATTERN", "PLUGIN_KINDS", "PluginKind", "PluginManifest",
-    "PluginManifestError", "load_manifest", "read_toml", "validate_document",
+    "MANIFEST_FILENAME", "PLUGIN_ID_PATTERN", "PLUGIN_KINDS", "JobDeclaration", "PluginKind",
+    "PluginManifest", "PluginManifestError", "load_manifest", "read_toml", "validate_document",
 ]
 
 PLUGIN_ID_PATTERN = r"^[a-z0-9_]+$"
+PYTHON_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PluginKind = Literal["feature", "route"]
 PLUGIN_KINDS: tuple[str, ...] = ("feature", "route")
 
 
 class PluginManifestError(ManifestError):
     """A manifest cannot be read or is invalid; the message names the file and the field."""
+
+
+class JobDeclaration(BaseModel):
+    """One `[[jobs]]` table: a job kind the plugin's package provides to the worker.
+
+    `function` names an `async def f(app, payload)` in the package and `payload` the pydantic
+    model its payload must validate against; both are looked up when the plugin is enabled.
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    kind: str = Field(pattern=r"^[a-z0-9_]+(\.[a-z0-9_]+)+$", max_length=64)
+    function: str = Field(pattern=PYTHON_NAME_PATTERN)
+    payload: str = Field(pattern=PYTHON_NAME_PATTERN)
+    description: str = ""
+    # Database and network outages are retried with backoff, like RetryableJobError.
+    retry_on_outage: bool = False
 
 
 class PluginManifest(BaseModel):
@@ -45,6 +63,7 @@ class PluginManifest(BaseModel):
     required: bool = False
     enabled: bool = True
     prefix: str | None = None
+    jobs: tuple[JobDeclaration, ...] = ()
 
     @field_validator("dependencies", mode="before")
     @classmethod
@@ -55,6 +74,31 @@ class PluginManifest(BaseModel):
         if isinstance(value, tuple):
             return value
         raise ValueError("must be a list of plugin ids")
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs_list(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple(value)
+        raise ValueError("must be an array of [[jobs]] tables")
+
+    @model_validator(mode="after")
+    def _job_kinds(self) -> PluginManifest:
+        # A worker loads feature plugins only, and each plugin's kinds live under its own id,
+        # so two plugins (or a plugin and the core) can never claim the same kind.
+        if self.jobs and self.kind != "feature":
+            raise ValueError("field 'jobs': only feature plugins declare jobs (a worker loads "
+                             "feature plugins, not route plugins)")
+        seen: set[str] = set()
+        for index, job in enumerate(self.jobs):
+            if not job.kind.startswith(f"{self.id}."):
+                raise ValueError(
+                    f"field 'jobs.{index}.kind': {job.kind!r} must start with this plugin's id, "
+                    f"as in {self.id + '.' + job.kind.rsplit('.', 1)[-1]!r}")
+            if job.kind in seen:
+                raise ValueError(f"field 'jobs.{index}.kind': {job.kind!r} is declared twice")
+            seen.add(job.kind)
+        return self
 
     @field_validator("dependencies", mode="after")
     @classmethod

@@ -1,9 +1,12 @@
-"""Character mood: condition `friendly_mood`, built on `relationship_above` from relationships."""
+"""Character mood: condition `friendly_mood`, built on `relationship_above` from relationships,
+and the job kind `mood.evaluate` (declared in manifest.toml) that runs it in the worker."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 FRIENDLY_MOODS = frozenset({"happy", "calm", "content"})
 
@@ -32,3 +35,21 @@ def on_load(ctx: Any) -> None:
     ctx.behavior_registry.register_condition(
         "friendly_mood", make_friendly_mood(relationship_above), plugin_id=ctx.plugin_id
     )
+
+
+class MoodCheck(BaseModel):
+    """Whether a character in `mood` with this `affinity` is friendly towards `target_id`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    mood: str = Field(min_length=1, max_length=64)
+    affinity: dict[str, float] = Field(default_factory=dict, max_length=1000)
+    target_id: str = Field(min_length=1, max_length=128)
+    threshold: float = 0.0
+
+
+async def evaluate_mood(app: Any, payload: MoodCheck) -> dict[str, Any]:
+    """The `mood.evaluate` job: runs the `friendly_mood` condition of the worker's own app."""
+    condition = app.state.behavior_registry.condition("friendly_mood")
+    friendly = condition(payload.mood, payload.affinity, payload.target_id, payload.threshold)
+    return {"target_id": payload.target_id, "friendly": bool(friendly)}

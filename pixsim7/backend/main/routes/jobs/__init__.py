@@ -17,7 +17,6 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.core_jobs import job_registry
 
 
 class JobIn(BaseModel):
@@ -42,6 +41,7 @@ class JobState(BaseModel):
 class JobKindOut(BaseModel):
     kind: str
     description: str
+    owner: str = Field(description='"core", or the id of the feature plugin declaring the kind')
     payload_schema: dict[str, Any]
 
 
@@ -52,7 +52,11 @@ class JobsStatus(BaseModel):
 
 
 router = APIRouter(tags=["jobs"])
-REGISTRY = job_registry()
+
+
+def _registry(request: Request) -> jobs.JobRegistry:
+    """This app's job kinds: the core's and its enabled feature plugins' (locked)."""
+    return request.app.state.job_registry
 
 
 # What Redis going away looks like from redis-py (its own classes, not the builtin ones).
@@ -105,11 +109,11 @@ def _unavailable(request: Request) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "5"})
 
 
-def _validated_payload(job: JobIn) -> dict[str, Any]:
+def _validated_payload(job: JobIn, registry: jobs.JobRegistry) -> dict[str, Any]:
     """The payload as its kind's model reads it; 422 naming the culprit otherwise."""
-    kind = REGISTRY.get(job.kind)
+    kind = registry.get(job.kind)
     if kind is None:
-        known = ", ".join(k.name for k in REGISTRY.kinds())
+        known = ", ".join(registry.names())
         raise HTTPException(422, detail=[{
             "type": "unknown_job_kind", "loc": ["body", "kind"], "input": job.kind,
             "msg": f"unknown job kind {job.kind!r}; known kinds: {known}"}])
@@ -122,10 +126,11 @@ def _validated_payload(job: JobIn) -> dict[str, Any]:
 
 
 @router.get("/kinds", response_model=list[JobKindOut])
-async def job_kinds() -> list[JobKindOut]:
-    """The job kinds a worker runs, each with the JSON Schema of its payload."""
-    return [JobKindOut(kind=k.name, description=k.description, payload_schema=k.schema())
-            for k in REGISTRY.kinds()]
+async def job_kinds(request: Request) -> list[JobKindOut]:
+    """The job kinds a worker runs, each with its owner and the JSON Schema of its payload."""
+    return [JobKindOut(kind=k.name, description=k.description, owner=k.owner,
+                       payload_schema=k.schema())
+            for k in _registry(request).kinds()]
 
 
 @router.post("", status_code=202, response_model=JobAccepted, responses={
@@ -135,7 +140,7 @@ async def job_kinds() -> list[JobKindOut]:
 })
 async def enqueue_job(job: JobIn, request: Request) -> Any:
     """Queue a job for the worker (202 with its id), or 503 saying why background jobs are off."""
-    payload = _validated_payload(job)
+    payload = _validated_payload(job, _registry(request))
     job_id = await _on_redis(request, lambda client, prefix: jobs.enqueue(
         client, prefix, job.kind, payload))
     if job_id is None:
