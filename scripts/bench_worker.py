@@ -81,9 +81,15 @@ class Bench:
 
     async def rate(self, workers: int, count: int) -> float:
         """Jobs per second, from the first enqueue to the last completion, workers warm."""
-        warmup = []
         for _ in range(workers):
             self.start()
+        # Every worker polling the queue (its health record written), or the first one up
+        # would run the whole batch alone.
+        began = time.monotonic()
+        while len(await jobs.workers(self.redis, self.prefix)) < workers:
+            if time.monotonic() - began > 60:
+                raise SystemExit(f"{workers} workers did not start within 60 s")
+            await asyncio.sleep(0.02)
         warmup = await self.enqueue(workers * 4)
         await self.wait_done(warmup)
         began = time.monotonic()
