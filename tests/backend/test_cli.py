@@ -31,6 +31,8 @@ def test_check_prints_every_step_and_exits_zero(profile, plan, backend_services_
                         if step.teardown is not None and status[step.name] != "skipped"]
     assert run.stdout.splitlines()[0].split() == ["phase", "step", "policy", "status", "ms",
                                                  "detail"]
+    # The job kinds this profile's app registered: the core's and the enabled plugins'.
+    assert "\njob kinds: mood.evaluate (mood), noop (core), presets.import (core)\n" in run.stdout
 
 
 def test_check_exits_nonzero_naming_the_failed_step(backend_services_env, tmp_path) -> None:

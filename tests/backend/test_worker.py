@@ -393,6 +393,10 @@ async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
     assert (plugins_step["status"], plugins_step["failed"]) == ("degraded", ["flaky"])
     assert any("declared but not registered" in r["message"] and "flaky.run" in r["message"]
                for r in records if r["level"] == "WARNING"), worker.output()[-3000:]
+    check = run_backend(["check", "--profile", "worker"], {
+        **env, "FEATURE_PLUGINS_DIR": str(plugins), "PLUGIN_FAIL_FAST": "false"}, tmp_path)
+    assert check.returncode == 0, check.output
+    assert "flaky.run (declared, not registered: its plugin failed)" in check.stdout
 
 
 @pytest.mark.parametrize(("running_job", "job_seconds"), [

@@ -32,6 +32,7 @@ from pixsim7.backend.main.startup import (
 from pixsim7.backend.main.worker import (
     REDIS_DOWN,
     WorkerConfigError,
+    declared_job_kinds,
     stop_waiting_for_redis,
     worker_settings,
 )
@@ -167,22 +168,27 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
 def check(profile: str) -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails."""
 
-    async def main() -> tuple[StartupTimeline, list[dict]]:
+    async def main() -> tuple[StartupTimeline, list[str], list[dict]]:
         settings = _load_settings()
         app = create_app(settings, profile=profile)
         alive: list[dict] = []
         async with run_plan(app, PLANS[profile], profile) as timeline:
+            kinds = [f"{kind.name} ({kind.owner})" for kind in app.state.job_registry.kinds()]
             if profile == "worker":
+                missing = set(declared_job_kinds(settings)) - set(app.state.job_registry.names())
+                kinds += [f"{name} (declared, not registered: its plugin failed)"
+                          for name in sorted(missing)]
                 alive = await jobs.workers(app.state.redis.client, settings.redis_key_prefix)
-        return timeline, alive
+        return timeline, kinds, alive
 
     try:
-        timeline, alive = asyncio.run(main())
+        timeline, kinds, alive = asyncio.run(main())
     except StartupAborted as exc:
         return report_startup_failure(exc)
     print(format_timeline(timeline))
+    print(f"\njob kinds: {', '.join(kinds)}")
     if profile == "worker":
-        print(f"\nworkers alive: {len(alive)}")
+        print(f"workers alive: {len(alive)}")
         for record in alive:
             print("  " + "  ".join(f"{key}={value}" for key, value in record.items()))
     return 0
