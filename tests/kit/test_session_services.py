@@ -131,8 +131,10 @@ def test_xdist_run_with_a_broken_configuration_fails_every_worker_clearly(inner)
     assert "hunter2" not in output
 
 
-def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
-    """Start a session that holds its servers, SIGKILL it once they run; what it recorded."""
+def start_holding_session(inner, tmp_path: Path, backend: str = "embedded"
+                          ) -> subprocess.Popen:
+    """A session holding its servers, returned once they run (its record "held" written).
+    If they never start, the session is killed and the wait's error raised."""
     session = inner("""
         import time
 
@@ -143,9 +145,18 @@ def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
     try:
         wait_until(lambda: (tmp_path / "records" / "held").exists(), timeout=120,
                    message="the inner session started its servers")
-    finally:
+    except BaseException:
         session.send_signal(signal.SIGKILL)
         session.communicate(timeout=30)
+        raise
+    return session
+
+
+def kill_holding_session(inner, tmp_path: Path, backend: str) -> dict:
+    """Start a session that holds its servers, SIGKILL it once they run; what it recorded."""
+    session = start_holding_session(inner, tmp_path, backend)
+    session.send_signal(signal.SIGKILL)
+    session.communicate(timeout=30)
     held = records(tmp_path)["held"]
     assert held["pid"] == session.pid
     assert port_is_open(held["postgres"]) and port_is_open(held["redis"])  # left behind
@@ -181,16 +192,8 @@ def test_next_session_removes_what_a_killed_embedded_session_left(
 
 
 def test_a_live_session_keeps_its_servers(inner, tmp_path, services_dir) -> None:
-    holder = inner("""
-        import time
-
-        def test_hold(kit_services):
-            record(kit_services, "held")
-            time.sleep(300)
-    """)
+    holder = start_holding_session(inner, tmp_path)
     try:
-        wait_until(lambda: (tmp_path / "records" / "held").exists(), timeout=120,
-                   message="the inner session started its servers")
         output = next_session_output(inner)
         held = records(tmp_path)["held"]
         assert "removed what a killed session left" not in output
