@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,9 +22,12 @@ async def scrape(running: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], 
     response = await running.get("/metrics")
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(response.text)
-            for s in family.samples}
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def sample(samples: dict, name: str, **labels: str) -> float | None:
@@ -93,3 +99,34 @@ async def test_a_probe_storm_runs_one_database_check_per_cache_window(
         assert (await running.get("/ready")).status_code == 200
     after = sample(await scrape(running), "pixsim7_check_runs_total", check="database")
     assert after - before <= 1
+
+
+async def test_the_served_app_counts_its_real_requests_and_guards_metrics_with_the_token(
+    backend_services_env, backend_processes
+) -> None:
+    token = f"served-{uuid.uuid4().hex}"
+    serve = backend_processes("serve", {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "0",
+                                        "METRICS": "admin", "ADMIN_TOKEN": token})
+    await asyncio.to_thread(serve.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        for _ in range(3):
+            assert (await client.get("/api/v1/presets")).status_code == 200
+        # Paths a scanner tries: each lands in one "unmatched" series, not a series per path.
+        for path in ("/.env", "/wp-login.php", "/api/v1/presets/..%2f..%2fetc%2fpasswd"):
+            await client.get(path)
+        refused = await client.get("/metrics")
+        wrong = await client.get("/metrics", headers={"Authorization": "Bearer " + token[:-1]})
+        scraped = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+    assert (refused.status_code, wrong.status_code, scraped.status_code) == (401, 401, 200)
+    assert scraped.headers["content-type"].startswith("text/plain")
+    samples = parse(scraped.text)
+    assert sample(samples, "pixsim7_http_requests_total",
+                  method="GET", route="/api/v1/presets", status="200") == 3.0
+    routes = {dict(labels).get("route") for (name, labels) in samples
+              if name == "pixsim7_http_requests_total"}
+    assert not any("passwd" in route or ".env" in route for route in routes), routes
+    assert sample(samples, "pixsim7_readiness_status", status="ready") == 1.0
+    assert sample(samples, "pixsim7_startup_step_duration_seconds",
+                  phase="startup", step="plugins", status="ok") > 0
+    assert token not in scraped.text and "postgres" not in scraped.text
+    assert serve.stop() == 0, serve.describe()
