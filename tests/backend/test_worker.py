@@ -400,7 +400,7 @@ async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
 
 
 @pytest.mark.parametrize(("running_job", "job_seconds"), [
-    (False, 0), (True, 30), (True, 1.5)], ids=["idle", "job_running", "job_ended_in_outage"])
+    (False, 0), (True, 30), (True, 2.5)], ids=["idle", "job_running", "job_ended_in_outage"])
 async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
     test_database, redis_namespace, backend_processes, env, fault_proxy, running_job,
     job_seconds
@@ -415,8 +415,8 @@ async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
         wait_until(lambda: worker.has_logged(f"{ids[0]}:noop"), timeout=30, interval=0.1,
                    message=worker.describe)
     proxy.cut()
-    # The worker now waits for Redis; the short job ends meanwhile and cannot record it.
-    time.sleep(2.5)
+    # The worker now waits for Redis; the 2.5 s job ends meanwhile and cannot record it.
+    time.sleep(3.5)
     worker.assert_running()
     began = time.monotonic()
     code = worker.stop(timeout=30)
@@ -431,6 +431,8 @@ async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
                 and r["logger"] != "arq.worker"], worker.describe()
     assert "Traceback" not in worker.output(), worker.describe()
     if running_job:
+        assert any("a job's state was not written" in r["message"] for r in records), (
+            worker.describe())
         # Not lost: the cancelled job is still queued once Redis is back, and runs again
         # when its in-progress mark expires, as after a killed worker.
         proxy.restore()
