@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,12 @@ from pixsim7.backend.main.startup import WORKER_PLAN
 from testing.apps import started
 from testing.plugins import bundled_with_plugin
 from testing.polling import wait_until, wait_until_async
-from testing.processes import BackendProcess, parse_log, run_backend
+from testing.processes import BackendProcess, run_backend
 
 pytestmark = pytest.mark.integration
 
 WORKER_STEPS = [each.name for each in WORKER_PLAN]
+ARQ = Path(sys.executable).with_name("arq")
 
 
 @pytest.fixture
@@ -107,32 +109,54 @@ async def test_worker_runs_its_plan_inside_arq_and_imports_presets(
     assert "worker stopped after 2 jobs (1 complete, 1 failed)" in worker.output()
 
 
-async def test_the_arq_command_line_runs_the_same_worker(
-    redis_namespace, env, tmp_path
-) -> None:
-    arq = Path(sys.executable).with_name("arq")
-    log = tmp_path / "arq.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(arq), "pixsim7.backend.main.worker.WorkerSettings"],
-                                env={**env, "LOG_FORMAT": "json"}, cwd=tmp_path,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+@pytest.fixture
+def arq_processes(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], BackendProcess]]:
+    """`arq_processes(env)`: a started `arq pixsim7.backend.main.worker.WorkerSettings` with
+    the logging configuration GETTING_STARTED gives, as `backend_processes` starts the CLI;
+    each still running at the end gets SIGTERM, then a kill after 15 s."""
+    started: list[BackendProcess] = []
+
+    def start(env: dict[str, str]) -> BackendProcess:
+        log = tmp_path / f"arq-{len(started)}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([str(ARQ), "pixsim7.backend.main.worker.WorkerSettings",
+                                     "--custom-log-dict",
+                                     "pixsim7.backend.main.worker.ARQ_LOG_CONFIG"],
+                                    env={"LOG_FORMAT": "json", **env}, cwd=tmp_path,
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        started.append(BackendProcess("arq", proc, log, None))
+        return started[-1]
+
     try:
-        ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
-        # A kind declared in the mood plugin's manifest: arq's function list has it before
-        # the worker plan enables the plugin, which registers the function it runs.
-        ids += await enqueue(redis_namespace, "mood.evaluate", [
-            {"mood": "happy", "affinity": {"ana": 0.5}, "target_id": "ana"}])
-        process = BackendProcess("arq", proc, log, None)
-        states = await wait_all_ended(redis_namespace, ids, [process])
-        assert states[ids[0]]["result"] == {"value": 3}
-        assert states[ids[1]]["result"] == {"target_id": "ana", "friendly": True}, states
+        yield start
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(20)
-    records = parse_log(log.read_text())
-    assert code == 0, log.read_text()[-3000:]
+        for process in started:
+            process.send()
+        for process in started:
+            process.stop(timeout=15.0)
+
+
+async def test_the_arq_command_line_runs_the_same_worker(
+    redis_namespace, env, arq_processes
+) -> None:
+    process = arq_processes(env)
+    ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
+    # A kind declared in the mood plugin's manifest: arq's function list has it before
+    # the worker plan enables the plugin, which registers the function it runs.
+    ids += await enqueue(redis_namespace, "mood.evaluate", [
+        {"mood": "happy", "affinity": {"ana": 0.5}, "target_id": "ana"}])
+    states = await wait_all_ended(redis_namespace, ids, [process])
+    assert states[ids[0]]["result"] == {"value": 3}
+    assert states[ids[1]]["result"] == {"target_id": "ana", "friendly": True}, states
+    assert process.stop(timeout=20) == 0, process.describe()
+    records = process.records()
     assert milestone_steps(records, "startup") == [*WORKER_STEPS, "complete"]
     assert "database" in milestone_steps(records, "shutdown")
+    # LOG_FORMAT=json holds for arq's own lines too: each once, as JSON.
+    lines = [line for line in process.output().splitlines() if line.strip()]
+    assert len(records) == len(lines), process.describe()
+    assert sum(r["message"].startswith("Starting worker for") for r in records) == 1
 
 
 async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
@@ -399,15 +423,18 @@ async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
     assert "flaky.run (declared, not registered: its plugin failed)" in check.stdout
 
 
-@pytest.mark.parametrize(("running_job", "job_seconds"), [
-    (False, 0), (True, 30), (True, 2.5)], ids=["idle", "job_running", "job_ended_in_outage"])
+@pytest.mark.parametrize(("command", "running_job", "job_seconds"), [
+    ("worker", False, 0), ("worker", True, 30), ("worker", True, 2.5), ("arq", True, 2.5),
+], ids=["idle", "job_running", "job_ended_in_outage", "arq_cli_job_ended_in_outage"])
 async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
-    test_database, redis_namespace, backend_processes, env, fault_proxy, running_job,
-    job_seconds
+    test_database, redis_namespace, backend_processes, arq_processes, env, fault_proxy,
+    command, running_job, job_seconds
 ) -> None:
     proxy = fault_proxy("redis")
-    worker = backend_processes("worker", {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"]),
-                                          "SHUTDOWN_DRAIN_SECONDS": "1"})
+    worker_env = {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"]),
+                  "SHUTDOWN_DRAIN_SECONDS": "1"}
+    worker = (backend_processes("worker", worker_env) if command == "worker"
+              else arq_processes(worker_env))
     wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
                message=worker.describe)
     if running_job:

@@ -33,7 +33,6 @@ from pixsim7.backend.main.worker import (
     REDIS_DOWN,
     WorkerConfigError,
     declared_job_kinds,
-    stop_waiting_for_redis,
     worker_settings,
 )
 
@@ -112,24 +111,12 @@ def worker() -> int:
     """Run the arq worker until SIGTERM or SIGINT; running jobs get SHUTDOWN_DRAIN_SECONDS."""
     settings = _load_settings()
     try:
-        options = worker_settings(settings)
+        options = worker_settings(settings, owns_process=True)
     except WorkerConfigError as exc:
         print(f"startup failed at step 'settings': {exc}", file=sys.stderr)
         return 1
     asyncio.set_event_loop(asyncio.new_event_loop())
     arq_worker = Worker(**options)
-    # arq's handlers, preceded by the end of waiting for Redis: a job that ends during the
-    # drain while Redis is away then records its end best effort instead of waiting, and the
-    # worker tears down and exits 0.
-    stop = (arq_worker.handle_sig_wait_for_completion if settings.shutdown_drain_seconds
-            else arq_worker.handle_sig)
-
-    def on_signal(signum: signal.Signals) -> None:
-        stop_waiting_for_redis(options["ctx"])
-        stop(signum)
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        arq_worker.loop.add_signal_handler(signum, on_signal, signum)
     try:
         arq_worker.run()
     except StartupAborted as exc:

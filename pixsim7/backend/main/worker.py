@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -152,11 +153,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     # backoff until Redis answers again (startup itself still fails fast, per the plan).
     retry: WaitForRedis = ctx["redis_retry"]
     retry.main_loop = asyncio.current_task()  # arq runs on_startup in its main loop's task
+    if ctx.get("observe_signals"):
+        _observe_signals(ctx)
     ctx["redis"].set_retry(retry)
     _forgive_outages_when_stopping(ctx["redis"], retry)
-    # Stopping begins at the signal under `pixsim7-backend worker` (stop_waiting_for_redis),
-    # and at the latest when arq's main task ends (after the drain, under arq's own CLI):
-    # from then on nothing waits for Redis, so the teardown never waits on a Redis that is gone.
+    # Stopping begins at SIGTERM or SIGINT (see _observe_signals), and at the latest when
+    # arq's main loop ends: from then on nothing waits for Redis, so neither a job ending
+    # during the drain nor the teardown waits on a Redis that is gone.
     asyncio.current_task().add_done_callback(lambda _: stop_waiting_for_redis(ctx))
     logger.info("worker ready; taking jobs from %s", jobs.queue_name(settings.redis_key_prefix))
 
@@ -164,6 +167,28 @@ async def _startup(ctx: dict[str, Any]) -> None:
 def stop_waiting_for_redis(ctx: dict[str, Any]) -> None:
     """The worker is stopping: Redis commands no longer wait for a lost Redis."""
     ctx["redis_retry"].stop()
+
+
+def _observe_signals(ctx: dict[str, Any]) -> None:
+    """Begin stopping at SIGINT and SIGTERM, beside arq's own handlers (the drain).
+
+    arq takes these signals through its event loop, which asyncio wakes from its wakeup file
+    descriptor whatever Python-level handler is set; so a Python-level handler set here runs
+    as well, without replacing arq's. Only for a worker that owns its process (both command
+    lines); `_shutdown` puts the previous handlers back.
+    """
+    loop = asyncio.get_running_loop()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        before = previous[signum] = signal.getsignal(signum)
+
+        def observe(num: int, frame: Any, before: Any = before) -> None:
+            loop.call_soon_threadsafe(stop_waiting_for_redis, ctx)
+            if callable(before):
+                before(num, frame)
+
+        signal.signal(signum, observe)
+    ctx["previous_signal_handlers"] = previous
 
 
 def _forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
@@ -201,6 +226,8 @@ def _forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
+    for signum, handler in ctx.pop("previous_signal_handlers", {}).items():
+        signal.signal(signum, handler)
     stack: AsyncExitStack | None = ctx.pop("teardown", None)
     if stack is not None:
         await stack.aclose()
@@ -211,8 +238,12 @@ def worker_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def worker_settings(settings: Settings) -> dict[str, Any]:
-    """The keyword arguments of arq's Worker for this backend's settings."""
+def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[str, Any]:
+    """The keyword arguments of arq's Worker for this backend's settings.
+
+    `owns_process`: the worker runs alone in its process (the command lines), so it may
+    observe SIGINT and SIGTERM to begin stopping; in-process workers (tests) leave signals be.
+    """
     if not settings.redis_url:
         raise WorkerConfigError(
             "REDIS_URL: the worker takes its jobs from the Redis the API enqueues to; set it")
@@ -223,7 +254,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": _startup,
         "on_shutdown": _shutdown,
-        "ctx": {"settings": settings, "job_kinds": names, "redis_retry": WaitForRedis()},
+        "ctx": {"settings": settings, "job_kinds": names, "redis_retry": WaitForRedis(),
+                "observe_signals": owns_process},
         # A job taken by a worker that died runs again JOB_TIMEOUT_SECONDS + 10 s later.
         "job_timeout": settings.job_timeout_seconds,
         "max_tries": settings.job_max_tries,
@@ -234,10 +266,17 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     }
 
 
+# For `arq ... --custom-log-dict pixsim7.backend.main.worker.ARQ_LOG_CONFIG`: arq's command line
+# otherwise adds its own plain-text handler to the `arq` logger, so each arq line would appear
+# twice, once in LOG_FORMAT and once as plain text. This configuration leaves logging as
+# WorkerSettings set it up.
+ARQ_LOG_CONFIG: dict[str, Any] = {"version": 1, "disable_existing_loggers": False}
+
+
 def __getattr__(name: str) -> Any:
     # Built on first use so that importing this module never parses the environment.
     if name == "WorkerSettings":  # what the `arq` command line reads: it logs like our CLI
         settings = get_settings()
         configure_logging(settings.log_level, settings.log_format)
-        return worker_settings(settings)
+        return worker_settings(settings, owns_process=True)
     raise AttributeError(name)
