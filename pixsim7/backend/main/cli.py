@@ -33,6 +33,7 @@ from pixsim7.backend.main.worker import (
     REDIS_DOWN,
     WorkerConfigError,
     declared_job_kinds,
+    unregistered_job_kinds,
     worker_settings,
 )
 
@@ -162,9 +163,9 @@ def check(profile: str) -> int:
         async with run_plan(app, PLANS[profile], profile) as timeline:
             kinds = [f"{kind.name} ({kind.owner})" for kind in app.state.job_registry.kinds()]
             if profile == "worker":
-                missing = set(declared_job_kinds(settings)) - set(app.state.job_registry.names())
                 kinds += [f"{name} (declared, not registered: its plugin failed)"
-                          for name in sorted(missing)]
+                          for name in unregistered_job_kinds(declared_job_kinds(settings),
+                                                             app.state.job_registry)]
                 alive = await jobs.workers(app.state.redis.client, settings.redis_key_prefix)
         return timeline, kinds, alive
 

@@ -137,6 +137,11 @@ def declared_job_kinds(settings: Settings) -> list[str]:
     return sorted(names)
 
 
+def unregistered_job_kinds(declared: list[str], registry: jobs.JobRegistry) -> list[str]:
+    """The declared kinds a worker's app did not register (their plugin failed there)."""
+    return sorted(set(declared) - set(registry.names()))
+
+
 async def _startup(ctx: dict[str, Any]) -> None:
     from pixsim7.backend.main.main import create_app  # the app module imports the route plugins
 
@@ -145,7 +150,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     await stack.enter_async_context(run_plan(app, PLANS["worker"], "worker"))
     ctx.update(app=app, state=app.state, teardown=stack, job_registry=app.state.job_registry)
-    missing = sorted(set(ctx["job_kinds"]) - set(app.state.job_registry.names()))
+    missing = unregistered_job_kinds(ctx["job_kinds"], app.state.job_registry)
     if missing:
         logger.warning("job kinds declared but not registered (their plugin failed): %s; "
                        "their jobs fail with JobKindUnavailable", ", ".join(missing))
@@ -153,13 +158,13 @@ async def _startup(ctx: dict[str, Any]) -> None:
     # backoff until Redis answers again (startup itself still fails fast, per the plan).
     retry: WaitForRedis = ctx["redis_retry"]
     retry.main_loop = asyncio.current_task()  # arq runs on_startup in its main loop's task
-    if ctx.get("observe_signals"):
-        _observe_signals(ctx)
     ctx["redis"].set_retry(retry)
     _forgive_outages_when_stopping(ctx["redis"], retry)
     # Stopping begins at SIGTERM or SIGINT (see _observe_signals), and at the latest when
     # arq's main loop ends: from then on nothing waits for Redis, so neither a job ending
     # during the drain nor the teardown waits on a Redis that is gone.
+    if ctx.get("observe_signals"):
+        _observe_signals(ctx)
     asyncio.current_task().add_done_callback(lambda _: stop_waiting_for_redis(ctx))
     logger.info("worker ready; taking jobs from %s", jobs.queue_name(settings.redis_key_prefix))
 

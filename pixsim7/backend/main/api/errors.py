@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_errors
 
 from pixsim7.backend.main.api.request_guard import excerpt
+from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
 
 logger = logging.getLogger("pixsim7.errors")
 
-DATABASE_OUTAGES = (sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError)
 
 
 def _unavailable(service: str) -> JSONResponse:

@@ -16,7 +16,8 @@ from arq.jobs import Job, JobStatus
 from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from sqlalchemy import exc as sa_errors
+
+from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
 
 QUEUE = "arq:queue"
 
@@ -28,8 +29,7 @@ class RetryableJobError(Exception):
 
 
 # What a database or network outage looks like to a job: retried when the kind asks for it.
-OUTAGES: tuple[type[BaseException], ...] = (
-    sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError, OSError)
+OUTAGES: tuple[type[BaseException], ...] = (*DATABASE_OUTAGES, OSError)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from pixsim7.backend.main.infrastructure.plugins.dependencies import (
     set_plugin_manager,
     set_routes_manager,
 )
-from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
+from pixsim7.backend.main.infrastructure.plugins.manager import DIRECTORY_SETTINGS, PluginManager
 from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
 from pixsim7.backend.main.infrastructure.redis import (
     RedisStatus,
@@ -303,7 +303,6 @@ def _plugins_outcome(app: FastAPI, managers: tuple[PluginManager, ...]) -> StepO
 
 # The plugin kinds each profile loads: a worker has no HTTP surface, so no route plugins.
 PLUGIN_KINDS_BY_PROFILE = {"api": ("feature", "route"), "worker": ("feature",)}
-PLUGIN_DIR_SETTINGS = {"feature": "feature_plugins_dir", "route": "route_plugins_dir"}
 
 
 @step("plugins", Policy.PER_PLUGIN, teardown=teardown_plugins, report=_plugins_outcome)
@@ -319,8 +318,7 @@ async def setup_plugins(app: FastAPI) -> tuple[PluginManager, ...]:
     managers: list[PluginManager] = []
     try:
         for kind in PLUGIN_KINDS_BY_PROFILE[getattr(app.state, "profile", "api")]:
-            setting = PLUGIN_DIR_SETTINGS[kind]
-            manager = PluginManager(kind, Path(getattr(settings, setting)),
+            manager = PluginManager(kind, Path(getattr(settings, DIRECTORY_SETTINGS[kind])),
                                     fail_fast=bool(settings.plugin_fail_fast))
             (set_plugin_manager if kind == "feature" else set_routes_manager)(manager, app)
             managers.append(manager)

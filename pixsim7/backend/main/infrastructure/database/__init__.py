@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import HTTPException, Request
 from sqlalchemy import Connection, Table, inspect, text
+from sqlalchemy import exc as sa_errors
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -24,6 +25,7 @@ from sqlalchemy.schema import sort_tables
 from .base import Base
 
 __all__ = [
+    "DATABASE_OUTAGES",
     "SCHEMA_LOCK_KEY",
     "Base",
     "Database",
@@ -33,6 +35,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# What a lost or unreachable database looks like through SQLAlchemy.
+DATABASE_OUTAGES: tuple[type[Exception], ...] = (
+    sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError)
 
 _EXPECTED_FORM = "postgresql://user:password@host:port/dbname"
 _POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
