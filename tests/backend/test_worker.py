@@ -6,6 +6,7 @@ Redis; jobs go in through arq under the test's REDIS_KEY_PREFIX, so parallel tes
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from pixsim7.backend.main.infrastructure import jobs
@@ -470,3 +472,29 @@ async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
             assert state["status"] in ("queued", "in_progress"), state
         finally:
             await client.aclose()
+
+
+async def test_a_plugin_job_goes_from_the_served_api_to_a_worker_and_back(
+    backend_processes, env
+) -> None:
+    serve = backend_processes("serve", env)
+    worker = backend_processes("worker", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+        kinds = {k["kind"]: k["owner"] for k in (await client.get("/api/v1/jobs/kinds")).json()}
+        assert kinds["mood.evaluate"] == "mood"
+        accepted = await client.post("/api/v1/jobs", json={"kind": "mood.evaluate", "payload": {
+            "mood": "content", "affinity": {"cy": 0.2}, "target_id": "cy"}})
+        assert accepted.status_code == 202, accepted.text
+        job_id = accepted.json()["id"]
+
+        async def ended() -> dict[str, Any] | None:
+            body = (await client.get(f"/api/v1/jobs/{job_id}")).json()
+            return body if body["status"] in ("complete", "failed") else None
+
+        state = await wait_until_async(ended, timeout=30, interval=0.1,
+                                       message=lambda: worker.describe(3000))
+    assert state == {"id": job_id, "status": "complete", "tries": 1, "error": None,
+                     "result": {"target_id": "cy", "friendly": True}}
+    assert worker.stop() == 0, worker.describe()
+    assert serve.stop() == 0, serve.describe()
