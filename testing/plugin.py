@@ -293,13 +293,17 @@ def backend_services_env(
 
 @pytest.fixture
 def backend_processes(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
-    """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command (see
-    `testing.processes.start_backend`; cwd defaults to tmp_path). Every one still running
-    after the test gets SIGTERM, then a kill after 15 s."""
+    """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command, or `arq`
+    for the worker through arq's command line (see `testing.processes.start_backend`; cwd
+    defaults to tmp_path; a second process of one command gets a log of its own). Every one
+    still running after the test gets SIGTERM, then a kill after 15 s."""
     started: list[BackendProcess] = []
 
     def start(command: str, env: dict[str, str], *, cwd: Path | None = None,
               **kwargs: Any) -> BackendProcess:
+        if "name" not in kwargs and "log" not in kwargs:  # one log file per process
+            taken = sum(process.name.split("#")[0] == command for process in started)
+            kwargs["name"] = f"{command}#{taken + 1}" if taken else command
         process = start_backend(command, env, cwd or tmp_path, **kwargs)
         started.append(process)
         return process

@@ -24,6 +24,10 @@ import pytest
 from testing.polling import wait_until
 
 CLI = Path(sys.executable).with_name("pixsim7-backend")
+# The worker through arq's own command line, logging as GETTING_STARTED shows.
+ARQ_WORKER = (str(Path(sys.executable).with_name("arq")),
+              "pixsim7.backend.main.worker.WorkerSettings",
+              "--custom-log-dict", "pixsim7.backend.main.worker.ARQ_LOG_CONFIG")
 STARTUP_LOGGER = "pixsim7.startup"
 
 
@@ -146,13 +150,14 @@ class BackendProcess:
 def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path | None = None,
                   port: int | None = None, name: str | None = None,
                   args: Sequence[str] = ()) -> BackendProcess:
-    """Start `pixsim7-backend <command> [args]` in `cwd` (a folder without a `.env`).
+    """Start `pixsim7-backend <command> [args]` in `cwd` (a folder without a `.env`); the
+    command `arq` starts the same worker through arq's command line (`ARQ_WORKER`).
 
     `serve` listens on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
     (default `<cwd>/<name>.log`), as JSON lines unless `env` sets LOG_FORMAT.
     """
     env = {"LOG_FORMAT": "json", **env}
-    argv = [str(CLI), command, *args]
+    argv = [*ARQ_WORKER, *args] if command == "arq" else [str(CLI), command, *args]
     if command == "serve":
         if port is None:
             from pixsim7.backend.main.infrastructure.embedded import free_port

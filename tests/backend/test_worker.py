@@ -9,11 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -31,7 +27,6 @@ from testing.processes import BackendProcess, run_backend
 pytestmark = pytest.mark.integration
 
 WORKER_STEPS = [each.name for each in WORKER_PLAN]
-ARQ = Path(sys.executable).with_name("arq")
 
 
 @pytest.fixture
@@ -111,38 +106,10 @@ async def test_worker_runs_its_plan_inside_arq_and_imports_presets(
     assert "worker stopped after 2 jobs (1 complete, 1 failed)" in worker.output()
 
 
-@pytest.fixture
-def arq_processes(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], BackendProcess]]:
-    """`arq_processes(env)`: a started `arq pixsim7.backend.main.worker.WorkerSettings` with
-    the logging configuration GETTING_STARTED gives, as `backend_processes` starts the CLI;
-    each still running at the end gets SIGTERM, then a kill after 15 s."""
-    started: list[BackendProcess] = []
-
-    def start(env: dict[str, str]) -> BackendProcess:
-        log = tmp_path / f"arq-{len(started)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([str(ARQ), "pixsim7.backend.main.worker.WorkerSettings",
-                                     "--custom-log-dict",
-                                     "pixsim7.backend.main.worker.ARQ_LOG_CONFIG"],
-                                    env={"LOG_FORMAT": "json", **env}, cwd=tmp_path,
-                                    stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT)
-        started.append(BackendProcess("arq", proc, log, None))
-        return started[-1]
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.send()
-        for process in started:
-            process.stop(timeout=15.0)
-
-
 async def test_the_arq_command_line_runs_the_same_worker(
-    redis_namespace, env, arq_processes
+    redis_namespace, env, backend_processes
 ) -> None:
-    process = arq_processes(env)
+    process = backend_processes("arq", env)
     ids = await enqueue(redis_namespace, "noop", [{"value": 3}])
     # A kind declared in the mood plugin's manifest: arq's function list has it before
     # the worker plan enables the plugin, which registers the function it runs.
@@ -429,14 +396,13 @@ async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
     ("worker", False, 0), ("worker", True, 30), ("worker", True, 2.5), ("arq", True, 2.5),
 ], ids=["idle", "job_running", "job_ended_in_outage", "arq_cli_job_ended_in_outage"])
 async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
-    test_database, redis_namespace, backend_processes, arq_processes, env, fault_proxy,
+    test_database, redis_namespace, backend_processes, env, fault_proxy,
     command, running_job, job_seconds
 ) -> None:
     proxy = fault_proxy("redis")
     worker_env = {**env, "REDIS_URL": proxy.rewrite_url(env["REDIS_URL"]),
                   "SHUTDOWN_DRAIN_SECONDS": "1"}
-    worker = (backend_processes("worker", worker_env) if command == "worker"
-              else arq_processes(worker_env))
+    worker = backend_processes(command, worker_env)
     wait_until(lambda: worker.has_logged("worker ready"), timeout=60, interval=0.1,
                message=worker.describe)
     if running_job:
