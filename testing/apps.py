@@ -36,6 +36,7 @@ class RunningApp:
     startup_error: BaseException | None = None
     client: httpx.AsyncClient | None = None
     _lifespan: AbstractAsyncContextManager | None = field(default=None, repr=False)
+    _owner: RunningApp | None = field(default=None, repr=False)  # set on a view()
 
     @property
     def started(self) -> bool:
@@ -95,12 +96,33 @@ class RunningApp:
         result["milestones"] = self.normalized_milestones()
         return result
 
+    @property
+    def running(self) -> bool:
+        """Started and not stopped yet."""
+        owner = self._owner or self
+        return owner.started and owner._lifespan is not None
+
+    def view(self) -> RunningApp:
+        """The same started app with a client of its own; its `stop()` stops the app,
+        `release()` only closes its client."""
+        owner = self._owner or self
+        return RunningApp(app=self.app, settings=self.settings, recorder=self.recorder,
+                          normalizer=self.normalizer, client=_client(self.app), _owner=owner)
+
+    async def release(self) -> None:
+        """Close this view's client; the app keeps running."""
+        if self.client is not None:
+            await self.client.aclose()
+
     async def stop(self) -> None:
         """Run the shutdown half of the lifespan once; later calls do nothing."""
+        if self._owner is not None:
+            await self.release()
+            await self._owner.stop()
+            return
         lifespan, self._lifespan = self._lifespan, None
         try:
-            if self.client is not None:
-                await self.client.aclose()
+            await self.release()
             if lifespan is not None:
                 await lifespan.__aexit__(None, None, None)
         finally:
@@ -126,10 +148,12 @@ async def start_app(factory: AppFactory, settings: Any,
         recorder.detach()
         return running
     running._lifespan = lifespan
-    running.client = httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=running.app), base_url="http://testserver"
-    )
+    running.client = _client(running.app)
     return running
+
+
+def _client(app: FastAPI) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 
 async def started(app_factory: Callable[..., Any], settings: Any = None) -> RunningApp:

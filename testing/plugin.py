@@ -38,6 +38,8 @@ from testing.ownership import reap_leftovers
 from testing.processes import BackendProcess, start_backend
 from testing.processes import backend_env as build_backend_env
 from testing.proxy import FaultProxy
+from testing.rollback import MARKER as ROLLBACK_MARKER
+from testing.rollback import RollbackScope, SharedApps, clear_namespace, refuse
 from testing.services import (
     ServiceSet,
     ServiceStartError,
@@ -51,6 +53,7 @@ from testing.template import TemplateDatabase, template_name
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
 RUN_SERVICES = pytest.StashKey[RunServices]()
+TIER_BY_MARKER = {"template_db": "template", ROLLBACK_MARKER: "rollback"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -73,6 +76,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers",
         "template_db: test_database is a clone of the run's migrated and seeded template "
         "instead of an empty database (for tests that do not pin schema creation)",
+    )
+    config.addinivalue_line(
+        "markers",
+        f"{ROLLBACK_MARKER}: app_factory gives a started app shared by this worker's tests "
+        "with the same settings; the test runs in a transaction rolled back after it",
     )
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
@@ -143,9 +151,23 @@ def kit_template(request: pytest.FixtureRequest, kit_services: ServiceSet,
 
 
 @pytest.fixture
-def _database_template(request: pytest.FixtureRequest) -> TemplateDatabase | None:
+def kit_tier(request: pytest.FixtureRequest) -> str:
+    """The test's isolation tier: `empty` (no marker), `template` or `rollback`; the closest
+    marker wins, so one test can leave its module's tier."""
+    for marker in request.node.iter_markers():
+        if marker.name in TIER_BY_MARKER:
+            return TIER_BY_MARKER[marker.name]
+    return "empty"
+
+
+@pytest.fixture
+def _database_template(request: pytest.FixtureRequest, kit_tier: str) -> TemplateDatabase | None:
     # A sync fixture, so that the session template is never first set up inside a test's loop.
-    if request.node.get_closest_marker("template_db") is None:
+    if kit_tier == "rollback":
+        raise refuse("test_database is a database of the test's own, and this tier has none: "
+                     "the app's sessions share the worker's database inside the test's "
+                     "transaction, which a connection of the test's own would never see")
+    if kit_tier != "template":
         return None
     return request.getfixturevalue("kit_template")
 
@@ -155,7 +177,7 @@ async def test_database(
     kit_services: ServiceSet, _kit_sslmode: None, _database_template: TemplateDatabase | None
 ) -> AsyncIterator[IsolatedDatabase]:
     """A database created for this test and dropped after it: empty, or a clone of the run's
-    template when the test is marked `template_db`."""
+    template when the test is marked `template_db`; refused under `rollback_db`."""
     # One admin connection for both ends of the test: a connection costs as much as a CREATE.
     admin = await admin_connection(kit_services.postgres)
     try:
@@ -171,14 +193,58 @@ async def test_database(
         await admin.close()
 
 
+@pytest.fixture
+def _kit_rollback_scope(request: pytest.FixtureRequest, kit_tier: str) -> RollbackScope | None:
+    # Sync, so that the async fixtures behind it are set up outside any running loop.
+    return request.getfixturevalue("_kit_rollback") if kit_tier == "rollback" else None
+
+
 @pytest_asyncio.fixture
-async def redis_namespace(kit_services: ServiceSet) -> AsyncIterator[RedisNamespace]:
-    """A Redis key prefix for this test; its keys are deleted after it."""
+async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: RollbackScope | None
+                          ) -> AsyncIterator[RedisNamespace]:
+    """A Redis key prefix for this test (under `rollback_db`, the shared apps' prefix); its
+    keys are deleted after it."""
+    if _kit_rollback_scope is not None:
+        yield _kit_rollback_scope.apps.namespace  # the scope clears it
+        return
     namespace = new_namespace(kit_services.redis)
     try:
         yield namespace
     finally:
-        await namespace.clear()
+        await clear_namespace(namespace)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def _kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
+                           kit_template: TemplateDatabase,
+                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApps]:
+    """This worker's rollback-tier apps, on one clone of the template, stopped at the end."""
+    admin = await admin_connection(kit_services.postgres)
+    try:
+        database = await kit_template.clone(admin)
+        root = tmp_path_factory.mktemp("rollback")
+        apps = SharedApps(database, new_namespace(kit_services.redis), root / "data",
+                          _normalizer(root))
+        try:
+            yield apps
+        finally:
+            try:
+                await apps.close()
+            finally:
+                await clear_namespace(apps.namespace)
+                await drop_database(database, admin)
+    finally:
+        await admin.close()
+
+
+@pytest_asyncio.fixture
+async def _kit_rollback(_kit_shared_apps: SharedApps) -> AsyncIterator[RollbackScope]:
+    """This test's transaction on each shared app it takes, undone after it."""
+    scope = RollbackScope(_kit_shared_apps)
+    try:
+        yield scope
+    finally:
+        await scope.close()
 
 
 @pytest.fixture
@@ -201,31 +267,42 @@ def fault_proxy(kit_services: ServiceSet) -> Iterator[Callable[[str], FaultProxy
 
 
 @pytest.fixture
-def make_settings(
-    test_database: IsolatedDatabase, redis_namespace: RedisNamespace, tmp_path: Path
-) -> Callable[..., Any]:
+def make_settings(request: pytest.FixtureRequest, kit_tier: str, tmp_path: Path,
+                  redis_namespace: RedisNamespace, _kit_rollback_scope: RollbackScope | None
+                  ) -> Callable[..., Any]:
     """`make_settings(**overrides)`: backend Settings aimed at this test's database and Redis.
 
     `database_proxy=` / `redis_proxy=` route the app through a `fault_proxy`.
     """
     from pixsim7.backend.main.shared.config import Settings
 
+    if _kit_rollback_scope is not None:
+        shared = _kit_rollback_scope.apps
+        database_url, data_dir = shared.database.sqlalchemy_url, shared.data_dir
+    else:
+        test_database: IsolatedDatabase = request.getfixturevalue("test_database")
+        database_url, data_dir = test_database.sqlalchemy_url, tmp_path / "data"
+
     def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
              **overrides: Any) -> Settings:
-        database_url = test_database.sqlalchemy_url
         redis_url = redis_namespace.url
+        if _kit_rollback_scope is not None and (database_proxy or redis_proxy):
+            raise refuse("a fault proxy cuts a service under one test, and this tier's apps "
+                         "and their connections are shared with the worker's other tests")
         if database_proxy is not None:
-            database_url = database_proxy.rewrite_url(database_url)
+            url = database_proxy.rewrite_url(database_url)
+        else:
+            url = database_url
         if redis_proxy is not None:
             redis_url = redis_proxy.rewrite_url(redis_url)
         values: dict[str, Any] = {
             "debug": True,
-            "database_url": database_url,
+            "database_url": url,
             "redis_url": redis_url,
             "redis_key_prefix": redis_namespace.prefix,
             "secret_key": "kit-secret-key",
             "admin_token": "kit-admin-token",
-            "data_dir": tmp_path / "data",
+            "data_dir": data_dir,
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
@@ -238,27 +315,45 @@ def app_settings(make_settings: Callable[..., Any]) -> Any:
     return make_settings()
 
 
+def _normalizer(tmp_path: Path) -> Normalizer:
+    return Normalizer({tmp_path: "<tmp_path>", PACKAGE_DIR: "<package>", REPO_ROOT: "<repo>"})
+
+
 @pytest.fixture
 def kit_normalizer(tmp_path: Path) -> Normalizer:
-    return Normalizer({tmp_path: "<tmp_path>", PACKAGE_DIR: "<package>", REPO_ROOT: "<repo>"})
+    return _normalizer(tmp_path)
 
 
 @pytest_asyncio.fixture
 async def app_factory(
-    request: pytest.FixtureRequest, make_settings: Callable[..., Any], kit_normalizer: Normalizer
+    request: pytest.FixtureRequest, make_settings: Callable[..., Any], kit_normalizer: Normalizer,
+    _kit_rollback_scope: RollbackScope | None,
 ) -> AsyncIterator[Callable[..., Any]]:
-    """`await app_factory(settings, factory=None)`: a RunningApp; shut down after the test."""
+    """`await app_factory(settings, factory=None)`: a RunningApp; shut down after the test
+    (under `rollback_db`, the worker's shared app for these settings, left running)."""
     default_factory = request.config.getini("pixsim7_app_factory")
     running: list[RunningApp] = []
+    views: list[RunningApp] = []
 
     async def start(settings: Any = None, factory: AppFactory | str | None = None) -> RunningApp:
         settings = make_settings() if settings is None else settings
         build = factory if callable(factory) else load_factory(factory or default_factory)
+        scope = _kit_rollback_scope
+        if scope is not None:
+            if scope.apps.shares(settings):
+                shared = await scope.apps.get(build, settings)
+                if isinstance(shared, RunningApp):  # its startup failed: nothing to share
+                    return shared
+                view = await scope.take(shared)
+                views.append(view)
+                return view
         app = await start_app(build, settings, kit_normalizer)
         running.append(app)
         return app
 
     yield start
+    for view in views:
+        await view.release()
     for app in reversed(running):
         await app.stop()
 
@@ -274,15 +369,20 @@ def snapshot_json(snapshot: Any) -> Any:
 @pytest.fixture
 def backend_env(tmp_path: Path) -> dict[str, str]:
     """Environment for a `pixsim7-backend` subprocess: the parent's without any backend
-    setting, PYTHONUNBUFFERED=1 and PIXSIM7_DATA_DIR=<tmp_path>/data. No database is made."""
-    return build_backend_env(PIXSIM7_DATA_DIR=str(tmp_path / "data"))
+    setting, PYTHONUNBUFFERED=1, PIXSIM7_DATA_DIR=<tmp_path>/data and SHUTDOWN_DRAIN_SECONDS=0
+    (a test that pins the drain sets its own). No database is made."""
+    return build_backend_env(PIXSIM7_DATA_DIR=str(tmp_path / "data"), SHUTDOWN_DRAIN_SECONDS="0")
 
 
 @pytest.fixture
-def backend_services_env(
-    backend_env: dict[str, str], test_database: IsolatedDatabase, redis_namespace: RedisNamespace
-) -> dict[str, str]:
+def backend_services_env(request: pytest.FixtureRequest, kit_tier: str,
+                         backend_env: dict[str, str]) -> dict[str, str]:
     """`backend_env` plus DATABASE_URL, REDIS_URL and REDIS_KEY_PREFIX of this test."""
+    if kit_tier == "rollback":
+        raise refuse("a backend process (backend_services_env) connects on its own, so it "
+                     "would never see what the test's transaction holds")
+    test_database: IsolatedDatabase = request.getfixturevalue("test_database")
+    redis_namespace: RedisNamespace = request.getfixturevalue("redis_namespace")
     return {
         **backend_env,
         "DATABASE_URL": test_database.url,

@@ -20,6 +20,7 @@ from testing.isolation import (
     ssl_negotiation_skipped,
 )
 from testing.services import ENV_BACKEND, ENV_DATABASE_URL, ENV_REDIS_URL, ServiceSet
+from tests.kit import inner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,9 +100,9 @@ def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSIM7_")}
     env.update({ENV_BACKEND: "external", ENV_DATABASE_URL: services.postgres.url(),
                 ENV_REDIS_URL: services.redis.url(), "PYTHONPATH": str(REPO_ROOT),
-                "KIT_RUN_ID": tmp_path.name})
+                "KIT_RUN_ID": tmp_path.name, **inner.ENV})
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "testing.plugin", "-p", "no:cacheprovider",
+        [sys.executable, "-m", "pytest", *inner.PLUGIN_ARGS,
          "-q", *args, str(tmp_path / "test_inner.py")],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
     )

@@ -29,6 +29,7 @@ from testing.services import (
     TestcontainersBackend,
     select_backend,
 )
+from tests.kit import inner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,11 +178,11 @@ def test_broken_configuration_fails_the_run_with_the_message(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSIM7_")}
     env.update({ENV_BACKEND: "external",
                 ENV_DATABASE_URL: f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres",
-                ENV_REDIS_URL: f"redis://127.0.0.1:{port}/0",
+                ENV_REDIS_URL: f"redis://127.0.0.1:{port}/0", **inner.ENV,
                 "PYTHONPATH": str(REPO_ROOT)})
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "testing.plugin", "-p", "no:cacheprovider",
-         "-q", str(tmp_path), "--rootdir", str(tmp_path), "-c", os.devnull],
+        [sys.executable, "-m", "pytest", *inner.PLUGIN_ARGS, "-q", str(tmp_path),
+         "--rootdir", str(tmp_path), "-c", os.devnull],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     output = result.stdout + result.stderr

@@ -24,6 +24,7 @@ from pixsim7.backend.main.infrastructure.embedded import free_port
 from testing.ownership import ENV_SERVICES_DIR, OWNER_LABEL, SessionOwner
 from testing.polling import wait_until
 from testing.services import ENV_BACKEND, docker_available
+from tests.kit import inner as inner_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,8 +39,6 @@ RECORD_SERVICES = textwrap.dedent("""
             json.dump(info, out)
         os.rename(target + ".tmp", target)
 """)
-
-
 
 
 def port_is_open(port: int) -> bool:
@@ -73,15 +72,14 @@ def inner(tmp_path: Path, services_dir: Path) -> Callable[..., subprocess.Popen]
                if not k.startswith(("PIXSIM7_", "PYTEST_"))}
         env.update({ENV_BACKEND: backend, ENV_SERVICES_DIR: str(services_dir),
                     "KIT_RECORD_DIR": str(tmp_path / "records"), "PYTHONPATH": str(REPO_ROOT),
-                    **extra_env})
+                    **inner_session.ENV, **extra_env})
         for name in ("DOCKER_HOST", "TESTCONTAINERS_RYUK_DISABLED",
                      "PIXSIM7_TEST_POSTGRES_IMAGE", "PIXSIM7_TEST_REDIS_IMAGE"):
             if name in os.environ:
                 env[name] = os.environ[name]
         return subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "testing.plugin", "-p", "no:cacheprovider",
-             "-p", "no:randomly", str(folder), "--rootdir", str(folder), "-c", os.devnull,
-             *args],
+            [sys.executable, "-m", "pytest", *inner_session.PLUGIN_ARGS, str(folder),
+             "--rootdir", str(folder), "-c", os.devnull, *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder,
         )
 

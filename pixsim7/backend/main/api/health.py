@@ -69,6 +69,10 @@ class ReadinessChecker:
         self._cached = (time.monotonic(), result)
         return result
 
+    def forget(self) -> None:
+        """Drop the remembered result: the next probe checks afresh."""
+        self._cached = None
+
     async def observe(self, status: str, lifecycle: str) -> None:
         """Log and publish `readiness.changed` when the readiness status differs from the last."""
         previous, self.status = self.status, status

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import Any
 
 from fastapi import HTTPException, Request
 from sqlalchemy import Connection, Table, inspect, text
@@ -128,6 +129,8 @@ class Database:
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         # The same pool; a statement on it is its own transaction (no BEGIN/COMMIT round trips).
         self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._bound: AsyncConnection | None = None
+        self._gate: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext
         self._abandoned: set[asyncio.Task[None]] = set()
         self.created_tables: list[str] = []  # what create_schema created on this start
 
@@ -141,12 +144,31 @@ class Database:
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """An AsyncSession that keeps attributes loaded after commit; the caller commits."""
-        async with self._sessionmaker() as session:
+        async with self._gate(), self._sessionmaker() as session:
             yield session
 
-    def autocommit(self) -> AsyncConnection:
-        """A pooled connection on which each statement commits on its own; use `async with`."""
-        return self._autocommit_engine.connect()
+    @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A pooled connection on which each statement commits on its own (while bound, a
+        savepoint on the bound connection)."""
+        if self._bound is not None:
+            async with self._gate(), self._bound.begin_nested():
+                yield self._bound
+            return
+        async with self._autocommit_engine.connect() as conn:
+            yield conn
+
+    def bind(self, connection: AsyncConnection | None,
+             gate: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext) -> None:
+        """Open every later session on `connection`, each in a savepoint of the transaction
+        its owner holds, and inside `gate()` (one connection runs one command at a time);
+        None restores the pool. A test harness that rolls the transaction back calls this,
+        the app never does."""
+        self._bound, self._gate = connection, gate
+        self._sessionmaker = (
+            async_sessionmaker(self.engine, expire_on_commit=False) if connection is None
+            else async_sessionmaker(bind=connection, expire_on_commit=False,
+                                    join_transaction_mode="create_savepoint"))
 
     async def ping(self, timeout: float) -> None:
         """Check out a connection within `timeout` seconds; raise TimeoutError or the driver

@@ -100,6 +100,14 @@ class EventBus:
         """(event type, handler name) pairs, in subscription order."""
         return [(s.event_type, s.name) for s in self._subscriptions]
 
+    def saved(self) -> tuple[Any, ...]:
+        """The current subscriptions, for `restore()`."""
+        return tuple(self._subscriptions)
+
+    def restore(self, saved: tuple[Any, ...]) -> None:
+        """Back to the subscriptions `saved()` returned: later ones are dropped."""
+        self._subscriptions[:] = saved
+
     def summary(self) -> dict[str, Any]:
         return {"subscriptions": [f"{kind} -> {name}" for kind, name in self.subscriptions()]}
 

@@ -1,0 +1,244 @@
+"""The rollback tier: started apps shared by one xdist worker's tests, each test inside a
+transaction that the app's sessions join and that is rolled back after it.
+
+What the tests of one worker share, per settings: the app object and everything on
+`app.state` (registries, plugin managers, the event bus, metrics, the Redis client). After
+each test the kit rolls the database back, deletes the app's Redis keys (its queue's jobs
+included), drops the event subscriptions the test added, forgets the readiness cache, and
+compares the app's state with what it was before the test: an app that a test changed in a
+way the kit cannot undo (a plugin disabled, a key added to `app.state`) is stopped, and the
+next test gets a fresh one. Counters (metrics, readiness runs) only grow: a test reads
+their change, not their value.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
+
+from testing.apps import AppFactory, RunningApp, start_app
+from testing.inventory import Normalizer, state_inventory
+from testing.isolation import IsolatedDatabase, RedisNamespace
+
+MARKER = "rollback_db"
+USE_TEMPLATE = "use @pytest.mark.template_db (a database of the test's own) instead"
+# app.state keys whose content a request changes by design: counted, or rebuilt on demand.
+COUNTING_STATE = frozenset({"metrics", "event_metrics", "readiness", "redis", "ws_hub"})
+# Keys arq keeps per job outside the queue name (and so outside the prefix).
+ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:", "arq:abort:")
+
+
+class RollbackTierError(RuntimeError):
+    """A test did what cannot work inside one rolled-back transaction."""
+
+
+class SharedConnectionBusy(RollbackTierError):
+    """A session waited too long for the connection the test's sessions share."""
+
+
+class OneAtATime:
+    """The sessions of one test, on its one connection, one task at a time (asyncpg runs one
+    command per connection); sessions a task opens inside its own nest as savepoints."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._lock = asyncio.Lock()
+        self._holder: asyncio.Task[Any] | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        task = asyncio.current_task()
+        if task is not None and self._holder is task:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._lock.acquire()
+        except TimeoutError:
+            raise SharedConnectionBusy(
+                f"{MARKER}: the app's sessions in this test share one connection and run one "
+                f"at a time; this one waited {self.timeout:g}s for another that never ended "
+                f"(a request waiting on a concurrent one?); {USE_TEMPLATE}") from None
+        self._holder = task
+        try:
+            yield
+        finally:
+            self._holder = None
+            self._lock.release()
+
+
+def settings_key(settings: Any, factory: AppFactory) -> str:
+    """Two requests for an app share it when this text is equal."""
+    values = settings.model_dump(mode="json")
+    return json.dumps([f"{factory.__module__}.{factory.__qualname__}", values],
+                      sort_keys=True, default=str)
+
+
+def _watched_state(app: FastAPI, normalizer: Normalizer) -> dict[str, Any]:
+    inventory = state_inventory(app.state, normalizer)
+    return {key: value for key, value in inventory.items() if key not in COUNTING_STATE}
+
+
+@dataclass
+class SharedApp:
+    """One started app of the tier and what it looked like when no test had run on it."""
+
+    running: RunningApp
+    baseline: dict[str, Any]
+    subscriptions: tuple[Any, ...] = ()
+
+    @property
+    def app(self) -> FastAPI:
+        return self.running.app
+
+
+class SharedApps:
+    """The apps one worker's rollback tests share, started on first use, stopped at the end.
+
+    Only apps on the tier's own database are shared; `database` and `namespace` are that
+    database (a clone of the run's template) and the Redis prefix the apps use.
+    """
+
+    def __init__(self, database: IsolatedDatabase, namespace: RedisNamespace, data_dir: Path,
+                 normalizer: Normalizer, wait_timeout: float = 10.0, max_apps: int = 4) -> None:
+        self.database, self.namespace, self.data_dir = database, namespace, data_dir
+        self.normalizer = normalizer
+        self.wait_timeout, self.max_apps = wait_timeout, max_apps
+        self._apps: dict[str, SharedApp] = {}
+        self.started = 0  # apps this worker started for the tier, retired ones included
+        self.loop = asyncio.get_running_loop()
+
+    def shares(self, settings: Any) -> bool:
+        return str(settings.database_url) == self.database.sqlalchemy_url
+
+    async def get(self, factory: AppFactory, settings: Any) -> SharedApp | RunningApp:
+        """The shared app for these settings; a RunningApp whose startup failed is returned
+        as it is (not kept)."""
+        if asyncio.get_running_loop() is not self.loop:
+            raise RollbackTierError(
+                f"{MARKER}: shared apps live in the test session's event loop, and this test "
+                "runs in a loop of its own; set asyncio_default_test_loop_scope = session and "
+                "asyncio_default_fixture_loop_scope = session (pytest-asyncio)")
+        key = settings_key(settings, factory)
+        shared = self._apps.pop(key, None)
+        if shared is not None and shared.running.running:
+            self._apps[key] = shared  # the most recently used last
+            return shared
+        running = await start_app(factory, settings, self.normalizer)
+        self.started += 1
+        if not running.started:
+            return running
+        while len(self._apps) >= self.max_apps:
+            await self.retire(next(iter(self._apps.values())))
+        shared = SharedApp(running, _watched_state(running.app, self.normalizer))
+        self._apps[key] = shared
+        return shared
+
+    async def retire(self, shared: SharedApp) -> None:
+        self._apps = {k: v for k, v in self._apps.items() if v is not shared}
+        await shared.running.stop()
+
+    async def close(self) -> None:
+        apps, self._apps = list(self._apps.values()), {}
+        for shared in reversed(apps):
+            await shared.running.stop()
+
+
+class RollbackScope:
+    """One test of the tier: each shared app it takes is bound to a connection in a
+    transaction of the test's own, undone with the rest of what the test left."""
+
+    def __init__(self, apps: SharedApps) -> None:
+        self.apps = apps
+        self._bound: list[tuple[SharedApp, AsyncConnection, AsyncTransaction]] = []
+        self._gate = OneAtATime(apps.wait_timeout)
+
+    async def take(self, shared: SharedApp) -> RunningApp:
+        """A view of `shared` for this test: its own client; bound on first take."""
+        if not any(entry[0] is shared for entry in self._bound):
+            db = shared.app.state.db
+            connection = await db.engine.connect()
+            transaction = await connection.begin()
+            db.bind(connection, gate=self._gate.hold)
+            shared.subscriptions = shared.app.state.event_bus.saved()
+            self._bound.append((shared, connection, transaction))
+        return shared.running.view()
+
+    async def close(self) -> None:
+        """Undo every app's test: roll back, clear Redis, reset; raise what the test did that
+        the tier cannot undo, after undoing the rest."""
+        problems: list[str] = []
+        for shared, connection, transaction in reversed(self._bound):
+            problems += await self._undo(shared, connection, transaction)
+        self._bound.clear()
+        await clear_namespace(self.apps.namespace)
+        if problems:
+            raise RollbackTierError(f"{MARKER}: " + "; ".join(problems) + f"; {USE_TEMPLATE}")
+
+    async def _undo(self, shared: SharedApp, connection: AsyncConnection,
+                    transaction: AsyncTransaction) -> list[str]:
+        problems: list[str] = []
+        app = shared.app
+        if getattr(app.state, "db", None) is not None:
+            app.state.db.bind(None)
+        locks = await held_advisory_locks(connection)
+        if locks:
+            problems.append(
+                f"the test took {locks} advisory lock(s); in this tier every session is one "
+                "connection, so locks never contend and session locks outlive the rollback")
+        try:
+            await transaction.rollback()
+        finally:
+            if locks:
+                await connection.invalidate()  # its server session, and so its locks, end
+            await connection.close()
+        if not shared.running.running:
+            await self.apps.retire(shared)  # the test stopped it
+            return problems
+        bus = getattr(app.state, "event_bus", None)
+        if bus is not None:
+            bus.restore(shared.subscriptions)
+        readiness = getattr(app.state, "readiness", None)
+        if readiness is not None:
+            readiness.forget()
+        if _watched_state(app, self.apps.normalizer) != shared.baseline:
+            # Not an error: the next test simply gets an app of its own.
+            await self.apps.retire(shared)
+        return problems
+
+
+async def held_advisory_locks(connection: AsyncConnection) -> int:
+    """How many advisory locks the connection's server session holds."""
+    raw = await connection.get_raw_connection()
+    driver = raw.driver_connection
+    return int(await driver.fetchval(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"))
+
+
+async def clear_namespace(namespace: RedisNamespace) -> None:
+    """Delete every key under the prefix and arq's per-job keys of the jobs its queue held."""
+    client = namespace.client()
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{namespace.prefix}*", count=500)]
+        jobs = set()
+        for key in keys:
+            if key.decode().endswith("arq:queue"):
+                jobs.update(member.decode() for member in await client.zrange(key, 0, -1))
+        keys += [f"{kind}{job}".encode() for job in jobs for kind in ARQ_JOB_KEYS]
+        if keys:
+            await client.unlink(*keys)
+    finally:
+        await client.aclose()
+
+
+def refuse(what: str) -> RollbackTierError:
+    """The error for `what`, which a test of this tier cannot do."""
+    return RollbackTierError(f"{MARKER}: {what}; {USE_TEMPLATE}")

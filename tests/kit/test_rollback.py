@@ -1,0 +1,192 @@
+"""The rollback tier: one started app per worker and settings, each test rolled back."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+
+from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from testing.rollback import RollbackScope, RollbackTierError, SharedApps, SharedConnectionBusy
+
+pytestmark = pytest.mark.integration
+
+SEEDED = sorted(preset["name"] for preset in DEFAULT_PRESETS)
+PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}
+APPS_SEEN: list[object] = []  # this worker's shared apps, in the order tests got them
+
+
+async def names(running) -> list[str]:
+    response = await running.get("/api/v1/presets")
+    assert response.status_code == 200, response.text
+    return sorted(preset["name"] for preset in response.json())
+
+
+@pytest.mark.rollback_db
+@pytest.mark.parametrize("round_", range(4))
+async def test_what_a_route_commits_is_seen_in_the_test_and_gone_in_the_next(
+    app_factory, round_
+) -> None:
+    # Four rounds on two workers: at least one worker runs two of them on one app.
+    running = await app_factory()
+    assert running.started, running.startup_error
+    if APPS_SEEN:
+        assert running.app is APPS_SEEN[-1], "the worker's tests should share one app"
+    APPS_SEEN.append(running.app)
+    assert await names(running) == SEEDED  # no earlier round's row
+    created = await running.client.post("/api/v1/presets", json={"name": "same", **PRESET})
+    assert created.status_code == 201, created.text
+    assert await names(running) == sorted([*SEEDED, "same"])
+
+
+@pytest.mark.rollback_db
+async def test_other_settings_get_an_app_of_their_own(app_factory, make_settings) -> None:
+    default = await app_factory()
+    other = await app_factory(make_settings(ready_cache_ttl=0.0))
+    assert other.app is not default.app
+    assert other.app.state.db is not default.app.state.db
+    assert await app_factory() is not default  # a view of its own...
+    assert (await app_factory()).app is default.app  # ...of the same app
+
+
+@pytest.mark.rollback_db
+def test_a_database_of_the_test_s_own_is_refused_naming_template_db(request) -> None:
+    with pytest.raises(RollbackTierError, match="test_database .*template_db"):
+        request.getfixturevalue("test_database")
+
+
+@pytest.mark.rollback_db
+def test_real_processes_and_fault_proxies_are_refused_naming_template_db(
+    request, make_settings, fault_proxy
+) -> None:
+    with pytest.raises(RollbackTierError, match="backend process.*template_db"):
+        request.getfixturevalue("backend_services_env")
+    with pytest.raises(RollbackTierError, match="fault proxy.*template_db"):
+        make_settings(redis_proxy=fault_proxy("redis"))
+
+
+@pytest.mark.rollback_db
+async def test_concurrent_requests_of_one_test_are_serialized_on_its_connection(
+    app_factory
+) -> None:
+    running = await app_factory()
+    posts = [running.client.post("/api/v1/presets", json={"name": f"c{i}", **PRESET})
+             for i in range(8)]
+    answers = await asyncio.gather(*posts, *(running.get("/api/v1/presets") for _ in range(4)))
+    assert [a.status_code for a in answers] == [201] * 8 + [200] * 4
+    assert await names(running) == sorted([*SEEDED, *(f"c{i}" for i in range(8))])
+
+
+# The tier's mechanics, driven through the kit's own objects on the worker's shared apps.
+
+
+@pytest.mark.rollback_db
+async def test_a_session_waiting_on_a_held_one_fails_saying_why(
+    _kit_shared_apps: SharedApps, make_settings_for_tier
+) -> None:
+    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(_kit_shared_apps)
+    scope._gate.timeout = 0.2
+    await scope.take(shared)
+    db = shared.app.state.db
+    try:
+        async with db.session():
+            waiting = asyncio.create_task(_open_session(db))
+            with pytest.raises(SharedConnectionBusy, match="one at a time.*template_db"):
+                await waiting
+    finally:
+        await scope.close()
+
+
+async def _open_session(db) -> None:
+    async with db.session() as session:
+        await session.execute(text("SELECT 1"))
+
+
+@pytest.mark.rollback_db
+async def test_advisory_locks_fail_the_test_and_do_not_outlive_it(
+    _kit_shared_apps: SharedApps, make_settings_for_tier, kit_services
+) -> None:
+    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(_kit_shared_apps)
+    await scope.take(shared)
+    async with shared.app.state.db.session() as session:
+        await session.execute(text("SELECT pg_advisory_lock(424242)"))
+    with pytest.raises(RollbackTierError, match="advisory lock.*template_db"):
+        await scope.close()
+    conn = await asyncpg.connect(kit_services.postgres.url())
+    try:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424242")
+    finally:
+        await conn.close()
+    assert held == 0
+
+
+@pytest.mark.rollback_db
+async def test_redis_keys_and_queued_jobs_go_with_the_test(
+    _kit_shared_apps: SharedApps, make_settings_for_tier
+) -> None:
+    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(_kit_shared_apps)
+    running = await scope.take(shared)
+    queued = await running.client.post(
+        "/api/v1/jobs", json={"kind": "noop", "payload": {"value": 1}},
+        headers={"Authorization": "Bearer kit-admin-token"})
+    assert queued.status_code == 202, queued.text
+    job_id = queued.json()["id"]
+    client = _kit_shared_apps.namespace.client()
+    try:
+        assert await client.exists(f"arq:job:{job_id}")
+        await scope.close()
+        await running.release()
+        assert await _kit_shared_apps.namespace.keys() == []
+        assert not await client.exists(f"arq:job:{job_id}")
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.rollback_db
+async def test_event_subscribers_a_test_added_are_dropped(
+    _kit_shared_apps: SharedApps, make_settings_for_tier
+) -> None:
+    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    bus = shared.app.state.event_bus
+    before = bus.subscriptions()
+    scope = RollbackScope(_kit_shared_apps)
+    await scope.take(shared)
+    bus.subscribe("preset.created", lambda event: None, name="left-by-a-test")
+    await scope.close()
+    assert bus.subscriptions() == before
+    assert (await _kit_shared_apps.get(*make_settings_for_tier())) is shared  # still shared
+
+
+@pytest.mark.rollback_db
+async def test_an_app_a_test_changed_or_stopped_is_replaced(
+    _kit_shared_apps: SharedApps, make_settings_for_tier
+) -> None:
+    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(_kit_shared_apps)
+    running = await scope.take(shared)
+    await running.app.state.plugin_manager.disable_all()
+    await scope.close()
+    await running.release()
+    fresh = await _kit_shared_apps.get(*make_settings_for_tier())
+    assert fresh is not shared and not shared.running.running
+    assert fresh.app.state.plugin_manager.plugins["mood"].status == "enabled"
+
+    scope = RollbackScope(_kit_shared_apps)
+    running = await scope.take(fresh)
+    await running.stop()
+    await scope.close()
+    assert (await _kit_shared_apps.get(*make_settings_for_tier())) is not fresh
+
+
+@pytest.fixture
+def make_settings_for_tier(make_settings):
+    """(factory, settings) as app_factory gives a rollback test without overrides."""
+    from pixsim7.backend.main.main import create_app
+
+    return lambda: (create_app, make_settings())
