@@ -339,14 +339,13 @@ async def app_factory(
         settings = make_settings() if settings is None else settings
         build = factory if callable(factory) else load_factory(factory or default_factory)
         scope = _kit_rollback_scope
-        if scope is not None:
-            if scope.apps.shares(settings):
-                shared = await scope.apps.get(build, settings)
-                if isinstance(shared, RunningApp):  # its startup failed: nothing to share
-                    return shared
-                view = await scope.take(shared)
-                views.append(view)
-                return view
+        if scope is not None and scope.apps.shares(settings):
+            shared = await scope.apps.get(build, settings)
+            if isinstance(shared, RunningApp):  # its startup failed: nothing to share
+                return shared
+            view = await scope.take(shared)
+            views.append(view)
+            return view
         app = await start_app(build, settings, kit_normalizer)
         running.append(app)
         return app
