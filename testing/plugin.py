@@ -214,33 +214,47 @@ async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: Rollbac
         await clear_namespace(namespace)
 
 
+class _TemplateClones:
+    """The rollback tier's databases: clones of the run's template through one admin
+    connection."""
+
+    def __init__(self, template: TemplateDatabase, admin: Any) -> None:
+        self.template, self.admin = template, admin
+
+    async def create(self) -> IsolatedDatabase:
+        return await self.template.clone(self.admin)
+
+    async def drop(self, database: IsolatedDatabase) -> None:
+        await drop_database(database, self.admin)
+
+
 @pytest_asyncio.fixture(scope="session")
-async def _kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
-                           kit_template: TemplateDatabase,
-                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApps]:
-    """This worker's rollback-tier apps, on one clone of the template, stopped at the end."""
+async def kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
+                          kit_template: TemplateDatabase,
+                          tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApps]:
+    """This worker's rollback-tier apps, on one clone of the template; `await .close()`
+    stops them (the next rollback test starts its app again). All gone at the end."""
     admin = await admin_connection(kit_services.postgres)
     try:
-        database = await kit_template.clone(admin)
         root = tmp_path_factory.mktemp("rollback")
-        apps = SharedApps(database, new_namespace(kit_services.redis), root / "data",
-                          _normalizer(root))
+        apps = SharedApps(_TemplateClones(kit_template, admin), new_namespace(kit_services.redis),
+                          root / "data", _normalizer(root))
+        await apps.open()
         try:
             yield apps
         finally:
             try:
-                await apps.close()
+                await apps.drop()
             finally:
                 await clear_namespace(apps.namespace)
-                await drop_database(database, admin)
     finally:
         await admin.close()
 
 
 @pytest_asyncio.fixture
-async def _kit_rollback(_kit_shared_apps: SharedApps) -> AsyncIterator[RollbackScope]:
+async def _kit_rollback(kit_shared_apps: SharedApps) -> AsyncIterator[RollbackScope]:
     """This test's transaction on each shared app it takes, undone after it."""
-    scope = RollbackScope(_kit_shared_apps)
+    scope = RollbackScope(kit_shared_apps)
     try:
         yield scope
     finally:
@@ -278,13 +292,16 @@ def make_settings(request: pytest.FixtureRequest, kit_tier: str, tmp_path: Path,
 
     if _kit_rollback_scope is not None:
         shared = _kit_rollback_scope.apps
-        database_url, data_dir = shared.database.sqlalchemy_url, shared.data_dir
+        data_dir = shared.data_dir
     else:
         test_database: IsolatedDatabase = request.getfixturevalue("test_database")
-        database_url, data_dir = test_database.sqlalchemy_url, tmp_path / "data"
+        data_dir = tmp_path / "data"
 
     def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
              **overrides: Any) -> Settings:
+        # Read at each call: the rollback tier renews its database when a test wrote to it.
+        database = shared.database if _kit_rollback_scope is not None else test_database
+        database_url = database.sqlalchemy_url
         redis_url = redis_namespace.url
         if _kit_rollback_scope is not None and (database_proxy or redis_proxy):
             raise refuse("a fault proxy cuts a service under one test, and this tier's apps "

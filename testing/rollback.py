@@ -19,9 +19,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from testing.apps import AppFactory, RunningApp, start_app
@@ -87,6 +88,14 @@ def _watched_state(app: FastAPI, normalizer: Normalizer) -> dict[str, Any]:
     return {key: value for key, value in inventory.items() if key not in COUNTING_STATE}
 
 
+class DatabaseSource(Protocol):
+    """Where the tier's database comes from: a clone of the run's template, dropped after."""
+
+    async def create(self) -> IsolatedDatabase: ...
+
+    async def drop(self, database: IsolatedDatabase) -> None: ...
+
+
 @dataclass
 class SharedApp:
     """One started app of the tier and what it looked like when no test had run on it."""
@@ -94,6 +103,7 @@ class SharedApp:
     running: RunningApp
     baseline: dict[str, Any]
     subscriptions: tuple[Any, ...] = ()
+    rows: dict[str, int] | None = None  # each table's row count before any test
 
     @property
     def app(self) -> FastAPI:
@@ -107,17 +117,28 @@ class SharedApps:
     database (a clone of the run's template) and the Redis prefix the apps use.
     """
 
-    def __init__(self, database: IsolatedDatabase, namespace: RedisNamespace, data_dir: Path,
+    def __init__(self, databases: DatabaseSource, namespace: RedisNamespace, data_dir: Path,
                  normalizer: Normalizer, wait_timeout: float = 10.0, max_apps: int = 4) -> None:
-        self.database, self.namespace, self.data_dir = database, namespace, data_dir
+        self.databases, self.namespace, self.data_dir = databases, namespace, data_dir
+        self.database: IsolatedDatabase | None = None
         self.normalizer = normalizer
         self.wait_timeout, self.max_apps = wait_timeout, max_apps
         self._apps: dict[str, SharedApp] = {}
         self.started = 0  # apps this worker started for the tier, retired ones included
         self.loop = asyncio.get_running_loop()
 
+    async def open(self) -> SharedApps:
+        self.database = await self.databases.create()
+        return self
+
+    async def renew(self) -> None:
+        """Stop every app and give the worker a new database (the old one was written to)."""
+        await self.drop()
+        self.database = await self.databases.create()
+
     def shares(self, settings: Any) -> bool:
-        return str(settings.database_url) == self.database.sqlalchemy_url
+        return self.database is not None and (
+            str(settings.database_url) == self.database.sqlalchemy_url)
 
     async def get(self, factory: AppFactory, settings: Any) -> SharedApp | RunningApp:
         """The shared app for these settings; a RunningApp whose startup failed is returned
@@ -147,9 +168,19 @@ class SharedApps:
         await shared.running.stop()
 
     async def close(self) -> None:
+        """Stop every app; the database stays (until `drop()`)."""
         apps, self._apps = list(self._apps.values()), {}
         for shared in reversed(apps):
             await shared.running.stop()
+
+    async def drop(self) -> None:
+        """Stop every app and drop the database."""
+        try:
+            await self.close()
+        finally:
+            database, self.database = self.database, None
+            if database is not None:
+                await self.databases.drop(database)
 
 
 class RollbackScope:
@@ -167,6 +198,8 @@ class RollbackScope:
             db = shared.app.state.db
             connection = await db.engine.connect()
             transaction = await connection.begin()
+            if shared.rows is None:
+                shared.rows = await row_counts(connection, shared.app.state.domain_registry.tables)
             db.bind(connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
             self._bound.append((shared, connection, transaction))
@@ -196,10 +229,19 @@ class RollbackScope:
                 "connection, so locks never contend and session locks outlive the rollback")
         try:
             await transaction.rollback()
+            rows = await row_counts(connection, app.state.domain_registry.tables)
         finally:
             if locks:
                 await connection.invalidate()  # its server session, and so its locks, end
             await connection.close()
+        if rows != shared.rows:
+            changed = sorted(t for t in rows if rows[t] != shared.rows.get(t))
+            await self.apps.renew()
+            problems.append(
+                f"rows of {', '.join(changed)} were committed to the shared database outside "
+                "the test's transaction (by an app or a connection the test made itself); "
+                "the kit made the worker a new database")
+            return problems
         if not shared.running.running:
             await self.apps.retire(shared)  # the test stopped it
             return problems
@@ -213,6 +255,16 @@ class RollbackScope:
             # Not an error: the next test simply gets an app of its own.
             await self.apps.retire(shared)
         return problems
+
+
+async def row_counts(connection: AsyncConnection, tables: list[Any]) -> dict[str, int]:
+    """Each table's row count, in one statement."""
+    if not tables:
+        return {}
+    preparer = connection.dialect.identifier_preparer
+    counts = ", ".join(f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables)
+    values = (await connection.execute(text(f"SELECT {counts}"))).one()
+    return {table.fullname: int(value) for table, value in zip(tables, values, strict=True)}
 
 
 async def held_advisory_locks(connection: AsyncConnection) -> int:

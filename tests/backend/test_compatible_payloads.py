@@ -14,7 +14,7 @@ import pytest
 
 from testing.apps import started
 
-pytestmark = [pytest.mark.integration, pytest.mark.template_db]
+pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 
 PROVIDER_IDS = ["pixverse", "runway", "sora"]
 DATABASE_ERROR = r"error: [A-Za-z_][A-Za-z0-9_]*"
@@ -40,6 +40,7 @@ async def test_health_is_healthy_with_connected_database_redis_and_provider_ids(
         "providers": PROVIDER_IDS}
 
 
+@pytest.mark.template_db
 async def test_health_stays_200_and_degraded_with_the_error_class_when_the_database_is_cut(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -55,6 +56,7 @@ async def test_health_stays_200_and_degraded_with_the_error_class_when_the_datab
     assert body["providers"] == PROVIDER_IDS
 
 
+@pytest.mark.template_db
 async def test_health_is_healthy_with_redis_disconnected_when_only_redis_is_cut(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -68,6 +70,7 @@ async def test_health_is_healthy_with_redis_disconnected_when_only_redis_is_cut(
         "healthy", "connected", "disconnected")
 
 
+@pytest.mark.template_db
 async def test_ready_keeps_status_database_redis_and_plugins_loaded(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -104,6 +107,7 @@ async def test_openapi_documents_each_probe_body_for_every_status(app_factory) -
 # --- checks with detail and readiness changes --------------------------------------------
 
 
+@pytest.mark.template_db
 async def test_verbose_ready_shows_each_check_with_status_duration_and_since(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -125,6 +129,7 @@ async def test_verbose_ready_shows_each_check_with_status_duration_and_since(
     assert down["redis"]["since"] == up["redis"]["since"]
 
 
+@pytest.mark.template_db
 async def test_a_readiness_change_logs_one_line_and_publishes_one_event(
     app_factory, make_settings, fault_proxy, caplog
 ) -> None:

@@ -19,7 +19,7 @@ from testing.apps import started
 from testing.polling import wait_until
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
-pytestmark = [pytest.mark.integration, pytest.mark.template_db]
+pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 
 ADMIN_PATHS = ("/api/v1/admin/plugins", "/api/v1/admin/startup")
 ADMIN_HEADERS = {"Authorization": "Bearer kit-admin-token"}
@@ -39,6 +39,7 @@ def strings_in(body: Any) -> list[str]:
 # --- liveness and readiness ----------------------------------------------------------------
 
 
+@pytest.mark.template_db
 async def test_liveness_answers_while_the_database_is_blackholed(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -55,6 +56,7 @@ async def test_liveness_answers_while_the_database_is_blackholed(
     assert response.json()["status"] == "running"
 
 
+@pytest.mark.template_db
 async def test_readiness_is_unavailable_within_the_check_timeout_when_database_is_blackholed(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -75,6 +77,7 @@ async def test_readiness_is_unavailable_within_the_check_timeout_when_database_i
     assert elapsed < timeout + 1.0
 
 
+@pytest.mark.template_db
 async def test_readiness_is_unavailable_after_shutdown(app_factory) -> None:
     running = await started(app_factory)
     app = running.app
@@ -87,6 +90,7 @@ async def test_readiness_is_unavailable_after_shutdown(app_factory) -> None:
     assert response.json()["lifecycle"] == "stopped"
 
 
+@pytest.mark.template_db
 async def test_readiness_is_unavailable_while_shutdown_runs(app_settings) -> None:
     seen: list[tuple[int, dict[str, Any]]] = []
 
@@ -105,6 +109,7 @@ async def test_readiness_is_unavailable_while_shutdown_runs(app_settings) -> Non
     assert (status_code, body["status"], body["lifecycle"]) == (503, "unavailable", "stopping")
 
 
+@pytest.mark.template_db
 async def test_readiness_result_is_reused_within_the_cache_ttl(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -118,6 +123,7 @@ async def test_readiness_result_is_reused_within_the_cache_ttl(
     assert second.json()["database"] == "connected"
 
 
+@pytest.mark.template_db
 async def test_readiness_shows_a_cut_database_at_once_with_zero_ttl(
     app_factory, make_settings, fault_proxy
 ) -> None:
@@ -131,6 +137,7 @@ async def test_readiness_shows_a_cut_database_at_once_with_zero_ttl(
     assert second.json()["database"].startswith("error:")
 
 
+@pytest.mark.template_db
 async def test_public_bodies_reveal_no_hosts_urls_or_error_messages(
     app_factory, make_settings, fault_proxy, kit_services
 ) -> None:
@@ -198,6 +205,7 @@ async def test_startup_timeline_lists_each_step_with_policy_status_and_duration(
 # --- presets and the event stream ----------------------------------------------------------
 
 
+@pytest.mark.template_db
 async def test_creating_a_preset_stores_a_row(app_factory, test_database) -> None:
     running = await started(app_factory)
     response = await running.client.post("/api/v1/presets", json=PRESET)
@@ -238,6 +246,7 @@ async def test_creating_a_duplicate_preset_is_a_conflict(app_factory) -> None:
     assert (first.status_code, second.status_code) == (201, 409)
 
 
+@pytest.mark.template_db
 def test_event_websocket_receives_preset_created(app_settings) -> None:
     app = create_app(app_settings)
     auth = {"Authorization": f"Bearer {app_settings.admin_token}"}

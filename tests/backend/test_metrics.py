@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from testing.apps import started
 
-pytestmark = [pytest.mark.integration, pytest.mark.template_db]
+pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 
 ADMIN_HEADERS = {"Authorization": "Bearer kit-admin-token"}
 
@@ -48,6 +48,7 @@ async def test_metrics_show_readiness_checks_startup_steps_and_plugins(app_facto
     assert sample(samples, "pixsim7_plugins_failed") == 0.0
 
 
+@pytest.mark.template_db
 async def test_requests_are_counted_by_route_template_method_and_status(app_factory) -> None:
     running = await started(app_factory)
 
@@ -73,6 +74,7 @@ async def test_requests_are_counted_by_route_template_method_and_status(app_fact
                   method="GET", route="/items/{item_id}") == 3
 
 
+@pytest.mark.template_db
 async def test_two_apps_share_no_metrics(app_factory) -> None:
     first, second = await started(app_factory), await started(app_factory)
     for _ in range(3):
@@ -101,6 +103,7 @@ async def test_a_probe_storm_runs_one_database_check_per_cache_window(
     assert after - before <= 1
 
 
+@pytest.mark.template_db
 async def test_the_served_app_counts_its_real_requests_and_guards_metrics_with_the_token(
     backend_services_env, backend_processes
 ) -> None:

@@ -19,7 +19,7 @@ from pixsim7.backend.main.shared.app_context import NoActiveAppError
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
-pytestmark = [pytest.mark.integration, pytest.mark.template_db]
+pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,9 +30,12 @@ CONTRACT_KEYS = (
 )
 # The keys holding mutable objects (everything but the settings).
 OBJECT_KEYS = tuple(k for k in CONTRACT_KEYS if k != "settings")
-# The legacy names below are used on purpose; their warning has its own test.
-USES_LEGACY_NAMES = pytest.mark.filterwarnings(
-    "ignore:the module-level .* is deprecated:DeprecationWarning")
+# The legacy names below are used on purpose; their warning has its own test. They forward
+# to whichever app runs in the process, so the rollback tier's shared apps are stopped first.
+def uses_legacy_names(test: Any) -> Any:
+    test = pytest.mark.filterwarnings(
+        "ignore:the module-level .* is deprecated:DeprecationWarning")(test)
+    return pytest.mark.usefixtures("no_shared_app_runs")(test)
 
 # (module-level name, app.state key it stands for)
 LEGACY_NAMES = {
@@ -50,6 +53,11 @@ def plugins_without(tmp_path: Path, plugin_id: str) -> Path:
     shutil.copytree(PACKAGE_DIR / "plugins", target)
     shutil.rmtree(target / plugin_id)
     return target
+
+
+@pytest.fixture
+async def no_shared_app_runs(kit_shared_apps) -> None:
+    await kit_shared_apps.close()  # the next rollback test starts its app again
 
 
 @pytest.fixture
@@ -100,14 +108,16 @@ def state_objects(running: Any) -> dict[str, Any]:
     return {name: getattr(running.app.state, key) for name, (_, key) in LEGACY_NAMES.items()}
 
 
-@USES_LEGACY_NAMES
+@pytest.mark.template_db
+@uses_legacy_names
 async def test_legacy_names_forward_to_the_most_recently_started_app(two_apps) -> None:
     first, second = two_apps
     targets, expected = forwarding_targets(), state_objects(second)
     assert [name for name in LEGACY_NAMES if targets[name] is not expected[name]] == []
 
 
-@USES_LEGACY_NAMES
+@pytest.mark.template_db
+@uses_legacy_names
 async def test_legacy_names_fall_back_to_the_earlier_app_once_the_latest_stops(
     two_apps,
 ) -> None:
@@ -129,12 +139,14 @@ def names_still_forwarding() -> list[str]:
     return answering
 
 
-@USES_LEGACY_NAMES
+@pytest.mark.template_db
+@uses_legacy_names
 def test_legacy_names_raise_no_active_app_when_no_app_runs() -> None:
     assert names_still_forwarding() == []
 
 
-@USES_LEGACY_NAMES
+@pytest.mark.template_db
+@uses_legacy_names
 async def test_legacy_names_raise_no_active_app_once_the_app_stops(app_factory) -> None:
     running = await app_factory()
     assert running.started, running.startup_error

@@ -84,10 +84,10 @@ async def test_concurrent_requests_of_one_test_are_serialized_on_its_connection(
 
 @pytest.mark.rollback_db
 async def test_a_session_waiting_on_a_held_one_fails_saying_why(
-    _kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, make_settings_for_tier
 ) -> None:
-    shared = await _kit_shared_apps.get(*make_settings_for_tier())
-    scope = RollbackScope(_kit_shared_apps)
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(kit_shared_apps)
     scope._gate.timeout = 0.2
     await scope.take(shared)
     db = shared.app.state.db
@@ -107,10 +107,10 @@ async def _open_session(db) -> None:
 
 @pytest.mark.rollback_db
 async def test_advisory_locks_fail_the_test_and_do_not_outlive_it(
-    _kit_shared_apps: SharedApps, make_settings_for_tier, kit_services
+    kit_shared_apps: SharedApps, make_settings_for_tier, kit_services
 ) -> None:
-    shared = await _kit_shared_apps.get(*make_settings_for_tier())
-    scope = RollbackScope(_kit_shared_apps)
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(kit_shared_apps)
     await scope.take(shared)
     async with shared.app.state.db.session() as session:
         await session.execute(text("SELECT pg_advisory_lock(424242)"))
@@ -127,22 +127,22 @@ async def test_advisory_locks_fail_the_test_and_do_not_outlive_it(
 
 @pytest.mark.rollback_db
 async def test_redis_keys_and_queued_jobs_go_with_the_test(
-    _kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, make_settings_for_tier
 ) -> None:
-    shared = await _kit_shared_apps.get(*make_settings_for_tier())
-    scope = RollbackScope(_kit_shared_apps)
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(kit_shared_apps)
     running = await scope.take(shared)
     queued = await running.client.post(
         "/api/v1/jobs", json={"kind": "noop", "payload": {"value": 1}},
         headers={"Authorization": "Bearer kit-admin-token"})
     assert queued.status_code == 202, queued.text
     job_id = queued.json()["id"]
-    client = _kit_shared_apps.namespace.client()
+    client = kit_shared_apps.namespace.client()
     try:
         assert await client.exists(f"arq:job:{job_id}")
         await scope.close()
         await running.release()
-        assert await _kit_shared_apps.namespace.keys() == []
+        assert await kit_shared_apps.namespace.keys() == []
         assert not await client.exists(f"arq:job:{job_id}")
     finally:
         await client.aclose()
@@ -150,38 +150,58 @@ async def test_redis_keys_and_queued_jobs_go_with_the_test(
 
 @pytest.mark.rollback_db
 async def test_event_subscribers_a_test_added_are_dropped(
-    _kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, make_settings_for_tier
 ) -> None:
-    shared = await _kit_shared_apps.get(*make_settings_for_tier())
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
     bus = shared.app.state.event_bus
     before = bus.subscriptions()
-    scope = RollbackScope(_kit_shared_apps)
+    scope = RollbackScope(kit_shared_apps)
     await scope.take(shared)
     bus.subscribe("preset.created", lambda event: None, name="left-by-a-test")
     await scope.close()
     assert bus.subscriptions() == before
-    assert (await _kit_shared_apps.get(*make_settings_for_tier())) is shared  # still shared
+    assert (await kit_shared_apps.get(*make_settings_for_tier())) is shared  # still shared
 
 
 @pytest.mark.rollback_db
 async def test_an_app_a_test_changed_or_stopped_is_replaced(
-    _kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, make_settings_for_tier
 ) -> None:
-    shared = await _kit_shared_apps.get(*make_settings_for_tier())
-    scope = RollbackScope(_kit_shared_apps)
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(kit_shared_apps)
     running = await scope.take(shared)
     await running.app.state.plugin_manager.disable_all()
     await scope.close()
     await running.release()
-    fresh = await _kit_shared_apps.get(*make_settings_for_tier())
+    fresh = await kit_shared_apps.get(*make_settings_for_tier())
     assert fresh is not shared and not shared.running.running
     assert fresh.app.state.plugin_manager.plugins["mood"].status == "enabled"
 
-    scope = RollbackScope(_kit_shared_apps)
+    scope = RollbackScope(kit_shared_apps)
     running = await scope.take(fresh)
     await running.stop()
     await scope.close()
-    assert (await _kit_shared_apps.get(*make_settings_for_tier())) is not fresh
+    assert (await kit_shared_apps.get(*make_settings_for_tier())) is not fresh
+
+
+@pytest.mark.rollback_db
+async def test_rows_committed_around_the_transaction_fail_the_test_and_renew_the_database(
+    kit_shared_apps: SharedApps, make_settings_for_tier
+) -> None:
+    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    before = kit_shared_apps.database
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    async with shared.app.state.db.engine.begin() as own:  # not one of the app's sessions
+        await own.execute(text("INSERT INTO generation_presets (name, provider_id, operation, "
+                               "params) VALUES ('sneaked', 'pixverse', 'text_to_video', '{}')"))
+    with pytest.raises(RollbackTierError, match="generation_presets were committed.*template_db"):
+        await scope.close()
+    assert kit_shared_apps.database != before and not shared.running.running
+    fresh = await kit_shared_apps.get(*make_settings_for_tier())
+    scope = RollbackScope(kit_shared_apps)
+    assert await names(await scope.take(fresh)) == SEEDED
+    await scope.close()
 
 
 @pytest.fixture
