@@ -1,13 +1,20 @@
-"""Measure the testing kit per backend: session start-up and stop, and one isolated app.
+"""Measure the testing kit per backend: session start-up and stop, and one test per tier.
 
-For each backend (embedded always; external with --external-db and --external-redis;
-testcontainers when a Docker engine answers, with PIXSIM7_TEST_POSTGRES_IMAGE /
-PIXSIM7_TEST_REDIS_IMAGE if set) it prints the median cost of one isolated app (database +
-Redis keyspace + build + startup + one /ready + shutdown + drop), on an empty database and on a
-clone of the run's template, as a ratio to a bare CREATE DATABASE + DROP DATABASE pair measured
-in the same run on the same server. The three are measured in turn, so load hits all alike.
-Each backend's lines end with `P1 <backend> <path>: N.NNx`; above them, the template path's
-parts (medians, so they need not add up exactly) and the load average when it finished.
+The backends are those the pytest run would use: PIXSIM7_TEST_SERVICES names one, or with
+`auto` (the default) embedded always, external when PIXSIM7_TEST_DATABASE_URL and
+PIXSIM7_TEST_REDIS_URL are set (or --external-db and --external-redis), testcontainers when a
+Docker engine answers (PIXSIM7_TEST_POSTGRES_IMAGE / PIXSIM7_TEST_REDIS_IMAGE if set).
+
+For each it prints the median cost of one test that gets an app and sends it one /ready, as
+the kit's fixtures do it, in each tier: `empty` and `template` (database + Redis keyspace +
+build + startup + the request + shutdown + drop, on an empty database or a clone of the
+run's template) and `rollback` (a transaction on the worker's started app + the request +
+rollback and cleanup), each as a ratio to a bare CREATE DATABASE + DROP DATABASE pair measured
+in the same run on the same server: `P1 <backend> <tier>: N.NNx`. Then the same for a test
+whose body posts a preset through the app and lists the presets back, rollback against
+template: `P1 <backend> post-and-read rollback/template: N.NNx`. Every path is measured in
+turn, round after round, so load hits all alike; above the P1 lines, the parts of the
+template and rollback paths (medians, so they need not add up exactly) and the load average.
 
     .venv/bin/python scripts/bench_kit.py [--runs 25] [--starts 3]
         [--external-db postgresql://... --external-redis redis://...]
@@ -32,57 +39,88 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pixsim7.backend.main.main import create_app  # noqa: E402
 from pixsim7.backend.main.shared.config import Settings  # noqa: E402
 from testing.apps import start_app  # noqa: E402
+from testing.inventory import Normalizer  # noqa: E402
 from testing.isolation import (  # noqa: E402
+    IsolatedDatabase,
     admin_connection,
     create_database,
     drop_database,
     new_namespace,
     ssl_negotiation_skipped,
 )
+from testing.rollback import RollbackScope, SharedApps  # noqa: E402
 from testing.services import (  # noqa: E402
+    ENV_BACKEND,
+    ENV_DATABASE_URL,
+    ENV_POSTGRES_IMAGE,
+    ENV_REDIS_IMAGE,
+    ENV_REDIS_URL,
     EmbeddedBackend,
     ExternalBackend,
     ServiceSet,
     TestcontainersBackend,
     docker_available,
 )
-from testing.template import TemplateDatabase, template_name  # noqa: E402
+from testing.template import TemplateClones, TemplateDatabase, template_name  # noqa: E402
+
+DATA_DIR = Path(tempfile.gettempdir()) / "pixsim7-bench"
+PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}
 
 
 async def bare_pair(services: ServiceSet, admin) -> None:
+    """The baseline: CREATE DATABASE and DROP DATABASE, nothing else."""
     database = await create_database(services.postgres, admin=admin)
     await drop_database(database, admin)
 
 
-async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None,
-                       parts: dict[str, list[float]]) -> None:
-    """What one test with an app costs, as the kit's fixtures do it; each part's seconds are
-    appended to `parts`."""
-    mark = time.perf_counter()
+def settings_for(database: IsolatedDatabase, namespace) -> Settings:
+    return Settings(
+        _env_file=None, debug=True, database_url=database.sqlalchemy_url,
+        redis_url=namespace.url, redis_key_prefix=namespace.prefix, secret_key="bench",
+        admin_token="bench", data_dir=DATA_DIR,
+    )
 
-    def lap(part: str) -> None:
-        nonlocal mark
+
+class Laps:
+    """Seconds of each part of one path, appended to `parts`."""
+
+    def __init__(self, parts: dict[str, list[float]]) -> None:
+        self.parts, self.mark = parts, time.perf_counter()
+
+    def __call__(self, part: str) -> None:
         now = time.perf_counter()
-        parts.setdefault(part, []).append(now - mark)
-        mark = now
+        self.parts.setdefault(part, []).append(now - self.mark)
+        self.mark = now
 
+
+async def ready(running) -> None:
+    response = await running.get("/ready")
+    assert response.status_code == 200, response.text
+
+
+async def post_and_read(running) -> None:
+    name = uuid.uuid4().hex
+    created = await running.client.post("/api/v1/presets", json={"name": name, **PRESET})
+    assert created.status_code == 201, created.text
+    listed = await running.get("/api/v1/presets")
+    assert name in {preset["name"] for preset in listed.json()}
+
+
+async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None,
+                       parts: dict[str, list[float]], body=ready) -> None:
+    """One test with an app of its own, as the kit's fixtures do it (empty or template)."""
+    lap = Laps(parts)
     if template is not None:
         database = await template.clone(admin)
     else:
         database = await create_database(services.postgres, admin=admin)
     lap("database")
     namespace = new_namespace(services.redis)
-    settings = Settings(
-        _env_file=None, debug=True, database_url=database.sqlalchemy_url,
-        redis_url=namespace.url, redis_key_prefix=namespace.prefix, secret_key="bench",
-        admin_token="bench", data_dir=Path(tempfile.gettempdir()) / "pixsim7-bench",
-    )
-    running = await start_app(create_app, settings)
+    running = await start_app(create_app, settings_for(database, namespace))
     assert running.started, running.startup_error
     lap("build+startup")
-    response = await running.get("/ready")
-    assert response.status_code == 200, response.text
-    lap("/ready")
+    await body(running)
+    lap("request")
     await running.stop()
     lap("shutdown")
     await namespace.clear()
@@ -90,44 +128,81 @@ async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase |
     lap("keyspace+drop")
 
 
-async def measure(services: ServiceSet, template: TemplateDatabase,
-                  runs: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds of each path over `runs` rounds, and of each part of the template path;
-    one warm-up round is not counted."""
-    parts: dict[str, list[float]] = {}
+async def rollback_test(apps: SharedApps, parts: dict[str, list[float]], body=ready) -> None:
+    """One test of the rollback tier on the worker's started app, as app_factory does it."""
+    lap = Laps(parts)
+    settings = apps.settings(lambda: settings_for(apps.database, apps.namespace))
+    shared = await apps.get(create_app, settings)
+    scope = RollbackScope(apps)
+    running = await scope.take(shared)
+    lap("transaction")
+    await body(running)
+    lap("request")
+    await running.release()
+    await scope.close()
+    lap("rollback+cleanup")
+
+
+async def measure(services: ServiceSet, template: TemplateDatabase, runs: int
+                  ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Median seconds of each path over `runs` rounds, and of the parts of two of them; one
+    warm-up round is not counted."""
+    parts: dict[str, dict[str, list[float]]] = {"template": {}, "rollback": {}}
+    admin = await admin_connection(services.postgres)
+    apps = SharedApps(TemplateClones(template, admin), new_namespace(services.redis), DATA_DIR,
+                      Normalizer())
+    await apps.open()
     paths: dict[str, Callable] = {
-        "pair": lambda admin: bare_pair(services, admin),
-        "empty": lambda admin: isolated_app(services, admin, None, {}),
-        "template": lambda admin: isolated_app(services, admin, template, parts),
+        "pair": lambda: bare_pair(services, admin),
+        "empty": lambda: isolated_app(services, admin, None, {}),
+        "template": lambda: isolated_app(services, admin, template, parts["template"]),
+        "rollback": lambda: rollback_test(apps, parts["rollback"]),
+        "post-and-read template": lambda: isolated_app(services, admin, template, {},
+                                                       post_and_read),
+        "post-and-read rollback": lambda: rollback_test(apps, {}, post_and_read),
     }
     samples: dict[str, list[float]] = {name: [] for name in paths}
-    admin = await admin_connection(services.postgres)
     try:
         for round_number in range(runs + 1):
             if round_number == 1:
-                parts.clear()
+                for kept in parts.values():
+                    kept.clear()
             for name, path in paths.items():
                 started = time.perf_counter()
-                await path(admin)
+                await path()
                 if round_number:
                     samples[name].append(time.perf_counter() - started)
     finally:
-        await admin.close()
+        try:
+            await apps.shut()
+        finally:
+            await admin.close()
     return ({name: statistics.median(values) for name, values in samples.items()},
-            {name: statistics.median(values) for name, values in parts.items()})
+            {path: {name: statistics.median(values) for name, values in kept.items()}
+             for path, kept in parts.items()})
 
 
 def backends(args: argparse.Namespace) -> list[tuple[str, Callable[[], object]]]:
-    chosen: list[tuple[str, Callable[[], object]]] = [("embedded", EmbeddedBackend)]
-    if args.external_db and args.external_redis:
-        chosen.append(("external",
-                       lambda: ExternalBackend(args.external_db, args.external_redis)))
+    """The backends the pytest run would use, as PIXSIM7_TEST_SERVICES and its URLs say."""
+    choice = os.environ.get(ENV_BACKEND, "auto").strip().lower() or "auto"
+    database_url = args.external_db or os.environ.get(ENV_DATABASE_URL)
+    redis_url = args.external_redis or os.environ.get(ENV_REDIS_URL)
+    images = {key: value for key, value in (
+        ("postgres_image", os.environ.get(ENV_POSTGRES_IMAGE)),
+        ("redis_image", os.environ.get(ENV_REDIS_IMAGE))) if value}
+    every = {
+        "embedded": EmbeddedBackend,
+        "external": lambda: ExternalBackend(database_url, redis_url),
+        "testcontainers": lambda: TestcontainersBackend(**images),
+    }
+    if choice != "auto":
+        return [(choice, every[choice])]
+    chosen = ["embedded"]
+    if database_url and redis_url:
+        chosen.append("external")
     if docker_available():
-        images = {key: value for key, value in (
-            ("postgres_image", os.environ.get("PIXSIM7_TEST_POSTGRES_IMAGE")),
-            ("redis_image", os.environ.get("PIXSIM7_TEST_REDIS_IMAGE"))) if value}
-        chosen.append(("testcontainers", lambda: TestcontainersBackend(**images)))
-    return chosen
+        chosen.append("testcontainers")
+    return [(name, every[name]) for name in chosen]
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -161,10 +236,16 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
           f"template made in {made * 1000:.0f} ms")
     print(f"  bare CREATE + DROP pair: {pair * 1000:.1f} ms (medians of {args.runs}; "
           f"load average {os.getloadavg()[0]:.1f})")
-    print(f"  empty {medians['empty'] * 1000:.1f} ms; template {medians['template'] * 1000:.1f}"
-          " ms = " + " + ".join(f"{part} {seconds * 1000:.1f}" for part, seconds in parts.items()))
-    for path in ("empty", "template"):
+    print(f"  empty {medians['empty'] * 1000:.1f} ms")
+    for path in ("template", "rollback"):
+        print(f"  {path} {medians[path] * 1000:.1f} ms = " + " + ".join(
+            f"{part} {seconds * 1000:.1f}" for part, seconds in parts[path].items()))
+    print(f"  post-and-read: template {medians['post-and-read template'] * 1000:.1f} ms, "
+          f"rollback {medians['post-and-read rollback'] * 1000:.1f} ms")
+    for path in ("empty", "template", "rollback"):
         print(f"P1 {name} {path}: {medians[path] / pair:.2f}x")
+    ratio = medians["post-and-read rollback"] / medians["post-and-read template"]
+    print(f"P1 {name} post-and-read rollback/template: {ratio:.2f}x")
 
 
 def main() -> None:

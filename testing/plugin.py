@@ -48,7 +48,7 @@ from testing.services import (
 )
 from testing.session import WORKERINPUT_KEY, RunServices
 from testing.snapshots import milestones_as_lines
-from testing.template import TemplateDatabase, template_name
+from testing.template import TemplateClones, TemplateDatabase, template_name
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
@@ -214,20 +214,6 @@ async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: Rollbac
         await clear_namespace(namespace)
 
 
-class _TemplateClones:
-    """The rollback tier's databases: clones of the run's template through one admin
-    connection."""
-
-    def __init__(self, template: TemplateDatabase, admin: Any) -> None:
-        self.template, self.admin = template, admin
-
-    async def create(self) -> IsolatedDatabase:
-        return await self.template.clone(self.admin)
-
-    async def drop(self, database: IsolatedDatabase) -> None:
-        await drop_database(database, self.admin)
-
-
 @pytest_asyncio.fixture(scope="session")
 async def kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
                           kit_template: TemplateDatabase,
@@ -237,16 +223,13 @@ async def kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
     admin = await admin_connection(kit_services.postgres)
     try:
         root = tmp_path_factory.mktemp("rollback")
-        apps = SharedApps(_TemplateClones(kit_template, admin), new_namespace(kit_services.redis),
+        apps = SharedApps(TemplateClones(kit_template, admin), new_namespace(kit_services.redis),
                           root / "data", _normalizer(root))
         await apps.open()
         try:
             yield apps
         finally:
-            try:
-                await apps.drop()
-            finally:
-                await clear_namespace(apps.namespace)
+            await apps.shut()
     finally:
         await admin.close()
 
@@ -299,6 +282,12 @@ def make_settings(request: pytest.FixtureRequest, kit_tier: str, tmp_path: Path,
 
     def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
              **overrides: Any) -> Settings:
+        if _kit_rollback_scope is not None and not (database_proxy or redis_proxy):
+            return _kit_rollback_scope.apps.settings(build, **overrides)
+        return build(database_proxy=database_proxy, redis_proxy=redis_proxy, **overrides)
+
+    def build(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
+              **overrides: Any) -> Settings:
         # Read at each call: the rollback tier renews its database when a test wrote to it.
         database = shared.database if _kit_rollback_scope is not None else test_database
         database_url = database.sqlalchemy_url

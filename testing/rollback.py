@@ -15,24 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from testing.apps import AppFactory, RunningApp, start_app
-from testing.inventory import Normalizer, state_inventory
+from testing.inventory import Normalizer
 from testing.isolation import IsolatedDatabase, RedisNamespace
 
 MARKER = "rollback_db"
 USE_TEMPLATE = "use @pytest.mark.template_db (a database of the test's own) instead"
-# app.state keys whose content a request changes by design: counted, or rebuilt on demand.
-COUNTING_STATE = frozenset({"metrics", "event_metrics", "readiness", "redis", "ws_hub"})
+PLUGIN_MANAGERS = ("plugin_manager", "routes_manager", "middleware_manager")
 # Keys arq keeps per job outside the queue name (and so outside the prefix).
 ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:", "arq:abort:")
 
@@ -83,9 +83,13 @@ def settings_key(settings: Any, factory: AppFactory) -> str:
                       sort_keys=True, default=str)
 
 
-def _watched_state(app: FastAPI, normalizer: Normalizer) -> dict[str, Any]:
-    inventory = state_inventory(app.state, normalizer)
-    return {key: value for key, value in inventory.items() if key not in COUNTING_STATE}
+def fingerprint(app: FastAPI) -> tuple[Any, ...]:
+    """What a test may change on an app that the tier cannot undo: the app.state keys, each
+    plugin's status, the routes and the middleware. Cheap enough to take after every test."""
+    plugins = tuple(
+        (name, pid, state.status) for name in PLUGIN_MANAGERS
+        for pid, state in getattr(getattr(app.state, name, None), "plugins", {}).items())
+    return (tuple(sorted(app.state)), plugins, len(app.router.routes), len(app.user_middleware))
 
 
 class DatabaseSource(Protocol):
@@ -101,7 +105,7 @@ class SharedApp:
     """One started app of the tier and what it looked like when no test had run on it."""
 
     running: RunningApp
-    baseline: dict[str, Any]
+    baseline: tuple[Any, ...]  # its fingerprint() before any test
     subscriptions: tuple[Any, ...] = ()
     rows: dict[str, int] | None = None  # each table's row count before any test
 
@@ -121,20 +125,32 @@ class SharedApps:
                  normalizer: Normalizer, wait_timeout: float = 10.0, max_apps: int = 4) -> None:
         self.databases, self.namespace, self.data_dir = databases, namespace, data_dir
         self.database: IsolatedDatabase | None = None
+        self.redis: Redis | None = None
         self.normalizer = normalizer
         self.wait_timeout, self.max_apps = wait_timeout, max_apps
         self._apps: dict[str, SharedApp] = {}
+        self._settings: dict[str, Any] = {}
         self.started = 0  # apps this worker started for the tier, retired ones included
         self.loop = asyncio.get_running_loop()
 
     async def open(self) -> SharedApps:
         self.database = await self.databases.create()
+        self.redis = self.namespace.client()  # the cleanup's, between tests
         return self
 
     async def renew(self) -> None:
         """Stop every app and give the worker a new database (the old one was written to)."""
         await self.drop()
         self.database = await self.databases.create()
+
+    def settings(self, build: Callable[..., Any], **overrides: Any) -> Any:
+        """`build(**overrides)`, made once per database and overrides and copied for each
+        caller: building Settings reads the environment, about 10 ms a time."""
+        key = json.dumps([self.database.name if self.database else None, overrides],
+                         sort_keys=True, default=repr)
+        if key not in self._settings:
+            self._settings[key] = build(**overrides)
+        return self._settings[key].model_copy()
 
     def shares(self, settings: Any) -> bool:
         return self.database is not None and (
@@ -159,7 +175,7 @@ class SharedApps:
             return running
         while len(self._apps) >= self.max_apps:
             await self.retire(next(iter(self._apps.values())))
-        shared = SharedApp(running, _watched_state(running.app, self.normalizer))
+        shared = SharedApp(running, fingerprint(running.app))
         self._apps[key] = shared
         return shared
 
@@ -174,13 +190,23 @@ class SharedApps:
             await shared.running.stop()
 
     async def drop(self) -> None:
-        """Stop every app and drop the database."""
+        """Stop every app and drop the database; the Redis keys go too."""
         try:
             await self.close()
+            await clear_namespace(self.namespace, self.redis)
         finally:
             database, self.database = self.database, None
             if database is not None:
                 await self.databases.drop(database)
+
+    async def shut(self) -> None:
+        """`drop()`, and close the cleanup's Redis client: nothing of the tier is left."""
+        try:
+            await self.drop()
+        finally:
+            if self.redis is not None:
+                await self.redis.aclose()
+                self.redis = None
 
 
 class RollbackScope:
@@ -212,7 +238,7 @@ class RollbackScope:
         for shared, connection, transaction in reversed(self._bound):
             problems += await self._undo(shared, connection, transaction)
         self._bound.clear()
-        await clear_namespace(self.apps.namespace)
+        await clear_namespace(self.apps.namespace, self.apps.redis)
         if problems:
             raise RollbackTierError(f"{MARKER}: " + "; ".join(problems) + f"; {USE_TEMPLATE}")
 
@@ -222,18 +248,17 @@ class RollbackScope:
         app = shared.app
         if getattr(app.state, "db", None) is not None:
             app.state.db.bind(None)
-        locks = await held_advisory_locks(connection)
-        if locks:
-            problems.append(
-                f"the test took {locks} advisory lock(s); in this tier every session is one "
-                "connection, so locks never contend and session locks outlive the rollback")
         try:
             await transaction.rollback()
-            rows = await row_counts(connection, app.state.domain_registry.tables)
-        finally:
+            rows, locks = await after_rollback(connection, app.state.domain_registry.tables)
             if locks:
                 await connection.invalidate()  # its server session, and so its locks, end
+        finally:
             await connection.close()
+        if locks:
+            problems.append(
+                f"the test took {locks} session-level advisory lock(s), which outlive the "
+                "rollback; in this tier every session is one connection, so locks never contend")
         if rows != shared.rows:
             changed = sorted(t for t in rows if rows[t] != shared.rows.get(t))
             await self.apps.renew()
@@ -251,33 +276,41 @@ class RollbackScope:
         readiness = getattr(app.state, "readiness", None)
         if readiness is not None:
             readiness.forget()
-        if _watched_state(app, self.apps.normalizer) != shared.baseline:
+        if fingerprint(app) != shared.baseline:
             # Not an error: the next test simply gets an app of its own.
             await self.apps.retire(shared)
         return problems
+
+
+def _counts_sql(connection: AsyncConnection, tables: list[Any]) -> str:
+    preparer = connection.dialect.identifier_preparer
+    return ", ".join([f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables])
 
 
 async def row_counts(connection: AsyncConnection, tables: list[Any]) -> dict[str, int]:
     """Each table's row count, in one statement."""
     if not tables:
         return {}
-    preparer = connection.dialect.identifier_preparer
-    counts = ", ".join(f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables)
-    values = (await connection.execute(text(f"SELECT {counts}"))).one()
+    values = (await connection.execute(text(f"SELECT {_counts_sql(connection, tables)}"))).one()
     return {table.fullname: int(value) for table, value in zip(tables, values, strict=True)}
 
 
-async def held_advisory_locks(connection: AsyncConnection) -> int:
-    """How many advisory locks the connection's server session holds."""
-    raw = await connection.get_raw_connection()
-    driver = raw.driver_connection
-    return int(await driver.fetchval(
-        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"))
+async def after_rollback(connection: AsyncConnection, tables: list[Any]
+                         ) -> tuple[dict[str, int], int]:
+    """Each table's row count and the advisory locks the session still holds, in one query."""
+    locks = ("(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+             "AND pid = pg_backend_pid())")
+    columns = ", ".join(filter(None, [_counts_sql(connection, tables), locks]))
+    values = (await connection.execute(text(f"SELECT {columns}"))).one()
+    rows = {table.fullname: int(value) for table, value in zip(tables, values, strict=False)}
+    return rows, int(values[-1])
 
 
-async def clear_namespace(namespace: RedisNamespace) -> None:
-    """Delete every key under the prefix and arq's per-job keys of the jobs its queue held."""
-    client = namespace.client()
+async def clear_namespace(namespace: RedisNamespace, client: Redis | None = None) -> None:
+    """Delete every key under the prefix and arq's per-job keys of the jobs its queue held;
+    through `client` if given, else through a client of its own."""
+    own = client is None
+    client = namespace.client() if client is None else client
     try:
         keys = [key async for key in client.scan_iter(match=f"{namespace.prefix}*", count=500)]
         jobs = set()
@@ -288,7 +321,8 @@ async def clear_namespace(namespace: RedisNamespace) -> None:
         if keys:
             await client.unlink(*keys)
     finally:
-        await client.aclose()
+        if own:
+            await client.aclose()
 
 
 def refuse(what: str) -> RollbackTierError:

@@ -16,7 +16,12 @@ import hashlib
 import asyncpg
 from fastapi import FastAPI
 
-from testing.isolation import IsolatedDatabase, admin_connection, create_database
+from testing.isolation import (
+    IsolatedDatabase,
+    admin_connection,
+    create_database,
+    drop_database,
+)
 from testing.services import PostgresEndpoint
 
 
@@ -164,3 +169,16 @@ async def _drop(conn: asyncpg.Connection, name: str) -> None:
     if await _exists(conn, name):
         await conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
         await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+class TemplateClones:
+    """Clones of a template through one admin connection: the rollback tier's databases."""
+
+    def __init__(self, template: TemplateDatabase, admin: asyncpg.Connection) -> None:
+        self.template, self.admin = template, admin
+
+    async def create(self) -> IsolatedDatabase:
+        return await self.template.clone(self.admin)
+
+    async def drop(self, database: IsolatedDatabase) -> None:
+        await drop_database(database, self.admin)
