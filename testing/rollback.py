@@ -108,6 +108,12 @@ class SharedApp:
     baseline: tuple[Any, ...]  # its fingerprint() before any test
     subscriptions: tuple[Any, ...] = ()
     rows: dict[str, int] | None = None  # each table's row count before any test
+    connection: AsyncConnection | None = None  # the tests' one, kept from test to test
+
+    async def release_connection(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            await connection.close()
 
     @property
     def app(self) -> FastAPI:
@@ -181,13 +187,19 @@ class SharedApps:
 
     async def retire(self, shared: SharedApp) -> None:
         self._apps = {k: v for k, v in self._apps.items() if v is not shared}
-        await shared.running.stop()
+        try:
+            await shared.release_connection()
+        finally:
+            await shared.running.stop()
 
     async def close(self) -> None:
         """Stop every app; the database stays (until `drop()`)."""
         apps, self._apps = list(self._apps.values()), {}
         for shared in reversed(apps):
-            await shared.running.stop()
+            try:
+                await shared.release_connection()
+            finally:
+                await shared.running.stop()
 
     async def drop(self) -> None:
         """Stop every app and drop the database; the Redis keys go too."""
@@ -215,37 +227,45 @@ class RollbackScope:
 
     def __init__(self, apps: SharedApps) -> None:
         self.apps = apps
-        self._bound: list[tuple[SharedApp, AsyncConnection, AsyncTransaction]] = []
+        self._bound: list[tuple[SharedApp, AsyncTransaction]] = []
         self._gate = OneAtATime(apps.wait_timeout)
 
     async def take(self, shared: SharedApp) -> RunningApp:
         """A view of `shared` for this test: its own client; bound on first take."""
         if not any(entry[0] is shared for entry in self._bound):
             db = shared.app.state.db
-            connection = await db.engine.connect()
-            transaction = await connection.begin()
+            if shared.connection is None:
+                shared.connection = await db.engine.connect()
             if shared.rows is None:
-                shared.rows = await row_counts(connection, shared.app.state.domain_registry.tables)
-            db.bind(connection, gate=self._gate.hold)
+                shared.rows = await row_counts(shared.connection,
+                                               shared.app.state.domain_registry.tables)
+                await shared.connection.rollback()
+            transaction = await shared.connection.begin()
+            db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
-            self._bound.append((shared, connection, transaction))
+            self._bound.append((shared, transaction))
         return shared.running.view()
 
     async def close(self) -> None:
         """Undo every app's test: roll back, clear Redis, reset; raise what the test did that
         the tier cannot undo, after undoing the rest."""
         problems: list[str] = []
-        for shared, connection, transaction in reversed(self._bound):
-            problems += await self._undo(shared, connection, transaction)
-        self._bound.clear()
-        await clear_namespace(self.apps.namespace, self.apps.redis)
+        # The database and Redis are undone at once: one round trip each, side by side.
+        redis = asyncio.ensure_future(clear_namespace(self.apps.namespace, self.apps.redis))
+        try:
+            for shared, transaction in reversed(self._bound):
+                problems += await self._undo(shared, transaction)
+        finally:
+            self._bound.clear()
+            await redis
         if problems:
             raise RollbackTierError(f"{MARKER}: " + "; ".join(problems) + f"; {USE_TEMPLATE}")
 
-    async def _undo(self, shared: SharedApp, connection: AsyncConnection,
-                    transaction: AsyncTransaction) -> list[str]:
+    async def _undo(self, shared: SharedApp, transaction: AsyncTransaction) -> list[str]:
         problems: list[str] = []
         app = shared.app
+        connection = shared.connection
+        assert connection is not None
         if getattr(app.state, "db", None) is not None:
             app.state.db.bind(None)
         try:
@@ -253,9 +273,11 @@ class RollbackScope:
             rows, locks = await after_rollback(connection, app.state.domain_registry.tables)
             if locks:
                 await connection.invalidate()  # its server session, and so its locks, end
-        finally:
-            await connection.close()
+        except BaseException:
+            await shared.release_connection()
+            raise
         if locks:
+            await shared.release_connection()
             problems.append(
                 f"the test took {locks} session-level advisory lock(s), which outlive the "
                 "rollback; in this tier every session is one connection, so locks never contend")
@@ -297,29 +319,44 @@ async def row_counts(connection: AsyncConnection, tables: list[Any]) -> dict[str
 
 async def after_rollback(connection: AsyncConnection, tables: list[Any]
                          ) -> tuple[dict[str, int], int]:
-    """Each table's row count and the advisory locks the session still holds, in one query."""
+    """Each table's row count and the advisory locks the session still holds, in one query
+    on the driver's connection, so no transaction is left open."""
     locks = ("(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
              "AND pid = pg_backend_pid())")
     columns = ", ".join(filter(None, [_counts_sql(connection, tables), locks]))
-    values = (await connection.execute(text(f"SELECT {columns}"))).one()
+    raw = await connection.get_raw_connection()
+    values = await raw.driver_connection.fetchrow(f"SELECT {columns}")
     rows = {table.fullname: int(value) for table, value in zip(tables, values, strict=False)}
     return rows, int(values[-1])
 
 
-async def clear_namespace(namespace: RedisNamespace, client: Redis | None = None) -> None:
+# One round trip: every key under the prefix, and arq's per-job keys of each job that a queue
+# under the prefix still holds (arq keeps those outside the queue's name).
+_CLEAR_SCRIPT = """
+local cursor, removed = "0", 0
+repeat
+  local found = redis.call("SCAN", cursor, "MATCH", ARGV[1] .. "*", "COUNT", 1000)
+  cursor = found[1]
+  for _, key in ipairs(found[2]) do
+    if string.sub(key, -9) == "arq:queue" and redis.call("TYPE", key).ok == "zset" then
+      for _, job in ipairs(redis.call("ZRANGE", key, 0, -1)) do
+        for i = 2, #ARGV do redis.call("UNLINK", ARGV[i] .. job) end
+      end
+    end
+    removed = removed + redis.call("UNLINK", key)
+  end
+until cursor == "0"
+return removed
+"""
+
+
+async def clear_namespace(namespace: RedisNamespace, client: Redis | None = None) -> int:
     """Delete every key under the prefix and arq's per-job keys of the jobs its queue held;
-    through `client` if given, else through a client of its own."""
+    through `client` if given, else through a client of its own. How many keys went."""
     own = client is None
     client = namespace.client() if client is None else client
     try:
-        keys = [key async for key in client.scan_iter(match=f"{namespace.prefix}*", count=500)]
-        jobs = set()
-        for key in keys:
-            if key.decode().endswith("arq:queue"):
-                jobs.update(member.decode() for member in await client.zrange(key, 0, -1))
-        keys += [f"{kind}{job}".encode() for job in jobs for kind in ARQ_JOB_KEYS]
-        if keys:
-            await client.unlink(*keys)
+        return int(await client.eval(_CLEAR_SCRIPT, 0, namespace.prefix, *ARQ_JOB_KEYS))
     finally:
         if own:
             await client.aclose()
