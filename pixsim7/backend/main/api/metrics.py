@@ -51,18 +51,22 @@ class AppMetrics:
         """The full path template of a matched route (`unmatched` for none)."""
         if route is None:
             return "unmatched"
-        if id(route) not in self._templates:
+        template = self._templates.get(id(route))
+        if template is None:
             # An included router's routes know only their own part of the path; the app's
-            # route contexts know the whole. Plugins add routes at startup: look again on a miss.
+            # route contexts know the whole. Building them costs milliseconds per router, so
+            # the walk stops at the route asked for (plugins add routes at startup: a later
+            # miss walks again).
             routes = self.app.router.routes
-            contexts = iter_route_contexts(routes) if iter_route_contexts else routes
-            self._templates = {
-                id(getattr(c, "original_route", c)):
-                    getattr(c, "path_format", None) or getattr(c, "path", None) or "unmatched"
-                for c in contexts}
-            self._templates.setdefault(
+            for context in iter_route_contexts(routes) if iter_route_contexts else routes:
+                key = id(getattr(context, "original_route", context))
+                self._templates[key] = (getattr(context, "path_format", None)
+                                        or getattr(context, "path", None) or "unmatched")
+                if key == id(route):
+                    break
+            template = self._templates.setdefault(
                 id(route), getattr(route, "path_format", None) or "unmatched")
-        return self._templates[id(route)]
+        return template
 
     def observe(self, scope: Scope, status: int, seconds: float) -> None:
         template = self.template(scope.get("route"))
