@@ -41,6 +41,7 @@ from pixsim7.backend.main.shared.config import Settings  # noqa: E402
 from testing.apps import start_app  # noqa: E402
 from testing.inventory import Normalizer  # noqa: E402
 from testing.isolation import (  # noqa: E402
+    DatabaseJanitor,
     IsolatedDatabase,
     admin_connection,
     create_database,
@@ -110,21 +111,19 @@ async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase |
                        parts: dict[str, list[float]], body=ready) -> None:
     """One test with an app of its own, as the kit's fixtures do it (empty or template)."""
     lap = Laps(parts)
-    if template is not None:
-        database = await template.clone(admin)
-    else:
-        database = await create_database(services.postgres, admin=admin)
-    lap("database")
-    namespace = new_namespace(services.redis)
-    running = await start_app(create_app, settings_for(database, namespace))
-    assert running.started, running.startup_error
-    lap("build+startup")
-    await body(running)
-    lap("request")
-    await running.stop()
-    lap("shutdown")
-    await namespace.clear()
-    await drop_database(database, admin)
+    janitor = (template.janitor(admin) if template is not None
+               else DatabaseJanitor(services.postgres, admin=admin))
+    async with janitor as database:
+        lap("database")
+        namespace = new_namespace(services.redis)
+        running = await start_app(create_app, settings_for(database, namespace))
+        assert running.started, running.startup_error
+        lap("build+startup")
+        await body(running)
+        lap("request")
+        await running.stop()
+        lap("shutdown")
+        await namespace.clear()
     lap("keyspace+drop")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import uuid
@@ -13,7 +12,8 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from pixsim7.backend.main.infrastructure.redis import client_identity
-from testing.services import PostgresEndpoint, RedisEndpoint
+from testing.endpoints import PostgresEndpoint, RedisEndpoint
+from testing.host import run_sync
 
 
 def unique_suffix() -> str:
@@ -54,7 +54,7 @@ def ssl_negotiation_skipped(endpoint: PostgresEndpoint) -> Iterator[None]:
     3 ms) before the server answers that it has no SSL, as most test servers do. libpq's own
     variable tells asyncpg, in this process and in backend subprocesses, not to ask.
     """
-    if "PGSSLMODE" in os.environ or asyncio.run(server_offers_ssl(endpoint)):
+    if "PGSSLMODE" in os.environ or run_sync(lambda: server_offers_ssl(endpoint)):
         yield
         return
     os.environ["PGSSLMODE"] = "disable"
@@ -99,6 +99,44 @@ async def drop_database(database: IsolatedDatabase,
     finally:
         if admin is None:
             await conn.close()
+
+
+class DatabaseJanitor:
+    """One database's whole life: `async with DatabaseJanitor(endpoint) as database:` creates
+    it (empty, or a copy of `template` with `STRATEGY strategy`) and drops it on the way out,
+    also after a failure, closing connections a test left open. Both ends go through `admin`
+    if given, else through one admin connection of its own (a connection costs as much as a
+    CREATE DATABASE)."""
+
+    def __init__(self, endpoint: PostgresEndpoint, *, template: str | None = None,
+                 strategy: str | None = None, admin: asyncpg.Connection | None = None) -> None:
+        self.endpoint, self.template, self.strategy = endpoint, template, strategy
+        self._admin, self._own_admin = admin, admin is None
+        self.database: IsolatedDatabase | None = None
+
+    async def __aenter__(self) -> IsolatedDatabase:
+        if self._admin is None:
+            self._admin = await admin_connection(self.endpoint)
+        try:
+            self.database = await create_database(self.endpoint, template=self.template,
+                                                  strategy=self.strategy, admin=self._admin)
+        except BaseException:
+            await self._close_admin()
+            raise
+        return self.database
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if self.database is not None:
+                await drop_database(self.database, self._admin)
+        finally:
+            self.database = None
+            await self._close_admin()
+
+    async def _close_admin(self) -> None:
+        if self._own_admin and self._admin is not None:
+            await self._admin.close()
+            self._admin = None
 
 
 async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:

@@ -20,11 +20,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from testing.host import ENV_SERVICES_DIR, docker_available, memory_dir
+
 MARKER = "owner.json"
 FOLDER_PREFIX = "pixsim7-kit-"
 OWNER_LABEL = "pixsim7.kit.owner"
 SCOPE_LABEL = "pixsim7.kit.scope"
-ENV_SERVICES_DIR = "PIXSIM7_TEST_SERVICES_DIR"
 
 
 def scope() -> str:
@@ -96,8 +97,6 @@ class SessionOwner:
 
 def server_folders() -> list[Path]:
     """The kit's server folders in this scope: every place the embedded backend uses."""
-    from testing.services import memory_dir
-
     if os.environ.get(ENV_SERVICES_DIR):
         bases = {Path(os.environ[ENV_SERVICES_DIR])}
     else:
@@ -150,8 +149,6 @@ def reap_folders() -> tuple[list[str], int]:
 
 def reap_containers() -> list[str]:
     """Remove this host's kit containers whose owner session is gone: their short ids."""
-    from testing.services import docker_available
-
     if not docker_available():
         return []
     import docker

@@ -26,11 +26,10 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
 from testing.inventory import Normalizer
 from testing.isolation import (
+    DatabaseJanitor,
     IsolatedDatabase,
     RedisNamespace,
     admin_connection,
-    create_database,
-    drop_database,
     new_namespace,
     ssl_negotiation_skipped,
 )
@@ -178,19 +177,10 @@ async def test_database(
 ) -> AsyncIterator[IsolatedDatabase]:
     """A database created for this test and dropped after it: empty, or a clone of the run's
     template when the test is marked `template_db`; refused under `rollback_db`."""
-    # One admin connection for both ends of the test: a connection costs as much as a CREATE.
-    admin = await admin_connection(kit_services.postgres)
-    try:
-        if _database_template is not None:
-            database = await _database_template.clone(admin)
-        else:
-            database = await create_database(kit_services.postgres, admin=admin)
-        try:
-            yield database
-        finally:
-            await drop_database(database, admin)
-    finally:
-        await admin.close()
+    janitor = (_database_template.janitor() if _database_template is not None
+               else DatabaseJanitor(kit_services.postgres))
+    async with janitor as database:
+        yield database
 
 
 @pytest.fixture

@@ -10,19 +10,20 @@ So the template is made once per run on each server and dropped by the last sess
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 
 import asyncpg
 from fastapi import FastAPI
 
+from testing.endpoints import PostgresEndpoint
+from testing.host import SyncRunner
 from testing.isolation import (
+    DatabaseJanitor,
     IsolatedDatabase,
     admin_connection,
     create_database,
     drop_database,
 )
-from testing.services import PostgresEndpoint
 
 
 class TemplateError(RuntimeError):
@@ -76,7 +77,7 @@ class TemplateDatabase:
         self._conn: asyncpg.Connection | None = None
         # The lock lives as long as its connection, so that connection needs a loop of its own
         # that outlasts each test's event loop.
-        self._runner = asyncio.Runner()
+        self._runner = SyncRunner()
 
     @property
     def url(self) -> str:
@@ -87,10 +88,15 @@ class TemplateDatabase:
         return await create_database(self.endpoint, template=self.name,
                                      strategy=self.clone_strategy, admin=admin)
 
+    def janitor(self, admin: asyncpg.Connection | None = None) -> DatabaseJanitor:
+        """A clone's whole life as one context manager (see DatabaseJanitor)."""
+        return DatabaseJanitor(self.endpoint, template=self.name, strategy=self.clone_strategy,
+                               admin=admin)
+
     def acquire(self) -> TemplateDatabase:
         """Make the template unless it exists, and hold it until `release()`."""
         try:
-            self._runner.run(self._acquire())
+            self._runner.run(self._acquire)
         except BaseException:
             self._runner.close()
             raise
@@ -100,7 +106,7 @@ class TemplateDatabase:
         """Drop the template if no other session holds it; safe to call twice."""
         try:
             if self._conn is not None:
-                self._runner.run(self._release())
+                self._runner.run(self._release)
         finally:
             self._runner.close()
 

@@ -10,8 +10,10 @@ import textwrap
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from testing.isolation import (
+    DatabaseJanitor,
     create_database,
     database_exists,
     drop_database,
@@ -127,6 +129,17 @@ async def test_create_and_drop_database(kit_services: ServiceSet) -> None:
     await drop_database(database)
     assert not await database_exists(kit_services.postgres, database.name)
     await conn.close()
+
+
+async def test_the_janitor_drops_its_database_even_after_a_failure(
+    kit_services: ServiceSet
+) -> None:
+    with pytest.raises(RuntimeError, match="the test failed"):
+        async with DatabaseJanitor(kit_services.postgres) as database:
+            left_open = await asyncpg.connect(database.url)
+            raise RuntimeError("the test failed")
+    assert not await database_exists(kit_services.postgres, database.name)
+    left_open.terminate()
 
 
 async def test_namespace_clear_removes_only_its_keys(kit_services: ServiceSet) -> None:

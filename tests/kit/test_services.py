@@ -93,7 +93,8 @@ def test_image_settings_choose_the_images() -> None:
 
 
 def test_testcontainers_without_docker_names_the_fix(monkeypatch) -> None:
-    monkeypatch.setattr("testing.services.docker_available", lambda timeout=2.0: False)
+    monkeypatch.setattr("testing.backends.containers.docker_available",
+                        lambda timeout=2.0: False)
     with pytest.raises(ServiceStartError, match="no Docker engine answered.*embedded"):
         TestcontainersBackend().start()
 

@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
-from testing.ownership import ENV_SERVICES_DIR, OWNER_LABEL, SessionOwner
+from testing.host import ENV_SERVICES_DIR
+from testing.ownership import OWNER_LABEL, SessionOwner
 from testing.polling import wait_until
 from testing.services import ENV_BACKEND, docker_available
 from tests.kit import inner as inner_session
