@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -183,6 +184,10 @@ def check(profile: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # What importing built, most of the heap, lives as long as the process. Frozen, the
+    # collector never scans it again, and the interpreter's last collection at exit skips it:
+    # a stop took 0.2 s longer without this, all of it after the last log line.
+    gc.freeze()
     parser = argparse.ArgumentParser(prog="pixsim7-backend", description=__doc__)
     parser.add_argument("--log-level", default=None,
                         help="overrides LOG_LEVEL for this run (default: the setting, INFO)")
