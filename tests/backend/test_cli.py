@@ -99,6 +99,7 @@ def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_worker_without_redis_at_startup_fails_at_the_redis_step(backend_services_env,
                                                                   tmp_path) -> None:
     from pixsim7.backend.main.infrastructure.embedded import free_port

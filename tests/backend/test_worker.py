@@ -165,6 +165,7 @@ async def test_unknown_kind_or_bad_payload_is_refused_and_nothing_is_queued(
     assert (missing.status_code, missing.json()["status"]) == (404, "not_found")
 
 
+@pytest.mark.slow(seconds=20)
 async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     test_database, redis_namespace, backend_processes, env
 ) -> None:
@@ -210,6 +211,7 @@ async def test_jobs_of_a_killed_worker_run_again_after_their_timeout(
     assert second.stop() == 0, second.describe()
 
 
+@pytest.mark.slow(seconds=9)
 async def test_a_database_outage_is_retried_with_backoff_then_the_job_completes_or_fails(
     test_database, redis_namespace, backend_processes, env, fault_proxy
 ) -> None:
@@ -327,6 +329,7 @@ async def test_each_worker_records_when_it_was_alive_and_its_jobs(
         w["worker"] for w in found if w["worker"].endswith(f"-{workers[1].proc.pid}")]
 
 
+@pytest.mark.slow
 async def test_a_worker_waits_through_a_redis_outage_and_resumes(
     test_database, redis_namespace, backend_processes, env, fault_proxy
 ) -> None:
@@ -395,6 +398,7 @@ async def test_a_kind_whose_plugin_failed_in_the_worker_fails_its_jobs_by_name(
 @pytest.mark.parametrize(("command", "running_job", "job_seconds"), [
     ("worker", False, 0), ("worker", True, 30), ("worker", True, 2.5), ("arq", True, 2.5),
 ], ids=["idle", "job_running", "job_ended_in_outage", "arq_cli_job_ended_in_outage"])
+@pytest.mark.slow
 async def test_sigterm_while_redis_is_away_tears_down_without_waiting_for_redis(
     test_database, redis_namespace, backend_processes, env, fault_proxy,
     command, running_job, job_seconds

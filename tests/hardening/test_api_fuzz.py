@@ -319,6 +319,7 @@ def run_stateful(schema: Any, counter: Counter, seed: int, until: float) -> list
     return []
 
 
+@pytest.mark.slow(seconds=25)
 def test_the_served_api_survives_fuzzing_for_its_time_budget(
     served_api, record_property
 ) -> None:
