@@ -34,8 +34,9 @@ try:
 except ImportError:  # FastAPI versions that copy included routes into the app's list
     iter_route_contexts = None
 
-# Tests marked template_db start on a template clone; the logs test keeps an empty database
-# because it pins the masked URL that creating the schema logs.
+# The admin-surface tests share a started app (rollback_db); the body-hygiene test cuts
+# services with a fault proxy, so it starts on a template clone of its own; the logs test keeps
+# an empty database because it pins the masked URL that creating the schema logs.
 pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -105,17 +106,22 @@ def admin_operations(app: FastAPI) -> list[tuple[str, str]]:
     return sorted(found)
 
 
+@pytest.fixture(scope="session")
+def admin_plugins_dir(tmp_path_factory) -> Path:
+    """One folder for the session: the same settings, so rollback tests share their app."""
+    return feature_plugins_with_admin_route(tmp_path_factory.mktemp("admin-plugins"))
+
+
 @pytest.fixture
-async def admin_app(app_factory, make_settings, tmp_path) -> Any:
+async def admin_app(app_factory, make_settings, admin_plugins_dir) -> Any:
     """A started app whose feature plugins include one with a route under the admin prefix."""
-    plugins = feature_plugins_with_admin_route(tmp_path)
-    return await started(app_factory, make_settings(feature_plugins_dir=plugins))
+    return await started(app_factory, make_settings(feature_plugins_dir=admin_plugins_dir))
 
 
 # --- admin authentication ----------------------------------------------------------------------
 
 
-@pytest.mark.template_db
+@pytest.mark.rollback_db
 async def test_admin_routes_are_enumerated_from_the_app_including_a_plugin_route(
     admin_app,
 ) -> None:
@@ -125,7 +131,7 @@ async def test_admin_routes_are_enumerated_from_the_app_including_a_plugin_route
     assert admin_app.app.state.plugin_manager.get("admin_extra").status == "enabled"
 
 
-@pytest.mark.template_db
+@pytest.mark.rollback_db
 @pytest.mark.parametrize("case", sorted(REFUSED_HEADERS))
 async def test_every_admin_route_refuses_bad_credentials_with_one_401(admin_app, case) -> None:
     headers = REFUSED_HEADERS[case]
@@ -139,7 +145,7 @@ async def test_every_admin_route_refuses_bad_credentials_with_one_401(admin_app,
         401, {"detail": "admin authentication required"}, "Bearer")] == []
 
 
-@pytest.mark.template_db
+@pytest.mark.rollback_db
 async def test_every_admin_route_answers_the_bearer_token(admin_app) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     statuses = {(method, path): (await admin_app.client.request(method, path, headers=headers))
@@ -147,7 +153,7 @@ async def test_every_admin_route_answers_the_bearer_token(admin_app) -> None:
     assert statuses and set(statuses.values()) == {200}
 
 
-@pytest.mark.template_db
+@pytest.mark.rollback_db
 async def test_plugin_route_under_the_admin_prefix_needs_the_token(admin_app) -> None:
     refused = await admin_app.get(PLUGIN_PATH)
     allowed = await admin_app.get(PLUGIN_PATH, headers={"Authorization": f"Bearer {TOKEN}"})
@@ -164,7 +170,7 @@ async def test_plugin_route_under_the_admin_prefix_needs_the_token(admin_app) ->
     "/api/v1/admin/./plugins",
     "/api/v1/x/../admin/plugins",
 ])
-@pytest.mark.template_db
+@pytest.mark.rollback_db
 async def test_spellings_of_an_admin_path_never_answer_without_the_token(
     admin_app, path
 ) -> None:
