@@ -2,8 +2,10 @@
 
 Fixtures: `kit_services` (session: PostgreSQL and Redis from the chosen backend),
 `test_database` and `redis_namespace` (per test, removed after; a test marked `template_db`
-gets a clone of the run's migrated and seeded template, `kit_template`), `make_settings` /
-`app_settings` (backend settings aimed at them), `fault_proxy` (cut / blackhole / restore a
+gets a clone of the run's migrated and seeded template, `kit_template`), `kit_tier` and
+`kit_shared_apps` (a test marked `rollback_db` shares its worker's started app for its
+settings, inside a transaction rolled back after it; see `testing.rollback`), `make_settings`
+/ `app_settings` (backend Settings aimed at them), `fault_proxy` (cut / blackhole / restore a
 service), `app_factory` (build an app, run its lifespan, give a client, milestones and
 app.state inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots),
 `backend_env` / `backend_services_env` (a subprocess environment without the parent's backend
