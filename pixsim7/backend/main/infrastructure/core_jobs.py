@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
 from pixsim7.backend.main.routes.presets import MODEL_NAME, PresetCreate
@@ -38,20 +38,23 @@ class UnknownProvider(ValueError):
 
 
 async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
-    """Insert the presets whose names are free, in one transaction; safe to run twice."""
+    """Insert the presets whose names are free, in one statement; safe to run twice, also at
+    the same time: a name another import is inserting right now is waited for, then skipped."""
     known = {p.id for p in app.state.providers.list()}
     unknown = sorted({p.provider_id for p in payload.presets} - known)
     if unknown:
         raise UnknownProvider(f"unknown providers: {', '.join(unknown)}")
-    model = app.state.domain_registry.model(MODEL_NAME)
-    names = {p.name for p in payload.presets}
+    table = app.state.domain_registry.model(MODEL_NAME).__table__
+    # The first of each name in the batch wins, as when the batch is stored one by one.
+    fresh = {p.name: p for p in reversed(payload.presets)}
+    rows = [{"name": p.name, "provider_id": p.provider_id, "operation": p.operation,
+             "params": p.params} for p in reversed(fresh.values())]
+    statement = (pg_insert(table).values(rows)
+                 .on_conflict_do_nothing(index_elements=[table.c["name"]])
+                 .returning(table.c["name"]))
     async with app.state.db.session() as session, session.begin():
-        taken = set((await session.scalars(
-            select(model.name).where(model.name.in_(names)).with_for_update())).all())
-        fresh = {p.name: p for p in payload.presets if p.name not in taken}
-        session.add_all(model(name=p.name, provider_id=p.provider_id, operation=p.operation,
-                              params=p.params) for p in fresh.values())
-    return {"created": len(fresh), "skipped": len(payload.presets) - len(fresh)}
+        created = len((await session.execute(statement)).all())
+    return {"created": created, "skipped": len(payload.presets) - created}
 
 
 CORE_JOBS: tuple[JobKind, ...] = (
