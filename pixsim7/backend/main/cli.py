@@ -200,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_cmd.add_argument("--profile", choices=sorted(PLANS), default="api")
     args = parser.parse_args(argv)
     settings = _load_settings()
-    configure_logging(args.log_level or settings.log_level, settings.log_format)
+    configure_logging(args.log_level or settings.log_level, settings.log_format,
+                      settings.secret_values())
     if args.command == "serve":
         return serve(args.host, args.port)
     if args.command == "worker":

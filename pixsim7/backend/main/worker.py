@@ -282,6 +282,6 @@ def __getattr__(name: str) -> Any:
     # Built on first use so that importing this module never parses the environment.
     if name == "WorkerSettings":  # what the `arq` command line reads: it logs like our CLI
         settings = get_settings()
-        configure_logging(settings.log_level, settings.log_format)
+        configure_logging(settings.log_level, settings.log_format, settings.secret_values())
         return worker_settings(settings, owns_process=True)
     raise AttributeError(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +98,13 @@ class Settings(BaseSettings):
         if self.plugin_fail_fast is None:
             self.plugin_fail_fast = self.debug
         return self
+
+    def secret_values(self) -> list[str]:
+        """What no log line may show: the tokens, the secret key and the URLs' passwords."""
+        passwords = [urlsplit(url).password for url in (self.database_url, self.redis_url)
+                     if url]
+        return [value for value in (self.admin_token, self.events_token, self.secret_key,
+                                    *passwords) if value]
 
     def discovery_dirs(self) -> dict[str, Path]:
         """The four discovery directories by setting name."""
