@@ -127,6 +127,30 @@ def test_unreachable_database_exits_nonzero_naming_it_without_the_password(
         kill_all(processes_using(tmp_path, parent_pid=pid))
 
 
+def startup_report(run) -> tuple[list[list[str]], str]:
+    """The step table (without its timings) and the last line on stderr."""
+    rows = [re.split(r"\s{2,}", line.strip()) for line in run.stdout.splitlines()
+            if re.match(r"(phase|build|startup|shutdown)\s", line)]
+    return [row[:4] + row[5:] for row in rows], run.stderr.strip().splitlines()[-1]
+
+
+def test_serve_reports_a_failed_startup_exactly_like_check(
+    tmp_path: Path, redis_namespace, env
+) -> None:
+    env = {**env, "DATABASE_URL": f"postgresql://postgres:{PASSWORD}@127.0.0.1:{free_port()}/x",
+           "REDIS_URL": redis_namespace.url, "DATABASE_CONNECT_TIMEOUT": "1"}
+    check = run_backend(["check"], env, tmp_path, timeout=EXIT_BOUND_S)
+    serve = run_backend(["serve", "--port", str(free_port())], env, tmp_path,
+                        timeout=EXIT_BOUND_S)
+    assert (check.returncode, serve.returncode) == (1, SERVE_STARTUP_FAILURE), serve.output
+    assert "Traceback" not in serve.output and "Exception in" not in serve.output, serve.output
+    table, sentence = startup_report(serve)
+    assert (table, sentence) == startup_report(check)
+    assert table[-1][:4] == ["startup", "database", "required", "failed"], table
+    assert sentence.startswith("startup failed at step 'database'"), sentence
+    assert PASSWORD not in serve.output
+
+
 # --- failure after the embedded servers started ---------------------------------------------
 
 

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from arq.worker import Worker
@@ -73,14 +74,49 @@ def serve(host: str, port: int) -> int:
         app = create_app(_load_settings())
     except StartupAborted as exc:
         return report_startup_failure(exc, SERVE_STARTUP_FAILED)
-    config = server_config(app, host, port)
-    server = DrainingServer(config, app)
+    reporter = StartupReporter(app)
+    server = DrainingServer(server_config(app, host, port, asgi=reporter), app)
     # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
     # a clean shutdown is a normal end of service, so the process exits 0.
     signal.signal(signal.SIGTERM,
                   lambda *_: sys.exit(0 if server.started else SERVE_STARTUP_FAILED))
-    server.run()
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's own exit when the startup failed (or the port is taken)
+        if reporter.failure is None:
+            raise
+    if reporter.failure is not None:
+        return report_startup_failure(reporter.failure, SERVE_STARTUP_FAILED)
     return 0 if server.started else SERVE_STARTUP_FAILED
+
+
+class StartupReporter:
+    """The served ASGI app: `app`, except that a startup the plan aborts reaches uvicorn
+    without Starlette's traceback, for `serve` to report it as `check` does."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.failure: StartupAborted | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Any) -> None:
+            # Starlette sends this from inside its `except`, with the traceback as the text.
+            failure = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                    failure, StartupAborted):
+                self.failure = failure
+                message = {**message, "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_quietly)
+        except StartupAborted:
+            if self.failure is None:
+                raise
 
 
 class DrainingServer(uvicorn.Server):

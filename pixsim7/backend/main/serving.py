@@ -13,6 +13,7 @@ from typing import Any
 import h11
 import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
@@ -73,12 +74,14 @@ class ClosingWSProtocol(WSProtocol):
         super().handle_close(event)
 
 
-def server_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
-    """uvicorn's configuration for `app`, with the limits from its settings."""
+def server_config(app: FastAPI, host: str, port: int,
+                  asgi: ASGIApp | None = None) -> uvicorn.Config:
+    """uvicorn's configuration for `app` (served through `asgi` when given, a wrapper of it),
+    with the limits from its settings."""
     settings = app.state.settings
     return uvicorn.Config(
         # pixsim7.requests writes the one access line per request; uvicorn's would repeat it.
-        app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
+        asgi or app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
         http=functools.partial(ReadTimeoutH11Protocol,
                                read_timeout=settings.request_read_timeout),
         ws=ClosingWSProtocol,
