@@ -1,7 +1,10 @@
 """Background jobs on arq: the kinds a worker runs, enqueueing, and what became of a job.
 
-Every name arq keeps in Redis for a queue derives from the queue name, which carries
-REDIS_KEY_PREFIX, so apps sharing one Redis under different prefixes never take each other's jobs.
+The queue's name carries REDIS_KEY_PREFIX, so apps sharing one Redis under different prefixes
+never take each other's jobs. arq keeps each job's own keys (`arq:job:<id>`, `arq:result:<id>`,
+`arq:in-progress:<id>`, `arq:retry:<id>`) outside the queue's name; a job id still answers only
+in the deployment that queued it, since `job_state` checks that the job is in, or ended in,
+this deployment's queue.
 """
 
 from __future__ import annotations
@@ -160,19 +163,24 @@ async def queued(client: Redis, prefix: str) -> int:
 
 
 async def job_state(client: Redis, prefix: str, job_id: str) -> dict[str, Any]:
-    """Status of job `job_id` and, once it ended, its result or its error's class."""
-    job = Job(job_id, arq_client(client, prefix), _queue_name=queue_name(prefix))
+    """Status of job `job_id` in this deployment's queue and, once it ended, its result or its
+    error's class; `not_found` for a job of another queue (another REDIS_KEY_PREFIX)."""
+    queue = queue_name(prefix)
+    job = Job(job_id, arq_client(client, prefix), _queue_name=queue)
     status = await job.status()
+    info = await job.result_info() if status == JobStatus.complete else None
+    # arq keeps a job in its queue until it ends; its result names the queue it ran from.
+    if (status == JobStatus.in_progress and await client.zscore(queue, job_id) is None) or (
+            info is not None and info.queue_name != queue):
+        status, info = JobStatus.not_found, None
     if status == JobStatus.deferred:  # a retry waiting for its backoff
         status = JobStatus.queued
     state: dict[str, Any] = {"id": job_id, "status": status.value.replace(" ", "_")}
-    if status == JobStatus.complete:
-        info = await job.result_info()
-        if info is not None:
-            state["tries"] = info.job_try
-            if info.success:
-                state["result"] = info.result
-            else:
-                state["status"] = "failed"
-                state["error"] = type(info.result).__name__
+    if info is not None:
+        state["tries"] = info.job_try
+        if info.success:
+            state["result"] = info.result
+        else:
+            state["status"] = "failed"
+            state["error"] = type(info.result).__name__
     return state
