@@ -15,6 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from pixsim7.backend.main.api.observing import CLIENT_CLOSED_REQUEST
+from testing.polling import wait_until
+
 from .conftest import client_input_failures, rss_mib
 
 pytestmark = pytest.mark.integration
@@ -133,4 +136,27 @@ def test_a_lying_content_length_stores_nothing_and_breaks_nothing(served_api) ->
         answer = sock.recv(65536)
     assert 400 <= status_of(answer) < 500, answer[:300]
     assert httpx.get(f"{serve.base_url}/api/v1/jobs/status").json()["queued"] == 0
+    assert client_input_failures(serve) == [], serve.describe()
+
+
+def test_a_client_that_leaves_mid_upload_is_counted_as_gone_not_as_a_server_error(
+    served_api
+) -> None:
+    serve = served_api(LOG_FORMAT="json")
+    body = b'{"name": "half", "provider_id": "pixverse", "operation": "text_to_video"}'
+    for _ in range(5):
+        with socket.create_connection(("127.0.0.1", serve.port), timeout=5) as sock:
+            sock.sendall(request_head("/api/v1/presets", serve.port,
+                                      f"Content-Length: {len(body) * 4}") + body)
+    # The server notices each close; then the access lines and the counter say what happened.
+    wait_until(lambda: len([r for r in serve.records() if r.get("path") == "/api/v1/presets"])
+               >= 5, timeout=10, message=serve.describe)
+    access = [r for r in serve.records() if r.get("path") == "/api/v1/presets"]
+    assert {r["status_code"] for r in access} == {CLIENT_CLOSED_REQUEST}, access
+    assert all(r["level"] == "INFO" for r in access), access
+    metrics = httpx.get(f"{serve.base_url}/metrics").text
+    # The body was still being read, before routing: no route matched yet.
+    assert (f'pixsim7_http_requests_total{{method="POST",route="unmatched",'
+            f'status="{CLIENT_CLOSED_REQUEST}"}} 5.0') in metrics, metrics
+    assert 'status="500"' not in metrics
     assert client_input_failures(serve) == [], serve.describe()

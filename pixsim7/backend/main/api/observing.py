@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import time
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# What a request gets when its client went away before it was answered (nginx's 499): not a
+# server error, so neither the access log nor the 5xx counters call it one.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ResponseObserver:
@@ -23,14 +28,27 @@ class ResponseObserver:
             return
         started = time.perf_counter()
         status = 500
+        answered = gone = False
+
+        async def receive_noting_disconnect() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
 
         async def send_recording_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
             await send(message)
 
         try:
-            await self.app(scope, receive, send_recording_status)
+            await self.app(scope, receive_noting_disconnect, send_recording_status)
+        except ClientDisconnect:
+            if answered or not gone:
+                raise
+            status = CLIENT_CLOSED_REQUEST  # nobody is left to answer: not an error
         finally:
+            if gone and not answered:
+                status = CLIENT_CLOSED_REQUEST
             self.observe(scope, status, time.perf_counter() - started)
