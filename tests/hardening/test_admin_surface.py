@@ -182,8 +182,8 @@ async def test_spellings_of_an_admin_path_never_answer_without_the_token(
     assert "lifecycle" not in response.text and "behavior_registry" not in response.text
 
 
-def test_admin_token_is_compared_with_hmac_compare_digest() -> None:
-    tree = ast.parse(textwrap.dedent(inspect.getsource(security.require_admin)))
+def test_admin_and_jobs_tokens_are_compared_with_hmac_compare_digest() -> None:
+    tree = ast.parse(textwrap.dedent(inspect.getsource(security.require_bearer)))
     calls = [ast.unparse(node.func) for node in ast.walk(tree) if isinstance(node, ast.Call)]
     token_equality = [
         ast.unparse(node) for node in ast.walk(tree)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -13,6 +14,8 @@ from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.core_jobs import PresetImport, import_presets
 from testing.apps import started
 from testing.polling import wait_until_async
+
+from .conftest import ADMIN_TOKEN, client_input_failures
 
 pytestmark = pytest.mark.integration
 
@@ -89,3 +92,58 @@ async def test_a_job_id_answers_only_in_the_deployment_that_queued_it(
     assert await status(mine) == (200, "complete")
     assert (await mine.get(job_url)).json()["result"] == {"value": 7}
     assert await status(other) == (404, "not_found")
+
+
+# --- who may queue, and how much (the real `serve`, production mode, no worker running) -------
+
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "jobs-abuse-secret-key-not-the-default"}
+IMPORT = {"kind": "presets.import", "payload": {"presets": [{"name": "one", **PRESET}]}}
+
+
+def test_in_production_only_the_jobs_token_may_queue_and_noop_is_not_offered(
+    served_api
+) -> None:
+    token = "jobs-writer-token-1234"
+    serve = served_api(**PRODUCTION, JOBS_TOKEN=token)
+    url = f"{serve.base_url}/api/v1/jobs"
+    refused = [httpx.post(url, json=IMPORT, headers=headers).status_code for headers in (
+        {}, {"Authorization": "Bearer wrong-token-000000"},
+        {"Authorization": f"Bearer {ADMIN_TOKEN}"},  # JOBS_TOKEN is set: it alone is taken
+        {"Authorization": f"Basic {token}"}, {"Authorization": token})]
+    assert refused == [401] * 5
+    writer = {"Authorization": f"Bearer {token}"}
+    accepted = httpx.post(url, json=IMPORT, headers=writer)
+    assert accepted.status_code == 202, accepted.text
+    assert httpx.get(f"{url}/{accepted.json()['id']}").json()["status"] == "queued"
+    noop = httpx.post(url, json={"kind": "noop", "payload": {"seconds": 60}}, headers=writer)
+    assert noop.status_code == 422, noop.text
+    assert "noop" not in [kind["kind"] for kind in httpx.get(f"{url}/kinds").json()]
+    assert client_input_failures(serve) == [], serve.describe()
+
+
+async def test_the_queue_and_each_payload_are_bounded_before_redis_fills(
+    served_api, redis_namespace
+) -> None:
+    serve = served_api(**PRODUCTION, JOBS_MAX_QUEUED="5", JOB_MAX_PAYLOAD_BYTES="2048")
+    url = f"{serve.base_url}/api/v1/jobs"
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}  # JOBS_TOKEN unset: the admin token
+    big = {"kind": "presets.import", "payload": {"presets": [
+        {"name": "big", **PRESET, "params": {"blob": "x" * 4096}}]}}
+    too_big = httpx.post(url, json=big, headers=admin)
+    assert too_big.status_code == 413, too_big.text
+    assert "JOB_MAX_PAYLOAD_BYTES" in too_big.json()["detail"]
+    async with httpx.AsyncClient(headers=admin) as client:
+        answers = await asyncio.gather(*(
+            client.post(url, json={**IMPORT, "payload": {"presets": [
+                {"name": f"n{i}", **PRESET}]}}) for i in range(5)))
+        assert [a.status_code for a in answers] == [202] * 5
+        full = await client.post(url, json=IMPORT)
+    assert full.status_code == 503, full.text
+    assert full.headers["Retry-After"] == "30"
+    assert "JOBS_MAX_QUEUED" in full.json()["detail"]
+    redis = redis_namespace.client()
+    try:
+        assert await redis.zcard(jobs.queue_name(redis_namespace.prefix)) == 5
+    finally:
+        await redis.aclose()
+    assert client_input_failures(serve) == [], serve.describe()

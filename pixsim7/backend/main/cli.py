@@ -45,7 +45,7 @@ SERVE_STARTUP_FAILED = 3  # uvicorn's exit code when the app does not start
 
 # Settings whose values are never echoed back, not even when they are malformed.
 _SECRET_SETTINGS = frozenset(
-    {"secret_key", "admin_token", "events_token", "database_url", "redis_url"})
+    {"secret_key", "admin_token", "events_token", "jobs_token", "database_url", "redis_url"})
 
 
 def _settings_problems(exc: Exception) -> str:

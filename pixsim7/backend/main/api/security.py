@@ -23,10 +23,14 @@ def _unauthorized() -> HTTPException:
 def require_admin(request: HTTPConnection) -> None:
     """FastAPI dependency: allow only `Authorization: Bearer <ADMIN_TOKEN>`, else 401; 503 when
     no token is set (DEBUG=false without ADMIN_TOKEN)."""
-    expected = getattr(request.app.state, "admin_token", None)
+    require_bearer(request, getattr(request.app.state, "admin_token", None), ADMIN_OFF_DETAIL)
+
+
+def require_bearer(request: HTTPConnection, expected: str | None, off_detail: str) -> None:
+    """Allow only `Authorization: Bearer <expected>` (compared in constant time), else 401 with
+    one answer for every wrong credential; 503 with `off_detail` when `expected` is unset."""
     if not expected:
-        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            detail=ADMIN_OFF_DETAIL)
+        raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=off_detail)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:

@@ -58,7 +58,9 @@ async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
 
 
 CORE_JOBS: tuple[JobKind, ...] = (
-    JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value"),
+    # For tests and smoke checks: it only occupies a worker, so production does not offer it.
+    JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value",
+            debug_only=True),
     JobKind("presets.import", PresetImport, import_presets,
             "stores a batch of generation presets, skipping names already taken",
             retry_on=OUTAGES),

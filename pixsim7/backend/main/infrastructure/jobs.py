@@ -40,7 +40,8 @@ class JobKind:
     """A kind of job: its name, the model its payload must validate against, and its function.
 
     `retry_on` lists the exceptions that are retried like RetryableJobError (outages);
-    `owner` is "core" or the id of the feature plugin that declared the kind.
+    `owner` is "core" or the id of the feature plugin that declared the kind; a `debug_only`
+    kind (a test's) is not offered by the API of a production app (DEBUG=false).
     """
 
     name: str
@@ -49,6 +50,7 @@ class JobKind:
     description: str = ""
     retry_on: tuple[type[BaseException], ...] = ()
     owner: str = "core"
+    debug_only: bool = False
 
     def schema(self) -> dict[str, Any]:
         return self.payload.model_json_schema()
@@ -56,6 +58,10 @@ class JobKind:
 
 class JobRegistryLocked(RuntimeError):
     """Something tried to change the job registry after startup locked it."""
+
+
+class QueueFull(RuntimeError):
+    """The queue holds as many jobs as JOBS_MAX_QUEUED allows; nothing was queued."""
 
 
 class JobKindUnavailable(LookupError):
@@ -150,8 +156,12 @@ def arq_client(client: Redis, prefix: str) -> ArqRedis:
     return ArqRedis(connection_pool=client.connection_pool, default_queue_name=queue_name(prefix))
 
 
-async def enqueue(client: Redis, prefix: str, kind: str, payload: dict[str, Any]) -> str:
-    """Queue one job of `kind` (already validated); returns its id."""
+async def enqueue(client: Redis, prefix: str, kind: str, payload: dict[str, Any], *,
+                  max_queued: int | None = None) -> str:
+    """Queue one job of `kind` (already validated); returns its id. With `max_queued`, a
+    QueueFull when that many jobs already wait or run."""
+    if max_queued is not None and await queued(client, prefix) >= max_queued:
+        raise QueueFull(f"the job queue holds {max_queued} jobs (JOBS_MAX_QUEUED)")
     job_id = uuid.uuid4().hex
     await arq_client(client, prefix).enqueue_job(kind, payload, _job_id=job_id)
     return job_id

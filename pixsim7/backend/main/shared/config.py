@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     events_token: str | None = None
+    # Who may queue jobs and how much may wait for a worker (GETTING_STARTED, "Background jobs").
+    jobs_token: str | None = None
+    jobs_max_queued: int = Field(default=1000, gt=0)
+    job_max_payload_bytes: int = Field(default=64 * 1024, gt=0)
     ws_max_message_bytes: int = Field(default=4096, gt=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
@@ -80,7 +84,8 @@ class Settings(BaseSettings):
         # Relative overrides resolve against the working directory, once.
         return value.expanduser().resolve()
 
-    @field_validator("database_url", "redis_url", "admin_token", "events_token", mode="before")
+    @field_validator("database_url", "redis_url", "admin_token", "events_token", "jobs_token",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -103,8 +108,8 @@ class Settings(BaseSettings):
         """What no log line may show: the tokens, the secret key and the URLs' passwords."""
         passwords = [urlsplit(url).password for url in (self.database_url, self.redis_url)
                      if url]
-        return [value for value in (self.admin_token, self.events_token, self.secret_key,
-                                    *passwords) if value]
+        return [value for value in (self.admin_token, self.events_token, self.jobs_token,
+                                    self.secret_key, *passwords) if value]
 
     def discovery_dirs(self) -> dict[str, Path]:
         """The four discovery directories by setting name."""

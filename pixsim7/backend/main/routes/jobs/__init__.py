@@ -3,11 +3,16 @@ it; GET /api/v1/jobs/kinds lists the kinds; GET /api/v1/jobs/status says whether
 
 Background jobs need Redis. While Redis is down the API says so (503 on enqueue, `disabled` in
 the status) instead of failing with an error.
+
+Queueing is bounded: in production (DEBUG=false) it needs `Authorization: Bearer <JOBS_TOKEN>`
+(JOBS_TOKEN defaults to ADMIN_TOKEN), a payload may hold JOB_MAX_PAYLOAD_BYTES of JSON, and
+at most JOBS_MAX_QUEUED jobs wait or run at once; debug-only kinds (`noop`) are not offered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -16,7 +21,10 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from pixsim7.backend.main.api.security import require_bearer
 from pixsim7.backend.main.infrastructure import jobs
+
+QUEUE_FULL_RETRY_AFTER_S = 30
 
 
 class JobIn(BaseModel):
@@ -54,9 +62,23 @@ class JobsStatus(BaseModel):
 router = APIRouter(tags=["jobs"])
 
 
-def _registry(request: Request) -> jobs.JobRegistry:
-    """This app's job kinds: the core's and its enabled feature plugins' (locked)."""
-    return request.app.state.job_registry
+def _offered(request: Request) -> list[jobs.JobKind]:
+    """The kinds this app's API takes: its registry's (locked), without the debug-only ones
+    in production."""
+    debug = request.app.state.settings.debug
+    return [kind for kind in request.app.state.job_registry.kinds()
+            if debug or not kind.debug_only]
+
+
+def _require_writer(request: Request) -> None:
+    """In production, queueing needs the jobs token (JOBS_TOKEN, else ADMIN_TOKEN); in debug,
+    only when JOBS_TOKEN is set."""
+    settings = request.app.state.settings
+    if settings.debug and not settings.jobs_token:
+        return
+    expected = settings.jobs_token or getattr(request.app.state, "admin_token", None)
+    require_bearer(request, expected,
+                   "queueing jobs is off: set JOBS_TOKEN (or ADMIN_TOKEN) to allow it")
 
 
 # What Redis going away looks like from redis-py (its own classes, not the builtin ones).
@@ -109,11 +131,11 @@ def _unavailable(request: Request) -> JSONResponse:
                         status_code=503, headers={"Retry-After": "5"})
 
 
-def _validated_payload(job: JobIn, registry: jobs.JobRegistry) -> dict[str, Any]:
+def _validated_payload(job: JobIn, offered: list[jobs.JobKind]) -> dict[str, Any]:
     """The payload as its kind's model reads it; 422 naming the culprit otherwise."""
-    kind = registry.get(job.kind)
+    kind = next((kind for kind in offered if kind.name == job.kind), None)
     if kind is None:
-        known = ", ".join(registry.names())
+        known = ", ".join(kind.name for kind in offered)
         raise HTTPException(422, detail=[{
             "type": "unknown_job_kind", "loc": ["body", "kind"], "input": job.kind,
             "msg": f"unknown job kind {job.kind!r}; known kinds: {known}"}])
@@ -130,19 +152,33 @@ async def job_kinds(request: Request) -> list[JobKindOut]:
     """The job kinds a worker runs, each with its owner and the JSON Schema of its payload."""
     return [JobKindOut(kind=k.name, description=k.description, owner=k.owner,
                        payload_schema=k.schema())
-            for k in _registry(request).kinds()]
+            for k in _offered(request)]
 
 
 @router.post("", status_code=202, response_model=JobAccepted, responses={
     400: {"description": "the body could not be read (not UTF-8)"},
+    401: {"description": "queueing needs `Authorization: Bearer <JOBS_TOKEN>` (production)"},
+    413: {"description": "the payload is larger than JOB_MAX_PAYLOAD_BYTES"},
     422: {"description": "unknown job kind, or a payload its kind refuses; nothing is queued"},
-    503: {"description": "background jobs are off"},
+    503: {"description": "background jobs are off, or the queue is full (Retry-After)"},
 })
 async def enqueue_job(job: JobIn, request: Request) -> Any:
     """Queue a job for the worker (202 with its id), or 503 saying why background jobs are off."""
-    payload = _validated_payload(job, _registry(request))
-    job_id = await _on_redis(request, lambda client, prefix: jobs.enqueue(
-        client, prefix, job.kind, payload))
+    _require_writer(request)
+    settings = request.app.state.settings
+    payload = _validated_payload(job, _offered(request))
+    size = len(json.dumps(payload, separators=(",", ":")).encode())
+    if size > settings.job_max_payload_bytes:
+        raise HTTPException(413, detail=(
+            f"the payload has {size} bytes of JSON; a job's payload may have "
+            f"{settings.job_max_payload_bytes} (JOB_MAX_PAYLOAD_BYTES)"))
+    try:
+        job_id = await _on_redis(request, lambda client, prefix: jobs.enqueue(
+            client, prefix, job.kind, payload, max_queued=settings.jobs_max_queued))
+    except jobs.QueueFull as exc:
+        return JSONResponse({"detail": f"{exc}; retry later", "background_jobs": "enabled"},
+                            status_code=503,
+                            headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
     if job_id is None:
         return _unavailable(request)
     return JobAccepted(id=job_id, kind=job.kind)
