@@ -55,6 +55,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
 RUN_SERVICES = pytest.StashKey[RunServices]()
 TIER_BY_MARKER = {"template_db": "template", ROLLBACK_MARKER: "rollback"}
+PROCESS_MARKER = "backend_process"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,10 +84,22 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{ROLLBACK_MARKER}: app_factory gives a started app shared by this worker's tests "
         "with the same settings; the test runs in a transaction rolled back after it",
     )
+    config.addinivalue_line(
+        "markers",
+        f"{PROCESS_MARKER}: set by the kit on every test that runs the backend's own commands "
+        f"(it uses backend_env): `-m 'not {PROCESS_MARKER}'` keeps the tests that run in the "
+        "test process",
+    )
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
                                   if workerinput and WORKERINPUT_KEY in workerinput
                                   else RunServices())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "backend_env" in getattr(item, "fixturenames", ()):
+            item.add_marker(PROCESS_MARKER)
 
 
 @pytest.hookimpl(tryfirst=True)
