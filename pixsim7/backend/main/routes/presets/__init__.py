@@ -1,4 +1,9 @@
-"""GET and POST /api/v1/presets: saved generation presets, stored in the database."""
+"""GET and POST /api/v1/presets: saved generation presets, stored in the database.
+
+The listing is a JSON list, one page at a time: `limit` presets (100 by default, at most
+PAGE_MAX) ordered by name, after the name `after`; a `Link: <...>; rel="next"` header (RFC 8288)
+gives the next page while there is one.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +20,8 @@ from pixsim7.backend.main.api.request_guard import UnsafeJSON, check_json_value
 
 MODEL_NAME = "GenerationPreset"
 CREATED_EVENT = "preset.created"
+PAGE_DEFAULT = 100
+PAGE_MAX = 500
 
 logger = logging.getLogger("pixsim7.plugins.presets")
 
@@ -119,13 +126,40 @@ async def _insert(session: Any, model: Any, body: PresetCreate) -> PresetOut:
     return preset
 
 
-@router.get("", response_model=list[PresetOut], responses=_DATABASE_DOWN)
-async def list_presets(request: Request) -> list[PresetOut]:
-    """All presets ordered by name."""
+def _page_cursor(after: str | None) -> str | None:
+    if after is not None:
+        try:
+            check_json_value(after)
+        except UnsafeJSON as exc:
+            raise HTTPException(422, detail=[{"type": exc.as_error(())["type"],
+                                              "loc": ["query", "after"], "msg": exc.msg}]) from None
+    return after
+
+
+@router.get("", response_model=list[PresetOut], responses={
+    **_DATABASE_DOWN,
+    200: {"description": "one page of presets by name; a `Link` header with `rel=\"next\"` "
+                         "gives the next page while there is one"},
+})
+async def list_presets(
+    request: Request, response: Response,
+    limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description="presets on this page"),
+    after: str | None = Query(None, min_length=1, max_length=128,
+                              description="the last name of the previous page"),
+) -> list[PresetOut]:
+    """Presets ordered by name, one page of at most `limit`, after the name `after`."""
+    after = _page_cursor(after)
     model = _state(request, "domain_registry").model(MODEL_NAME)
+    query = select(model).order_by(model.name).limit(limit + 1)
+    if after is not None:
+        query = query.where(model.name > after)
     async with _state(request, "db").session() as session:
-        rows = (await session.execute(select(model).order_by(model.name))).scalars().all()
-        return [_out(row) for row in rows]
+        rows = (await session.execute(query)).scalars().all()
+        page = [_out(row) for row in rows[:limit]]
+    if len(rows) > limit:
+        following = request.url.include_query_params(limit=limit, after=page[-1].name)
+        response.headers["Link"] = f'<{following}>; rel="next"'
+    return page
 
 
 @router.post("", response_model=PresetOut, status_code=status.HTTP_201_CREATED, responses={
