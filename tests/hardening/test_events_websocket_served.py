@@ -134,3 +134,28 @@ def test_an_invalid_utf8_text_frame_closes_1007_without_a_traceback(served_api) 
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
     assert client_input_failures(serve) == [], serve.describe()
+
+
+def test_listeners_beyond_their_bound_are_closed_1013_while_http_keeps_answering(
+    served_api
+) -> None:
+    # Half of MAX_CONNECTIONS at most: 10 here, below WS_MAX_CONNECTIONS' 100.
+    serve = served_api(EVENTS_TOKEN=EVENTS_TOKEN, MAX_CONNECTIONS="20")
+    with contextlib.ExitStack() as listeners:
+        for _ in range(10):
+            listeners.enter_context(connect(events_url(serve), additional_headers=AUTH))
+        with (connect(events_url(serve), additional_headers=AUTH) as extra,
+              pytest.raises(ConnectionClosed) as closed):
+            extra.recv(timeout=10)
+        assert closed.value.rcvd.code == 1013
+        assert "WS_MAX_CONNECTIONS" in closed.value.rcvd.reason
+        assert httpx.get(f"{serve.base_url}/").status_code == 200
+        admin = httpx.get(f"{serve.base_url}/api/v1/admin/plugins",
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert admin.status_code == 200
+        create_preset(serve, "heard-by-ten")
+    # The places come back once listeners leave.
+    with connect(events_url(serve), additional_headers=AUTH) as again:
+        create_preset(serve, "heard-again")
+        assert next_event(again)["payload"]["name"] == "heard-again"
+    assert client_input_failures(serve) == [], serve.describe()

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     jobs_max_queued: int = Field(default=1000, gt=0)
     job_max_payload_bytes: int = Field(default=64 * 1024, gt=0)
     ws_max_message_bytes: int = Field(default=4096, gt=0)
+    ws_max_connections: int = Field(default=100, gt=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
 
@@ -103,6 +104,11 @@ class Settings(BaseSettings):
         if self.plugin_fail_fast is None:
             self.plugin_fail_fast = self.debug
         return self
+
+    def ws_listener_limit(self) -> int:
+        """Event listeners at once: WS_MAX_CONNECTIONS, and never more than half of
+        MAX_CONNECTIONS, so that plain HTTP keeps the other half."""
+        return max(1, min(self.ws_max_connections, self.max_connections // 2))
 
     def secret_values(self) -> list[str]:
         """What no log line may show: the tokens, the secret key and the URLs' passwords."""

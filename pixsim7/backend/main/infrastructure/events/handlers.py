@@ -48,6 +48,18 @@ class WebSocketHub:
     def __init__(self, *, send_timeout: float = 5.0) -> None:
         self.send_timeout = send_timeout
         self._sockets: dict[WebSocket, None] = {}
+        self._places_taken = 0
+
+    def take_place(self, limit: int) -> bool:
+        """Take one of `limit` listener places, before the handshake is answered (False when
+        all are taken); `give_back_place()` returns it."""
+        if self._places_taken >= limit:
+            return False
+        self._places_taken += 1
+        return True
+
+    def give_back_place(self) -> None:
+        self._places_taken -= 1
 
     @property
     def connection_count(self) -> int:

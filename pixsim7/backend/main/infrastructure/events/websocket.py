@@ -19,8 +19,9 @@ __all__ = ["EVENTS_PATH", "EVENTS_SUBPROTOCOL", "router"]
 EVENTS_PATH = "/api/v1/ws/events"
 EVENTS_SUBPROTOCOL = "pixsim7.events"
 _BEARER_SUBPROTOCOL = "bearer."
-# Close codes (RFC 6455): policy violation, message too big, server cannot serve.
-POLICY_VIOLATION, MESSAGE_TOO_BIG, UNAVAILABLE = 1008, 1009, 1011
+# Close codes (RFC 6455 and IANA): policy violation, message too big, server cannot serve,
+# try again later.
+POLICY_VIOLATION, MESSAGE_TOO_BIG, UNAVAILABLE, TRY_AGAIN_LATER = 1008, 1009, 1011, 1013
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
@@ -64,22 +65,35 @@ async def events_websocket(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION)
         return
     offered = websocket.scope.get("subprotocols", [])
-    await websocket.accept(subprotocol=EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered
-                           else None)
-    hub.register(websocket)
-    limit = websocket.app.state.settings.ws_max_message_bytes
+    subprotocol = EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered else None
+    settings = websocket.app.state.settings
+    if not hub.take_place(settings.ws_listener_limit()):
+        # Accepted only to be closed with a reason a client can act on.
+        await websocket.accept(subprotocol=subprotocol)
+        await websocket.close(code=TRY_AGAIN_LATER, reason=(
+            "too many event listeners (WS_MAX_CONNECTIONS); try again later"))
+        return
     try:
-        # Clients only listen: what they send is dropped, and reading notices a disconnect.
+        await websocket.accept(subprotocol=subprotocol)
+        hub.register(websocket)
+        await _listen(websocket, settings.ws_max_message_bytes)
+    finally:
+        hub.unregister(websocket)
+        hub.give_back_place()
+
+
+async def _listen(websocket: WebSocket, limit: int) -> None:
+    """Until the client goes: clients only listen, so what they send is dropped, and reading
+    notices a disconnect."""
+    try:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                break
+                return
             # The server bounds messages too; this holds under any ASGI server.
             size = len(message.get("bytes") or b"") + len(message.get("text") or "")
             if size > limit:
                 await websocket.close(code=MESSAGE_TOO_BIG)
-                break
+                return
     except WebSocketDisconnect:
         pass
-    finally:
-        hub.unregister(websocket)
