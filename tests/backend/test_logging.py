@@ -142,3 +142,14 @@ async def test_serve_in_production_without_admin_token_makes_none_and_says_to_se
     assert any(
         "ADMIN_TOKEN is not set, so the admin API is off" in r["message"]
         for r in serve.records())
+
+
+def test_redaction_replaces_credentials_and_leaves_ordinary_words_alone() -> None:
+    from pixsim7.backend.main.shared.logs import Redactor
+
+    redactor = Redactor(["s3cret-value-123", "short"])
+    assert redactor.redact("the admin token comparison; key rotation; basic settings") == (
+        "the admin token comparison; key rotation; basic settings")
+    assert redactor.redact("GET /x?a=1&access_token=abc&password=p Bearer abc.def-123 "
+                           "s3cret-value-123 short") == (
+        "GET /x?a=1&access_token=***&password=*** Bearer *** *** short")
