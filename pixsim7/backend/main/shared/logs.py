@@ -27,7 +27,7 @@ REDACTED = "***"
 # named like one, or the value of an Authorization-style header.
 _CREDENTIAL_FIELD = re.compile(
     r"(?i)(\b(?:access_?token|api_?key|auth|key|password|passwd|secret|session|token)=)[^&\s\"']*")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}")  # as schemes are written
 MIN_SECRET_LENGTH = 8  # a shorter value would match ordinary text (and is no secret anyway)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
