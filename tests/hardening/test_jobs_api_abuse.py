@@ -33,7 +33,7 @@ async def test_the_same_batch_imported_four_times_at_once_stores_each_name_once(
     results = await asyncio.gather(*(import_presets(running.app, batch) for _ in range(4)))
     assert sum(result["created"] for result in results) == 300, results
     assert all(result["created"] + result["skipped"] == 300 for result in results), results
-    listed = (await running.get("/api/v1/presets")).json()
+    listed = (await running.get("/api/v1/presets", params={"limit": 500})).json()
     assert sorted(p["name"] for p in listed if p["name"].startswith("overlap-")) == sorted(
         f"overlap-{n}" for n in range(300))
 
