@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from pixsim7.backend.main.startup.trace import write_trace
 from testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
 from testing.inventory import Normalizer
 from testing.isolation import (
@@ -54,6 +55,7 @@ from testing.template import TemplateClones, TemplateDatabase, template_name
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
 RUN_SERVICES = pytest.StashKey[RunServices]()
+STARTED_APPS = pytest.StashKey[list[RunningApp]]()  # each test's apps, for their traces
 TIER_BY_MARKER = {"template_db": "template", ROLLBACK_MARKER: "rollback"}
 PROCESS_MARKER = "backend_process"
 
@@ -64,6 +66,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "module:callable that builds the app from a Settings object",
         default=DEFAULT_FACTORY,
     )
+    parser.addoption(
+        "--startup-trace", metavar="DIR", default=None,
+        help="write the startup and shutdown of every app a test starts to DIR as Chrome "
+             "Trace Event JSON (open them in ui.perfetto.dev); a failed test's are written "
+             "to its tmp_path without this option")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -94,6 +101,34 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
                                   if workerinput and WORKERINPUT_KEY in workerinput
                                   else RunServices())
+
+
+def _trace_name(item: pytest.Item, number: int) -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in item.nodeid)
+    return f"{safe}{f'-{number + 1}' if number else ''}.trace.json"
+
+
+def write_app_traces(item: pytest.Item, folder: Path) -> list[Path]:
+    """The startup trace of each app `item` started, written to `folder`."""
+    apps = item.stash.get(STARTED_APPS, [])
+    timelines = [getattr(getattr(app.app, "state", None), "startup", None) for app in apps]
+    return [write_trace(timeline, folder / _trace_name(item, n))
+            for n, timeline in enumerate(timelines) if timeline is not None]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    report = yield
+    if report.when == "call" and report.failed and item.stash.get(STARTED_APPS, []):
+        folder = item.config.getoption("startup_trace")
+        tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+        if folder is None and tmp_path is not None:
+            folder = tmp_path
+        if folder is not None:
+            paths = write_app_traces(item, Path(folder))
+            report.sections.append(("pixsim7 startup trace", "\n".join(
+                f"{path} (open it in ui.perfetto.dev)" for path in paths)))
+    return report
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -345,6 +380,7 @@ async def app_factory(
     default_factory = request.config.getini("pixsim7_app_factory")
     running: list[RunningApp] = []
     views: list[RunningApp] = []
+    request.node.stash[STARTED_APPS] = started = []  # for their traces
 
     async def start(settings: Any = None, factory: AppFactory | str | None = None) -> RunningApp:
         settings = make_settings() if settings is None else settings
@@ -353,12 +389,15 @@ async def app_factory(
         if scope is not None and scope.apps.shares(settings):
             shared = await scope.apps.get(build, settings)
             if isinstance(shared, RunningApp):  # its startup failed: nothing to share
+                started.append(shared)
                 return shared
             view = await scope.take(shared)
             views.append(view)
+            started.append(view)
             return view
         app = await start_app(build, settings, kit_normalizer)
         running.append(app)
+        started.append(app)
         return app
 
     yield start
@@ -366,6 +405,9 @@ async def app_factory(
         await view.release()
     for app in reversed(running):
         await app.stop()
+    folder = request.config.getoption("startup_trace")
+    if folder is not None:
+        write_app_traces(request.node, Path(folder))
 
 
 @pytest.fixture

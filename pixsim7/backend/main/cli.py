@@ -30,6 +30,7 @@ from pixsim7.backend.main.startup import (
     StartupTimeline,
     begin_shutdown,
     run_plan,
+    write_trace,
 )
 from pixsim7.backend.main.worker import (
     REDIS_DOWN,
@@ -85,6 +86,9 @@ def serve(host: str, port: int) -> int:
     except SystemExit:  # uvicorn's own exit when the startup failed (or the port is taken)
         if reporter.failure is None:
             raise
+    finally:
+        if app.state.settings.startup_trace_file is not None:
+            write_trace(app.state.startup, app.state.settings.startup_trace_file)
     if reporter.failure is not None:
         return report_startup_failure(reporter.failure, SERVE_STARTUP_FAILED)
     return 0 if server.started else SERVE_STARTUP_FAILED
@@ -190,8 +194,9 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
     return code
 
 
-def check(profile: str) -> int:
-    """Run startup once and shut down; print each step; non-zero when a required step fails."""
+def check(profile: str, trace: str | None = None) -> int:
+    """Run startup once and shut down; print each step; non-zero when a required step fails.
+    With `trace`, also write the startup and shutdown there as Chrome Trace Event JSON."""
 
     async def main() -> tuple[StartupTimeline, list[str], list[dict]]:
         settings = _load_settings()
@@ -209,7 +214,11 @@ def check(profile: str) -> int:
     try:
         timeline, kinds, alive = asyncio.run(main())
     except StartupAborted as exc:
+        if trace and exc.timeline is not None:
+            write_trace(exc.timeline, trace)
         return report_startup_failure(exc)
+    if trace:
+        write_trace(timeline, trace)
     print(format_timeline(timeline))
     print(f"\njob kinds: {', '.join(kinds)}")
     if profile == "worker":
@@ -234,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("worker", help="run the background worker profile")
     check_cmd = commands.add_parser("check", help="run startup once and print each step")
     check_cmd.add_argument("--profile", choices=sorted(PLANS), default="api")
+    check_cmd.add_argument("--trace", metavar="FILE", default=None,
+                           help="also write the startup and shutdown to FILE as Chrome Trace "
+                                "Event JSON (open it in ui.perfetto.dev or chrome://tracing)")
     args = parser.parse_args(argv)
     settings = _load_settings()
     configure_logging(args.log_level or settings.log_level, settings.log_format,
@@ -242,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.host, args.port)
     if args.command == "worker":
         return worker()
-    return check(args.profile)
+    return check(args.profile, args.trace)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Startup: the runner (`runner`: policies, the step unit, `run_plan`), the timeline it
-records (`timeline`), and the steps and plans (`steps`). Everything is importable from here."""
+records (`timeline`) and its trace (`trace`), and the steps and plans (`steps`). Everything is
+importable from here."""
 
 from pixsim7.backend.main.startup.runner import (
     Policy,
@@ -47,6 +48,7 @@ from pixsim7.backend.main.startup.timeline import (
     app_id,
     startup_timeline,
 )
+from pixsim7.backend.main.startup.trace import trace_events, write_trace
 
 __all__ = [
     "API_PLAN", "EMBEDDED_DATABASE", "PLANS", "WORKER_PLAN", "Policy", "PluginTeardownError",
@@ -58,5 +60,5 @@ __all__ = [
     "setup_middleware_lifecycle", "setup_plugins", "setup_providers", "setup_redis",
     "startup_timeline", "step", "teardown_database", "teardown_embedded_services",
     "teardown_event_handlers", "teardown_middleware_lifecycle", "teardown_plugins",
-    "teardown_redis", "validate_settings",
+    "teardown_redis", "trace_events", "validate_settings", "write_trace",
 ]

@@ -104,7 +104,7 @@ def _record(timeline: StartupTimeline, phase: str, name: str, policy: Policy, st
             exc: BaseException | None = None) -> None:
     error = None if exc is None else f"{type(exc).__name__}: {exc}"
     timeline.add(StepRecord(phase, name, policy, status, (time.perf_counter() - started) * 1000,
-                            counts or {}, error))
+                            counts or {}, error, started))
 
 
 def run_build_step(app: FastAPI, name: str, build: Callable[[FastAPI], StepOutcome]) -> None:

@@ -25,6 +25,7 @@ class StepRecord:
     duration_ms: float
     counts: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    started: float | None = None  # time.perf_counter() when the step began, for traces
 
     def milestone(self) -> dict[str, Any]:
         data = {"phase": self.phase, "step": self.step, "status": self.status,

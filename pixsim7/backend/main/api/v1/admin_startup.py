@@ -1,17 +1,22 @@
-"""GET /api/v1/admin/startup: the startup timeline (each step, policy, status, duration)."""
+"""GET /api/v1/admin/startup: the startup timeline (each step, policy, status, duration);
+`?format=trace` gives it as Chrome Trace Event JSON (ui.perfetto.dev, chrome://tracing)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from pixsim7.backend.main.api.security import require_admin
+from pixsim7.backend.main.startup.trace import trace_events
 
 router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(require_admin)], tags=["admin"])
 
 
 @router.get("/startup")
-async def startup_timeline(request: Request) -> dict[str, Any]:
+async def startup_timeline(request: Request, format: Literal["timeline", "trace"] = Query(
+        "timeline", description="`trace`: Chrome Trace Event JSON")) -> dict[str, Any]:
     state = request.app.state
+    if format == "trace":
+        return trace_events(state.startup)
     return {"lifecycle": getattr(state, "lifecycle", "starting"), **state.startup.summary()}
