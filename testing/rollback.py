@@ -34,7 +34,7 @@ MARKER = "rollback_db"
 USE_TEMPLATE = "use @pytest.mark.template_db (a database of the test's own) instead"
 PLUGIN_MANAGERS = ("plugin_manager", "routes_manager", "middleware_manager")
 # Keys arq keeps per job outside the queue name (and so outside the prefix).
-ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:", "arq:abort:")
+ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:")
 
 
 class RollbackTierError(RuntimeError):
