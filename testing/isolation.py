@@ -147,6 +147,26 @@ async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:
         await conn.close()
 
 
+# Keys arq keeps per job outside the queue's name (and so outside a prefix).
+ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:")
+_CLEAR_SCRIPT = """
+local cursor, removed = "0", 0
+repeat
+  local found = redis.call("SCAN", cursor, "MATCH", ARGV[1] .. "*", "COUNT", 1000)
+  cursor = found[1]
+  for _, key in ipairs(found[2]) do
+    if string.sub(key, -9) == "arq:queue" and redis.call("TYPE", key).ok == "zset" then
+      for _, job in ipairs(redis.call("ZRANGE", key, 0, -1)) do
+        for i = 2, #ARGV do redis.call("UNLINK", ARGV[i] .. job) end
+      end
+    end
+    removed = removed + redis.call("UNLINK", key)
+  end
+until cursor == "0"
+return removed
+"""
+
+
 @dataclass(frozen=True)
 class RedisNamespace:
     """A key prefix on the session's Redis; every key the test writes starts with it."""
@@ -164,21 +184,21 @@ class RedisNamespace:
     async def keys(self) -> list[bytes]:
         client = self.client()
         try:
-            return await self._keys(client)
+            return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
         finally:
             await client.aclose()
 
-    async def _keys(self, client: aioredis.Redis) -> list[bytes]:
-        return [key async for key in client.scan_iter(match=f"{self.prefix}*", count=500)]
-
-    async def clear(self) -> int:
-        """Delete every key under the prefix; returns how many were deleted."""
-        client = self.client()
+    async def clear(self, client: aioredis.Redis | None = None) -> int:
+        """Delete every key under the prefix, and arq's per-job keys of the jobs a queue under
+        it held (arq keeps those outside the queue's name), in one round trip; through `client`
+        if given. How many keys under the prefix went."""
+        own = client is None
+        client = self.client() if client is None else client
         try:
-            keys = await self._keys(client)
-            return int(await client.unlink(*keys)) if keys else 0
+            return int(await client.eval(_CLEAR_SCRIPT, 0, self.prefix, *ARQ_JOB_KEYS))
         finally:
-            await client.aclose()
+            if own:
+                await client.aclose()
 
 
 def new_namespace(endpoint: RedisEndpoint) -> RedisNamespace:

@@ -41,7 +41,7 @@ from testing.processes import BackendProcess, start_backend
 from testing.processes import backend_env as build_backend_env
 from testing.proxy import FaultProxy
 from testing.rollback import MARKER as ROLLBACK_MARKER
-from testing.rollback import RollbackScope, SharedApps, clear_namespace, refuse
+from testing.rollback import RollbackScope, SharedApps, refuse
 from testing.services import (
     ServiceSet,
     ServiceStartError,
@@ -251,7 +251,7 @@ async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: Rollbac
     try:
         yield namespace
     finally:
-        await clear_namespace(namespace)
+        await namespace.clear()
 
 
 @pytest_asyncio.fixture(scope="session")

@@ -33,8 +33,6 @@ from testing.isolation import IsolatedDatabase, RedisNamespace
 MARKER = "rollback_db"
 USE_TEMPLATE = "use @pytest.mark.template_db (a database of the test's own) instead"
 PLUGIN_MANAGERS = ("plugin_manager", "routes_manager", "middleware_manager")
-# Keys arq keeps per job outside the queue name (and so outside the prefix).
-ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:")
 
 
 class RollbackTierError(RuntimeError):
@@ -205,7 +203,7 @@ class SharedApps:
         """Stop every app and drop the database; the Redis keys go too."""
         try:
             await self.close()
-            await clear_namespace(self.namespace, self.redis)
+            await self.namespace.clear(self.redis)
         finally:
             database, self.database = self.database, None
             if database is not None:
@@ -251,7 +249,7 @@ class RollbackScope:
         the tier cannot undo, after undoing the rest."""
         problems: list[str] = []
         # The database and Redis are undone at once: one round trip each, side by side.
-        redis = asyncio.ensure_future(clear_namespace(self.apps.namespace, self.apps.redis))
+        redis = asyncio.ensure_future(self.apps.namespace.clear(self.apps.redis))
         try:
             for shared, transaction in reversed(self._bound):
                 problems += await self._undo(shared, transaction)
@@ -328,38 +326,6 @@ async def after_rollback(connection: AsyncConnection, tables: list[Any]
     values = await raw.driver_connection.fetchrow(f"SELECT {columns}")
     rows = {table.fullname: int(value) for table, value in zip(tables, values, strict=False)}
     return rows, int(values[-1])
-
-
-# One round trip: every key under the prefix, and arq's per-job keys of each job that a queue
-# under the prefix still holds (arq keeps those outside the queue's name).
-_CLEAR_SCRIPT = """
-local cursor, removed = "0", 0
-repeat
-  local found = redis.call("SCAN", cursor, "MATCH", ARGV[1] .. "*", "COUNT", 1000)
-  cursor = found[1]
-  for _, key in ipairs(found[2]) do
-    if string.sub(key, -9) == "arq:queue" and redis.call("TYPE", key).ok == "zset" then
-      for _, job in ipairs(redis.call("ZRANGE", key, 0, -1)) do
-        for i = 2, #ARGV do redis.call("UNLINK", ARGV[i] .. job) end
-      end
-    end
-    removed = removed + redis.call("UNLINK", key)
-  end
-until cursor == "0"
-return removed
-"""
-
-
-async def clear_namespace(namespace: RedisNamespace, client: Redis | None = None) -> int:
-    """Delete every key under the prefix and arq's per-job keys of the jobs its queue held;
-    through `client` if given, else through a client of its own. How many keys went."""
-    own = client is None
-    client = namespace.client() if client is None else client
-    try:
-        return int(await client.eval(_CLEAR_SCRIPT, 0, namespace.prefix, *ARQ_JOB_KEYS))
-    finally:
-        if own:
-            await client.aclose()
 
 
 def refuse(what: str) -> RollbackTierError:
