@@ -85,9 +85,9 @@ async def test_concurrent_requests_of_one_test_are_serialized_on_its_connection(
 
 @pytest.mark.rollback_db
 async def test_a_session_waiting_on_a_held_one_fails_saying_why(
-    kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     scope = RollbackScope(kit_shared_apps)
     scope._gate.timeout = 0.2
     await scope.take(shared)
@@ -108,9 +108,9 @@ async def _open_session(db) -> None:
 
 @pytest.mark.rollback_db
 async def test_advisory_locks_fail_the_test_and_do_not_outlive_it(
-    kit_shared_apps: SharedApps, make_settings_for_tier, kit_services
+    kit_shared_apps: SharedApps, shared_app, kit_services
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     scope = RollbackScope(kit_shared_apps)
     await scope.take(shared)
     async with shared.app.state.db.session() as session:
@@ -128,9 +128,9 @@ async def test_advisory_locks_fail_the_test_and_do_not_outlive_it(
 
 @pytest.mark.rollback_db
 async def test_redis_keys_and_queued_jobs_go_with_the_test(
-    kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     scope = RollbackScope(kit_shared_apps)
     running = await scope.take(shared)
     queued = await running.client.post(
@@ -151,9 +151,9 @@ async def test_redis_keys_and_queued_jobs_go_with_the_test(
 
 @pytest.mark.rollback_db
 async def test_event_subscribers_a_test_added_are_dropped(
-    kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     bus = shared.app.state.event_bus
     before = bus.subscriptions()
     scope = RollbackScope(kit_shared_apps)
@@ -161,20 +161,20 @@ async def test_event_subscribers_a_test_added_are_dropped(
     bus.subscribe("preset.created", lambda event: None, name="left-by-a-test")
     await scope.close()
     assert bus.subscriptions() == before
-    assert (await kit_shared_apps.get(*make_settings_for_tier())) is shared  # still shared
+    assert (await shared_app()) is shared  # still shared
 
 
 @pytest.mark.rollback_db
 async def test_an_app_a_test_changed_or_stopped_is_replaced(
-    kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     scope = RollbackScope(kit_shared_apps)
     running = await scope.take(shared)
     await running.app.state.plugin_manager.disable_all()
     await scope.close()
     await running.release()
-    fresh = await kit_shared_apps.get(*make_settings_for_tier())
+    fresh = await shared_app()
     assert fresh is not shared and not shared.running.running
     assert fresh.app.state.plugin_manager.plugins["mood"].status == "enabled"
 
@@ -182,14 +182,14 @@ async def test_an_app_a_test_changed_or_stopped_is_replaced(
     running = await scope.take(fresh)
     await running.stop()
     await scope.close()
-    assert (await kit_shared_apps.get(*make_settings_for_tier())) is not fresh
+    assert (await shared_app()) is not fresh
 
 
 @pytest.mark.rollback_db
 async def test_rows_committed_around_the_transaction_fail_the_test_and_renew_the_database(
-    kit_shared_apps: SharedApps, make_settings_for_tier
+    kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await kit_shared_apps.get(*make_settings_for_tier())
+    shared = await shared_app()
     before = kit_shared_apps.database
     scope = RollbackScope(kit_shared_apps)
     await scope.take(shared)
@@ -199,15 +199,16 @@ async def test_rows_committed_around_the_transaction_fail_the_test_and_renew_the
     with pytest.raises(RollbackTierError, match="generation_presets were committed.*template_db"):
         await scope.close()
     assert kit_shared_apps.database != before and not shared.running.running
-    fresh = await kit_shared_apps.get(*make_settings_for_tier())
+    fresh = await shared_app()
     scope = RollbackScope(kit_shared_apps)
     assert await names(await scope.take(fresh)) == SEEDED
     await scope.close()
 
 
 @pytest.fixture
-def make_settings_for_tier(make_settings):
-    """(factory, settings) as app_factory gives a rollback test without overrides."""
+def shared_app(kit_shared_apps: SharedApps, make_settings):
+    """`await shared_app()`: the worker's shared app for the settings app_factory gives a
+    rollback test without overrides."""
     from pixsim7.backend.main.main import create_app
 
-    return lambda: (create_app, make_settings())
+    return lambda: kit_shared_apps.get(create_app, make_settings())
