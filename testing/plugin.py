@@ -304,7 +304,7 @@ def fault_proxy(kit_services: ServiceSet) -> Iterator[Callable[[str], FaultProxy
 
 
 @pytest.fixture
-def make_settings(request: pytest.FixtureRequest, kit_tier: str, tmp_path: Path,
+def make_settings(request: pytest.FixtureRequest, tmp_path: Path,
                   redis_namespace: RedisNamespace, _kit_rollback_scope: RollbackScope | None
                   ) -> Callable[..., Any]:
     """`make_settings(**overrides)`: backend Settings aimed at this test's database and Redis.
@@ -313,45 +313,40 @@ def make_settings(request: pytest.FixtureRequest, kit_tier: str, tmp_path: Path,
     """
     from pixsim7.backend.main.shared.config import Settings
 
-    if _kit_rollback_scope is not None:
-        shared = _kit_rollback_scope.apps
-        data_dir = shared.data_dir
-    else:
-        test_database: IsolatedDatabase = request.getfixturevalue("test_database")
-        data_dir = tmp_path / "data"
+    rollback = _kit_rollback_scope
+    own_database = request.getfixturevalue("test_database") if rollback is None else None
 
-    def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
-             **overrides: Any) -> Settings:
-        if _kit_rollback_scope is not None and not (database_proxy or redis_proxy):
-            return _kit_rollback_scope.apps.settings(build, **overrides)
-        return build(database_proxy=database_proxy, redis_proxy=redis_proxy, **overrides)
-
-    def build(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
-              **overrides: Any) -> Settings:
+    def database() -> IsolatedDatabase:
         # Read at each call: the rollback tier renews its database when a test wrote to it.
-        database = shared.database if _kit_rollback_scope is not None else test_database
-        database_url = database.sqlalchemy_url
-        redis_url = redis_namespace.url
-        if _kit_rollback_scope is not None and (database_proxy or redis_proxy):
-            raise refuse("a fault proxy cuts a service under one test, and this tier's apps "
-                         "and their connections are shared with the worker's other tests")
-        if database_proxy is not None:
-            url = database_proxy.rewrite_url(database_url)
-        else:
-            url = database_url
-        if redis_proxy is not None:
-            redis_url = redis_proxy.rewrite_url(redis_url)
+        return rollback.apps.database if rollback is not None else own_database
+
+    def build(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "debug": True,
-            "database_url": url,
-            "redis_url": redis_url,
+            "database_url": database().sqlalchemy_url,
+            "redis_url": redis_namespace.url,
             "redis_key_prefix": redis_namespace.prefix,
             "secret_key": "kit-secret-key",
             "admin_token": "kit-admin-token",
-            "data_dir": data_dir,
+            "data_dir": rollback.apps.data_dir if rollback is not None else tmp_path / "data",
         }
         values.update(overrides)
         return Settings(_env_file=None, **values)
+
+    def make(*, database_proxy: FaultProxy | None = None, redis_proxy: FaultProxy | None = None,
+             **overrides: Any) -> Settings:
+        if rollback is not None:
+            if database_proxy or redis_proxy:
+                raise refuse("a fault proxy cuts a service under one test, and this tier's "
+                             "apps and their connections are shared with the worker's other "
+                             "tests")
+            return rollback.apps.settings(build, **overrides)
+        proxied = {}
+        if database_proxy is not None:
+            proxied["database_url"] = database_proxy.rewrite_url(database().sqlalchemy_url)
+        if redis_proxy is not None:
+            proxied["redis_url"] = redis_proxy.rewrite_url(redis_namespace.url)
+        return build(**{**proxied, **overrides})
 
     return make
 
