@@ -134,7 +134,6 @@ class SharedApps:
         self.wait_timeout, self.max_apps = wait_timeout, max_apps
         self._apps: dict[str, SharedApp] = {}
         self._settings: dict[str, Any] = {}
-        self.started = 0  # apps this worker started for the tier, retired ones included
         self.loop = asyncio.get_running_loop()
 
     async def open(self) -> SharedApps:
@@ -174,7 +173,6 @@ class SharedApps:
             self._apps[key] = shared  # the most recently used last
             return shared
         running = await start_app(factory, settings, self.normalizer)
-        self.started += 1
         if not running.started:
             return running
         while len(self._apps) >= self.max_apps:
@@ -191,13 +189,9 @@ class SharedApps:
             await shared.running.stop()
 
     async def close(self) -> None:
-        """Stop every app; the database stays (until `drop()`)."""
-        apps, self._apps = list(self._apps.values()), {}
-        for shared in reversed(apps):
-            try:
-                await shared.release_connection()
-            finally:
-                await shared.running.stop()
+        """Stop every app, newest first; the database stays (until `drop()`)."""
+        for shared in reversed(list(self._apps.values())):
+            await self.retire(shared)
 
     async def drop(self) -> None:
         """Stop every app and drop the database; the Redis keys go too."""
