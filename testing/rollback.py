@@ -23,7 +23,6 @@ from typing import Any, Protocol
 
 from fastapi import FastAPI
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
 from testing.apps import AppFactory, RunningApp, start_app
@@ -229,9 +228,8 @@ class RollbackScope:
             if shared.connection is None:
                 shared.connection = await db.engine.connect()
             if shared.rows is None:
-                shared.rows = await row_counts(shared.connection,
-                                               shared.app.state.domain_registry.tables)
-                await shared.connection.rollback()
+                shared.rows, _ = await counts(shared.connection,
+                                              shared.app.state.domain_registry.tables)
             transaction = await shared.connection.begin()
             db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
@@ -262,7 +260,7 @@ class RollbackScope:
             app.state.db.bind(None)
         try:
             await transaction.rollback()
-            rows, locks = await after_rollback(connection, app.state.domain_registry.tables)
+            rows, locks = await counts(connection, app.state.domain_registry.tables)
             if locks:
                 await connection.invalidate()  # its server session, and so its locks, end
         except BaseException:
@@ -296,28 +294,15 @@ class RollbackScope:
         return problems
 
 
-def _counts_sql(connection: AsyncConnection, tables: list[Any]) -> str:
+async def counts(connection: AsyncConnection, tables: list[Any]) -> tuple[dict[str, int], int]:
+    """Each table's row count and the advisory locks the session holds, in one query on the
+    driver's connection, so no transaction is opened or left open."""
     preparer = connection.dialect.identifier_preparer
-    return ", ".join([f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables])
-
-
-async def row_counts(connection: AsyncConnection, tables: list[Any]) -> dict[str, int]:
-    """Each table's row count, in one statement."""
-    if not tables:
-        return {}
-    values = (await connection.execute(text(f"SELECT {_counts_sql(connection, tables)}"))).one()
-    return {table.fullname: int(value) for table, value in zip(tables, values, strict=True)}
-
-
-async def after_rollback(connection: AsyncConnection, tables: list[Any]
-                         ) -> tuple[dict[str, int], int]:
-    """Each table's row count and the advisory locks the session still holds, in one query
-    on the driver's connection, so no transaction is left open."""
-    locks = ("(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-             "AND pid = pg_backend_pid())")
-    columns = ", ".join(filter(None, [_counts_sql(connection, tables), locks]))
+    columns = [f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables]
+    columns.append("(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                   "AND pid = pg_backend_pid())")
     raw = await connection.get_raw_connection()
-    values = await raw.driver_connection.fetchrow(f"SELECT {columns}")
+    values = await raw.driver_connection.fetchrow(f"SELECT {', '.join(columns)}")
     rows = {table.fullname: int(value) for table, value in zip(tables, values, strict=False)}
     return rows, int(values[-1])
 
