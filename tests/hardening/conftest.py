@@ -10,6 +10,8 @@ import pytest
 from testing.processes import BackendProcess
 
 ADMIN_TOKEN = "hardening-admin-token"
+# `served_api(**PRODUCTION)`: production mode, as an attacker meets the backend.
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "hardening-secret-key-not-the-default"}
 READY_DEADLINE_S = 60.0
 
 

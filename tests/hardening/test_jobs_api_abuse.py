@@ -15,7 +15,7 @@ from pixsim7.backend.main.infrastructure.core_jobs import PresetImport, import_p
 from testing.apps import started
 from testing.polling import wait_until_async
 
-from .conftest import ADMIN_TOKEN, client_input_failures
+from .conftest import ADMIN_TOKEN, PRODUCTION, client_input_failures
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,6 @@ async def test_a_job_id_answers_only_in_the_deployment_that_queued_it(
 
 # --- who may queue, and how much (the real `serve`, production mode, no worker running) -------
 
-PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "jobs-abuse-secret-key-not-the-default"}
 IMPORT = {"kind": "presets.import", "payload": {"presets": [{"name": "one", **PRESET}]}}
 
 

@@ -11,11 +11,10 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from .conftest import ADMIN_TOKEN
+from .conftest import ADMIN_TOKEN, PRODUCTION
 
 pytestmark = pytest.mark.integration
 
-PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "log-test-secret-key-not-the-default"}
 FORGED = "2026-12-01 00:00:00,000 ERROR   pixsim7.fake: FORGED"
 
 
