@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 
 import asyncpg
-from fastapi import FastAPI
 
 from testing.endpoints import PostgresEndpoint
 from testing.host import SyncRunner
@@ -53,14 +52,13 @@ async def migrate_and_seed(url: str) -> None:
         teardown_database,
     )
 
-    app = FastAPI()
-    app.state.settings = Settings(_env_file=None, database_url=url)
-    await setup_domain_registry(app)
-    await setup_database(app)
+    settings = Settings(_env_file=None, database_url=url)
+    registry = await setup_domain_registry(settings)
+    db = await setup_database(settings, registry)
     try:
-        await seed_presets(app)
+        await seed_presets(db, registry)
     finally:
-        await teardown_database(app)
+        await teardown_database(db)
 
 
 class TemplateDatabase:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import inspect
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,18 +13,23 @@ import pytest
 from fastapi import FastAPI
 
 from pixsim7.backend.main import startup
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import (
     BehaviorRegistryLockedError,
 )
+from pixsim7.backend.main.main import create_app
+from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY
 from pixsim7.backend.main.startup import (
+    PROFILES,
+    Plan,
+    PlanError,
     Policy,
     SettingsError,
     StartupAborted,
     Step,
     StepDegraded,
     StepOutcome,
+    disable_plugins,
     run_plan,
     seed_presets,
     setup_behavior_registry_lock,
@@ -37,7 +43,6 @@ from pixsim7.backend.main.startup import (
     setup_redis,
     teardown_database,
     teardown_event_handlers,
-    teardown_plugins,
     teardown_redis,
     validate_settings,
 )
@@ -52,65 +57,59 @@ def bare_app(settings: Any) -> FastAPI:
 
 
 @pytest.fixture
-async def database_app(app_settings: Any) -> AsyncIterator[FastAPI]:
-    """A bare app after validate_settings, setup_domain_registry and setup_database."""
-    app = bare_app(app_settings)
-    await validate_settings(app)
-    await setup_domain_registry(app)
-    await setup_database(app)
+async def database(app_settings: Any) -> AsyncIterator[tuple[Any, Any]]:
+    """A domain registry and a database built by their steps, handed on as a plan would."""
+    registry = await setup_domain_registry(app_settings)
+    db = await setup_database(app_settings, registry)
     try:
-        yield app
+        yield registry, db
     finally:
-        await teardown_database(app)
+        await teardown_database(db)
 
 
 @pytest.fixture
-async def plugin_ready_app(database_app: FastAPI) -> AsyncIterator[FastAPI]:
-    """A bare app holding everything setup_plugins reads: db, event bus, providers, ECS."""
-    await setup_providers(database_app)
-    await setup_event_handlers(database_app)
-    await setup_ecs_components(database_app)
+async def plugin_inputs(app_settings, database) -> AsyncIterator[dict[str, Any]]:
+    """Everything setup_plugins needs, each built by its own step."""
+    _, db = database
+    event_bus, ws_hub, _ = await setup_event_handlers()
     try:
-        yield database_app
+        yield {"app": FastAPI(), "settings": app_settings, "db": db, "event_bus": event_bus,
+               "providers": await setup_providers(),
+               "ecs_registry": await setup_ecs_components()}
     finally:
-        await teardown_event_handlers(database_app)
+        await teardown_event_handlers(event_bus, ws_hub)
 
 
 # --- validate_settings ---------------------------------------------------------------------
 
 
-async def test_validate_settings_sets_admin_token_from_settings(make_settings) -> None:
-    app = bare_app(make_settings(admin_token="operator-token"))
-    await validate_settings(app)
-    assert app.state.admin_token == "operator-token"
+async def test_validate_settings_gives_the_admin_token_from_settings(make_settings) -> None:
+    assert await validate_settings(make_settings(admin_token="operator-token")) == (
+        "operator-token")
 
 
 async def test_validate_settings_makes_an_admin_token_in_debug_when_none_is_set(
     make_settings,
 ) -> None:
-    app = bare_app(make_settings(admin_token=None, debug=True))
-    await validate_settings(app)
-    assert isinstance(app.state.admin_token, str) and len(app.state.admin_token) >= 16
+    token = await validate_settings(make_settings(admin_token=None, debug=True))
+    assert isinstance(token, str) and len(token) >= 16
 
 
 async def test_validate_settings_makes_no_admin_token_outside_debug(make_settings) -> None:
-    app = bare_app(make_settings(admin_token=None, debug=False, secret_key="not-the-default"))
-    await validate_settings(app)
-    assert app.state.admin_token is None
+    settings = make_settings(admin_token=None, debug=False, secret_key="not-the-default")
+    assert await validate_settings(settings) is None
 
 
 async def test_validate_settings_refuses_default_secret_key_without_debug(make_settings) -> None:
-    app = bare_app(make_settings(debug=False, secret_key=DEFAULT_SECRET_KEY))
     with pytest.raises(SettingsError, match="SECRET_KEY"):
-        await validate_settings(app)
+        await validate_settings(make_settings(debug=False, secret_key=DEFAULT_SECRET_KEY))
 
 
 async def test_validate_settings_refuses_missing_directory_naming_the_setting(
     make_settings, tmp_path
 ) -> None:
-    app = bare_app(make_settings(feature_plugins_dir=tmp_path / "no-such-folder"))
     with pytest.raises(SettingsError, match="FEATURE_PLUGINS_DIR") as caught:
-        await validate_settings(app)
+        await validate_settings(make_settings(feature_plugins_dir=tmp_path / "no-such-folder"))
     assert "does not exist" in str(caught.value)
 
 
@@ -119,24 +118,22 @@ async def test_validate_settings_refuses_a_file_instead_of_a_folder(
 ) -> None:
     not_a_folder = tmp_path / "routes.txt"
     not_a_folder.write_text("not a folder")
-    app = bare_app(make_settings(route_plugins_dir=not_a_folder))
     with pytest.raises(SettingsError, match="ROUTE_PLUGINS_DIR") as caught:
-        await validate_settings(app)
+        await validate_settings(make_settings(route_plugins_dir=not_a_folder))
     assert "not a folder" in str(caught.value)
 
 
 # --- domain registry and database ------------------------------------------------------------
 
 
-async def test_setup_domain_registry_returns_core_and_game_on_app_state(app_settings) -> None:
-    app = bare_app(app_settings)
-    registry = await setup_domain_registry(app)
+async def test_setup_domain_registry_returns_core_and_game(app_settings) -> None:
+    registry = await setup_domain_registry(app_settings)
     assert list(registry.packages) == ["core", "game"]
-    assert app.state.domain_registry is registry
 
 
-async def test_setup_database_creates_the_registry_tables(database_app, test_database) -> None:
-    expected = set(database_app.state.domain_registry.table_names())
+async def test_setup_database_creates_the_registry_tables(database, test_database) -> None:
+    registry, _ = database
+    expected = set(registry.table_names())
     conn = await asyncpg.connect(test_database.url)
     try:
         rows = await conn.fetch(
@@ -147,9 +144,10 @@ async def test_setup_database_creates_the_registry_tables(database_app, test_dat
     assert expected and expected <= {row["table_name"] for row in rows}
 
 
-async def test_seed_presets_inserts_nothing_the_second_time(database_app, test_database) -> None:
-    first = await seed_presets(database_app)
-    second = await seed_presets(database_app)
+async def test_seed_presets_inserts_nothing_the_second_time(database, test_database) -> None:
+    registry, db = database
+    first = await seed_presets(db, registry)
+    second = await seed_presets(db, registry)
     conn = await asyncpg.connect(test_database.url)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM generation_presets")
@@ -160,12 +158,9 @@ async def test_seed_presets_inserts_nothing_the_second_time(database_app, test_d
 
 async def test_setup_database_and_seed_creates_tables_and_seeds_presets(app_settings,
                                                                        test_database) -> None:
-    app = bare_app(app_settings)
-    await validate_settings(app)
-    await setup_domain_registry(app)
-    db = await setup_database_and_seed(app)
+    registry = await setup_domain_registry(app_settings)
+    db = await setup_database_and_seed(app_settings, registry)
     try:
-        assert app.state.db is db
         conn = await asyncpg.connect(test_database.url)
         try:
             stored = await conn.fetchval("SELECT count(*) FROM generation_presets")
@@ -173,27 +168,23 @@ async def test_setup_database_and_seed_creates_tables_and_seeds_presets(app_sett
             await conn.close()
         assert stored == len(DEFAULT_PRESETS)
     finally:
-        await teardown_database(app)
+        await teardown_database(db)
 
 
 # --- Redis ---------------------------------------------------------------------------------
 
 
 async def test_setup_redis_is_available_against_the_kit_redis(app_settings) -> None:
-    app = bare_app(app_settings)
-    status = await setup_redis(app)
+    status = await setup_redis(app_settings)
     try:
-        assert app.state.redis is status
         assert (status.configured, status.available) == (True, True)
         assert await status.client.ping()
     finally:
-        await teardown_redis(app)
+        await teardown_redis(status)
 
 
 async def test_setup_redis_without_a_url_is_not_configured(make_settings) -> None:
-    app = bare_app(make_settings(redis_url=None))
-    status = await setup_redis(app)
-    assert app.state.redis is status
+    status = await setup_redis(make_settings(redis_url=None))
     assert (status.client, status.configured, status.available) == (None, False, False)
 
 
@@ -201,18 +192,17 @@ async def test_redis_state_follows_a_refresh_when_redis_goes_and_comes_back(
     make_settings, fault_proxy
 ) -> None:
     proxy = fault_proxy("redis")
-    app = bare_app(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
-    redis = await setup_redis(app)
+    redis = await setup_redis(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
     try:
         assert redis.available is True
         proxy.cut()
         assert await redis.refresh(0.5) is False
-        assert (app.state.redis.available, app.state.redis.error) == (False, "ConnectionError")
+        assert (redis.available, redis.error) == (False, "ConnectionError")
         proxy.restore()
         assert await redis.refresh(0.5) is True
-        assert (app.state.redis.available, app.state.redis.error) == (True, None)
+        assert (redis.available, redis.error) == (True, None)
     finally:
-        await teardown_redis(app)
+        await teardown_redis(redis)
 
 
 async def test_setup_redis_reports_unavailable_when_redis_is_cut(
@@ -220,68 +210,58 @@ async def test_setup_redis_reports_unavailable_when_redis_is_cut(
 ) -> None:
     proxy = fault_proxy("redis")
     proxy.cut()
-    app = bare_app(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
-    status = await setup_redis(app)
+    status = await setup_redis(make_settings(redis_proxy=proxy, redis_connect_timeout=0.5))
     try:
         assert (status.configured, status.available) == (True, False)
-        assert app.state.redis is status
     finally:
-        await teardown_redis(app)
+        await teardown_redis(status)
 
 
 # --- providers, events, ECS -------------------------------------------------------------------
 
 
-async def test_setup_providers_stores_the_default_providers(app_settings) -> None:
-    app = bare_app(app_settings)
-    registry = await setup_providers(app)
+async def test_setup_providers_gives_the_default_providers() -> None:
+    registry = await setup_providers()
     assert registry.ids() == ["pixverse", "runway", "sora"]
-    assert app.state.providers is registry
 
 
-async def test_setup_event_handlers_counts_a_published_event(app_settings) -> None:
-    app = bare_app(app_settings)
-    bus = await setup_event_handlers(app)
+async def test_setup_event_handlers_counts_a_published_event() -> None:
+    bus, hub, metrics = await setup_event_handlers()
     try:
         await bus.publish("test.ping", {"n": 1})
-        assert app.state.event_bus is bus
-        assert app.state.event_metrics.counts == {"test.ping": 1}
+        assert metrics.counts == {"test.ping": 1}
     finally:
-        await teardown_event_handlers(app)
+        await teardown_event_handlers(bus, hub)
 
 
-async def test_setup_ecs_components_returns_how_many_it_registered(app_settings) -> None:
-    app = bare_app(app_settings)
-    count = await setup_ecs_components(app)
-    assert count == len(app.state.ecs_registry) > 0
+async def test_setup_ecs_components_registers_the_core_components() -> None:
+    registry = await setup_ecs_components()
+    assert registry.names() == ["inventory", "needs", "relationships", "transform"]
 
 
 # --- plugins and the behavior registry lock ---------------------------------------------------
 
 
-async def test_setup_plugins_returns_feature_and_route_managers_on_app_state(
-    plugin_ready_app,
-) -> None:
-    feature, route = await setup_plugins(plugin_ready_app)
+async def test_setup_plugins_gives_the_registries_and_both_managers(plugin_inputs) -> None:
+    behaviors, jobs, feature, route = await setup_plugins(**plugin_inputs)
     try:
         assert (feature.kind, route.kind) == ("feature", "route")
-        assert plugin_ready_app.state.plugin_manager is feature
-        assert plugin_ready_app.state.routes_manager is route
         assert sorted(feature.enabled_ids()) == ["game_stealth", "mood", "relationships"]
         assert sorted(route.enabled_ids()) == ["jobs", "presets", "providers"]
+        assert "mood.evaluate" in jobs.names() and not behaviors.locked
     finally:
-        await teardown_plugins(plugin_ready_app)
+        await disable_plugins(feature, route)
 
 
-async def test_registering_after_the_behavior_registry_lock_raises(plugin_ready_app) -> None:
-    await setup_plugins(plugin_ready_app)
+async def test_registering_after_the_behavior_registry_lock_raises(plugin_inputs) -> None:
+    behaviors, jobs, *managers = await setup_plugins(**plugin_inputs)
     try:
-        registry = await setup_behavior_registry_lock(plugin_ready_app)
+        await setup_behavior_registry_lock(behaviors, jobs)
         with pytest.raises(BehaviorRegistryLockedError):
-            registry.register_condition("late", lambda: True, plugin_id="latecomer")
-        assert "late" not in registry.ids("condition")
+            behaviors.register_condition("late", lambda: True, plugin_id="latecomer")
+        assert "late" not in behaviors.ids("condition")
     finally:
-        await teardown_plugins(plugin_ready_app)
+        await disable_plugins(*managers)
 
 
 # --- run_plan ------------------------------------------------------------------------------
@@ -373,7 +353,9 @@ async def test_degrading_step_that_reports_degraded_is_torn_down(app_settings) -
     assert journal.calls == ["run cache", "teardown cache"]
 
 
-async def test_required_step_that_reports_degraded_aborts(app_settings) -> None:
+async def test_required_step_that_reports_degraded_aborts_and_undoes_what_it_started(
+    app_settings,
+) -> None:
     journal = Journal()
     plan = (journal.step("first"), journal.step("queue", reports="degraded"))
     app = bare_app(app_settings)
@@ -382,7 +364,8 @@ async def test_required_step_that_reports_degraded_aborts(app_settings) -> None:
             pytest.fail("the plan should not have started")
     assert (caught.value.step, type(caught.value.cause)) == ("queue", StepDegraded)
     assert caught.value.timeline.status("queue") == "failed"
-    assert journal.calls == ["run first", "run queue", "teardown first"]
+    # It ran, so what it opened (a half-connected client) is closed before the abort.
+    assert journal.calls == ["run first", "run queue", "teardown queue", "teardown first"]
 
 
 async def test_per_plugin_step_that_raises_aborts(app_settings) -> None:
@@ -418,6 +401,96 @@ async def test_failing_teardown_is_recorded_and_the_other_teardowns_still_run(
     assert timeline.status("second", phase="shutdown") == "failed"
     assert timeline.status("first", phase="shutdown") == "ok"
     assert timeline.status("third", phase="shutdown") == "ok"
+
+
+# --- needs and provides -----------------------------------------------------------------------
+
+
+def resource_step(name: str, provides: tuple[str, ...] = (), *needs: str,
+                  calls: list[str] | None = None) -> Step:
+    """A step needing `needs` (as its parameters) and providing `provides`, each a string."""
+    params = ", ".join(needs)
+    namespace: dict[str, Any] = {"calls": calls if calls is not None else []}
+    values = ", ".join(f"'{name}:{key}'" for key in provides) + ("," if len(provides) > 1 else "")
+    exec(f"async def run({params}):\n    calls.append(({name!r}, [{params}]))\n"
+         f"    return ({values}) if {len(provides)} else None", namespace)
+    return Step(name, namespace["run"], Policy.REQUIRED, provides=provides)
+
+
+def test_a_step_placed_before_the_one_it_needs_is_refused_naming_both() -> None:
+    with pytest.raises(PlanError) as caught:
+        Plan((resource_step("database", ("db",), "registry"),
+              resource_step("domain_registry", ("registry",))))
+    assert str(caught.value) == ("step 'database' needs 'registry', which step "
+                                 "'domain_registry' provides later; place 'database' after "
+                                 "'domain_registry'")
+
+
+def test_a_need_nobody_provides_is_refused() -> None:
+    with pytest.raises(PlanError, match="step 'seed' needs 'db', which no step of the plan "
+                                        r"provides \(given: app, settings\)"):
+        Plan((resource_step("seed", (), "db"),))
+
+
+def test_a_resource_provided_twice_is_refused_naming_both_steps() -> None:
+    with pytest.raises(PlanError, match="'db' is provided twice: by step 'database' and by "
+                                        "step 'replica'"):
+        Plan((resource_step("database", ("db",)), resource_step("replica", ("db",))))
+    with pytest.raises(PlanError, match="'settings' is provided twice: it is given"):
+        Plan((resource_step("settings_again", ("settings",)),))
+
+
+def test_a_need_annotated_with_the_wrong_type_is_refused_when_the_step_is_declared() -> None:
+    async def run(db: str) -> None:
+        return None
+
+    with pytest.raises(PlanError, match="parameter 'db' is annotated <class 'str'>, but the "
+                                        "resource 'db' is a"):
+        Step("database_user", run, Policy.REQUIRED)
+
+
+async def test_a_step_providing_the_wrong_type_fails_naming_the_resource(app_settings) -> None:
+    async def run() -> str:
+        return "not a database"
+
+    app = bare_app(app_settings)
+    with pytest.raises(StartupAborted) as caught:
+        async with run_plan(app, (Step("database", run, Policy.REQUIRED, provides=("db",)),)):
+            pytest.fail("the plan should not have started")
+    assert "step 'database' provided 'db' as a str; it must be a" in str(caught.value)
+
+
+async def test_the_runner_hands_each_step_its_inputs_publishes_outputs_and_tears_down_with_them(
+    app_settings,
+) -> None:
+    calls: list[tuple[str, list[str]]] = []
+    torn: list[Any] = []
+
+    async def close(source: str) -> None:
+        torn.append(source)
+
+    source = dataclasses.replace(resource_step("source", ("source",), calls=calls),
+                                 teardown=close)
+    plan = Plan((source, resource_step("sink", ("sink",), "source", calls=calls)))
+    app = bare_app(app_settings)
+    async with run_plan(app, plan, "test"):
+        assert (app.state.source, app.state.sink) == ("source:source", "sink:sink")
+    assert calls == [("source", []), ("sink", ["source:source"])]
+    assert torn == ["source:source"]
+
+
+def test_the_shipped_profiles_graphs(snapshot_json) -> None:
+    assert {name: {"given": list(profile.plan.given), "steps": profile.plan.graph()}
+            for name, profile in PROFILES.items()} == snapshot_json
+
+
+def test_each_profile_is_one_value_the_app_follows() -> None:
+    api, worker = create_app(profile="api"), create_app(profile="worker")
+    assert PROFILES["api"].serves_http and not PROFILES["worker"].serves_http
+    assert {"/", "/ready", "/metrics", "/api/v1/admin/startup"} <= set(api.openapi()["paths"])
+    assert worker.router.routes == []
+    assert [s.provides[-1] for s in PROFILES["worker"].plan if s.name == "plugins"] == [
+        "plugin_manager"]
 
 
 # --- no hard-coded paths -------------------------------------------------------------------

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.startup import WORKER_PLAN
 from testing.apps import started
 from testing.plugins import bundled_with_plugin

@@ -11,7 +11,7 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.core_jobs import PresetImport, import_presets
+from pixsim7.backend.main.presets import PresetImport, import_presets
 from testing.apps import started
 from testing.polling import wait_until_async
 

@@ -6,8 +6,7 @@ import re
 
 import pytest
 
-from pixsim7.backend.main.infrastructure.core_jobs import PresetImport, import_presets
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.presets import DEFAULT_PRESETS, PresetImport, import_presets
 from pixsim7.backend.main.routes.presets import PAGE_DEFAULT, PAGE_MAX
 from testing.apps import started
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
 from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
+from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from testing.polling import wait_until
 from testing.processes import BackendProcess, parse_log

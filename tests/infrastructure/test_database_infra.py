@@ -23,15 +23,15 @@ from pixsim7.backend.main.infrastructure.database import (
     get_session,
     parse_database_url,
 )
-from pixsim7.backend.main.infrastructure.database.seed import (
-    DEFAULT_PRESETS,
-    seed_default_presets,
-)
 from pixsim7.backend.main.infrastructure.domain_registry import (
     DomainModelRegistry,
     init_domain_registry,
 )
 from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.presets import (
+    DEFAULT_PRESETS,
+    seed_default_presets,
+)
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from testing.isolation import IsolatedDatabase
 from testing.polling import wait_until_async

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from testing.rollback import RollbackScope, RollbackTierError, SharedApps, SharedConnectionBusy
 
 pytestmark = pytest.mark.integration

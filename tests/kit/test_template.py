@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 import pytest
 
-from pixsim7.backend.main.infrastructure.database.seed import DEFAULT_PRESETS
+from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from testing.isolation import database_exists, drop_database
 from testing.services import ServiceSet
 from testing.template import TemplateDatabase, TemplateError, template_name

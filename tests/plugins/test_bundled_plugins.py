@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.core_jobs import job_registry
+from pixsim7.backend.main.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
 from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
@@ -40,7 +40,7 @@ async def started() -> AsyncIterator[tuple[FastAPI, PluginManager, PluginManager
         await manager.load_all(contexts)
     app.state.behavior_registry.lock()
     for manager in (routes, features):
-        await manager.enable_all(app)
+        await manager.enable_all(app, app.state.job_registry)
     yield app, features, routes
     await features.disable_all()
     await routes.disable_all()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.core_jobs import job_registry
+from pixsim7.backend.main.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistryLocked
 from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
@@ -20,7 +20,11 @@ from pixsim7.backend.main.infrastructure.plugins.manifest import (
     load_manifest,
 )
 from pixsim7.backend.main.shared.config import Settings
-from pixsim7.backend.main.startup import setup_behavior_registry_lock, setup_plugins
+from pixsim7.backend.main.startup import (
+    disable_plugins,
+    plugins_step,
+    setup_behavior_registry_lock,
+)
 from testing.plugins import write_plugin
 
 HEADER = 'id = "{id}"\nname = "N"\nversion = "1.0.0"\nkind = "{kind}"\n'
@@ -70,7 +74,7 @@ async def enabled(root: Path, *, fail_fast: bool = False) -> tuple[FastAPI, Plug
     manager = PluginManager("feature", root, fail_fast=fail_fast)
     manager.discover()
     await manager.load_all(context_factory_from_app(app))
-    await manager.enable_all(app)
+    await manager.enable_all(app, app.state.job_registry)
     return app, manager
 
 
@@ -161,17 +165,14 @@ async def test_a_kind_taken_by_the_core_fails_the_plugin_that_claims_it(tmp_path
 
 async def test_after_startup_the_job_registry_is_locked(tmp_path: Path) -> None:
     plugin(tmp_path, "sums", job_table("sums.add"))
-    app = FastAPI()
-    app.state.settings = Settings(_env_file=None, feature_plugins_dir=str(tmp_path),
-                                  route_plugins_dir=str(tmp_path / "none"))
-    app.state.profile = "worker"  # feature plugins only: no route folder needed
-    app.state.ecs_registry = None
-    managers = await setup_plugins(app)
+    settings = Settings(_env_file=None, feature_plugins_dir=str(tmp_path),
+                        route_plugins_dir=str(tmp_path / "none"))
+    # The worker's plugins step: feature plugins only, so no route folder is needed.
+    behaviors, registry, *managers = await plugins_step(("feature",), mount_routes=False)(
+        FastAPI(), settings, None, None, None, None)
     try:
         assert [m.kind for m in managers] == ["feature"]
-        assert not hasattr(app.state, "routes_manager")
-        await setup_behavior_registry_lock(app)
-        registry = app.state.job_registry
+        await setup_behavior_registry_lock(behaviors, registry)
         assert registry.locked and "sums.add" in registry.names()
         declared = registry.get("sums.add")
         extra = JobKind("sums.later", declared.payload, declared.run)
@@ -181,8 +182,7 @@ async def test_after_startup_the_job_registry_is_locked(tmp_path: Path) -> None:
             registry.unregister_owner("sums")
         assert registry.names() == ["noop", "presets.import", "sums.add"]
     finally:
-        for manager in managers:
-            await manager.disable_all()
+        await disable_plugins(*managers)
 
 
 def test_two_registries_share_nothing() -> None:

@@ -25,7 +25,8 @@ from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
-    PLANS,
+    PROFILES,
+    Plan,
     StartupAborted,
     StartupTimeline,
     begin_shutdown,
@@ -194,19 +195,35 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
     return code
 
 
-def check(profile: str, trace: str | None = None) -> int:
+def format_graph(plan: Plan) -> str:
+    """The plan as a table: each step in order with its policy, needs and provides."""
+    rows = [("step", "policy", "needs", "provides")]
+    rows += [(row["step"], row["policy"], ", ".join(row["needs"]) or "-",
+              ", ".join(row["provides"]) or "-") for row in plan.graph()]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+                     + "  " + row[3] for row in rows)
+
+
+def check(name: str, trace: str | None = None, graph: bool = False) -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails.
-    With `trace`, also write the startup and shutdown there as Chrome Trace Event JSON."""
+    With `trace`, also write the startup and shutdown there as Chrome Trace Event JSON; with
+    `graph`, print the plan's steps with their needs and provides and start nothing."""
+    profile = PROFILES[name]
+    if graph:
+        print(f"profile {profile.name}: given {', '.join(profile.plan.given)}")
+        print(format_graph(profile.plan))
+        return 0
 
     async def main() -> tuple[StartupTimeline, list[str], list[dict]]:
         settings = _load_settings()
-        app = create_app(settings, profile=profile)
+        app = create_app(settings, profile=profile.name)
         alive: list[dict] = []
-        async with run_plan(app, PLANS[profile], profile) as timeline:
+        async with run_plan(app, profile.plan, profile.name) as timeline:
             kinds = [f"{kind.name} ({kind.owner})" for kind in app.state.job_registry.kinds()]
-            if profile == "worker":
-                kinds += [f"{name} (declared, not registered: its plugin failed)"
-                          for name in unregistered_job_kinds(declared_job_kinds(settings),
+            if profile.runs_jobs:
+                kinds += [f"{kind} (declared, not registered: its plugin failed)"
+                          for kind in unregistered_job_kinds(declared_job_kinds(settings),
                                                              app.state.job_registry)]
                 alive = await jobs.workers(app.state.redis.client, settings.redis_key_prefix)
         return timeline, kinds, alive
@@ -221,7 +238,7 @@ def check(profile: str, trace: str | None = None) -> int:
         write_trace(timeline, trace)
     print(format_timeline(timeline))
     print(f"\njob kinds: {', '.join(kinds)}")
-    if profile == "worker":
+    if profile.runs_jobs:
         print(f"workers alive: {len(alive)}")
         for record in alive:
             print("  " + "  ".join(f"{key}={value}" for key, value in record.items()))
@@ -242,7 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int, default=8000)
     commands.add_parser("worker", help="run the background worker profile")
     check_cmd = commands.add_parser("check", help="run startup once and print each step")
-    check_cmd.add_argument("--profile", choices=sorted(PLANS), default="api")
+    check_cmd.add_argument("--profile", choices=sorted(PROFILES), default="api")
+    check_cmd.add_argument("--graph", action="store_true",
+                           help="print the plan's steps with what each needs and provides, "
+                                "checked, and start nothing")
     check_cmd.add_argument("--trace", metavar="FILE", default=None,
                            help="also write the startup and shutdown to FILE as Chrome Trace "
                                 "Event JSON (open it in ui.perfetto.dev or chrome://tracing)")
@@ -254,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.host, args.port)
     if args.command == "worker":
         return worker()
-    return check(args.profile, args.trace)
+    return check(args.profile, args.trace, args.graph)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,19 @@ from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup, admin_work
 from pixsim7.backend.main.infrastructure.events import websocket
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.startup import (
-    PLANS,
+    PROFILES,
+    StepOutcome,
     install_middleware,
     run_build_step,
     run_plan,
-    setup_middleware_lifecycle,
 )
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Run the app's startup plan; on the way out, tear down what started, in reverse."""
-    async with run_plan(app, PLANS[app.state.profile], app.state.profile):
+    profile = PROFILES[app.state.profile]
+    async with run_plan(app, profile.plan, profile.name):
         yield
 
 
@@ -36,31 +37,37 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
 
     A failure while building raises StartupAborted with the timeline so far.
     """
-    if profile not in PLANS:
-        raise ValueError(f"unknown profile {profile!r}; use one of {', '.join(sorted(PLANS))}")
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown profile {profile!r}; use one of {', '.join(sorted(PROFILES))}")
     settings = settings or get_settings()
+    serves_http = PROFILES[profile].serves_http
+    # An app serving no HTTP (the worker's) has no routes at all, FastAPI's own docs included.
+    docs = {} if serves_http else {"openapi_url": None, "docs_url": None, "redoc_url": None}
     app = FastAPI(
         title=settings.app_name,
         version=settings.app_version,
         lifespan=lifespan,
         # Every route under the admin prefix, plugin routes included, needs the admin token.
         dependencies=[Depends(require_admin_prefix)],
+        **docs,
     )
     install_error_handlers(app)
     app.state.settings = settings
     app.state.profile = profile
     app.state.readiness = health.ReadinessChecker(app)
     app.state.metrics = metrics.AppMetrics(app)
-    # Middleware can only be added before the app serves, so it is discovered here; a plan
-    # without its lifecycle (the worker's) serves no HTTP and gets none.
-    if setup_middleware_lifecycle in PLANS[profile]:
-        # Added first, so it runs inside the middleware plugins: they log and tag its 413s
-        # and 422s.
-        app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
-                           max_head_bytes=settings.max_header_bytes,
-                           read_timeout=settings.request_read_timeout)
-        app.add_middleware(metrics.RequestMetricsMiddleware, metrics=app.state.metrics)
-        run_build_step(app, "middleware", install_middleware)
+    if not serves_http:
+        return app
+    # Added first, so it runs inside the middleware plugins: they log and tag its 413s and 422s.
+    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
+                       max_head_bytes=settings.max_header_bytes,
+                       read_timeout=settings.request_read_timeout)
+    app.add_middleware(metrics.RequestMetricsMiddleware, metrics=app.state.metrics)
+    # Middleware can only be added before the app serves, so it is discovered here.
+    app.state.middleware_manager = run_build_step(
+        app, "middleware", lambda: install_middleware(app, settings),
+        lambda manager: StepOutcome(counts={"middleware": len(manager.installed_ids())}))
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(admin_plugins.router)

@@ -1,4 +1,4 @@
-"""The worker profile as an arq worker: `WORKER_PLAN` is its startup, its teardown the shutdown.
+"""The worker profile as an arq worker: its plan is the startup, its teardown the shutdown.
 
 `pixsim7-backend worker` and `arq pixsim7.backend.main.worker.WorkerSettings` run the same
 worker. Each job's context carries the worker's app (`ctx["app"]`) and its state.
@@ -29,13 +29,13 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pixsim7.backend.main.core_jobs import CORE_JOBS
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.core_jobs import CORE_JOBS
 from pixsim7.backend.main.infrastructure.manifests import ManifestError, manifest_folders
 from pixsim7.backend.main.infrastructure.plugins.manifest import MANIFEST_FILENAME, load_manifest
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
-from pixsim7.backend.main.startup import PLANS, run_plan
+from pixsim7.backend.main.startup import WORKER, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
@@ -146,9 +146,9 @@ async def _startup(ctx: dict[str, Any]) -> None:
     from pixsim7.backend.main.main import create_app  # the app module imports the route plugins
 
     settings: Settings = ctx["settings"]
-    app = create_app(settings, profile="worker")
+    app = create_app(settings, profile=WORKER.name)
     stack = AsyncExitStack()
-    await stack.enter_async_context(run_plan(app, PLANS["worker"], "worker"))
+    await stack.enter_async_context(run_plan(app, WORKER.plan, WORKER.name))
     ctx.update(app=app, state=app.state, teardown=stack, job_registry=app.state.job_registry)
     missing = unregistered_job_kinds(ctx["job_kinds"], app.state.job_registry)
     if missing:

@@ -1,9 +1,15 @@
-"""Startup: the runner (`runner`: policies, the step unit, `run_plan`), the timeline it
-records (`timeline`) and its trace (`trace`), and the steps and plans (`steps`). Everything is
+"""Startup: the runner (`runner`: policies, the step unit, the checked plan, profiles,
+`run_plan`), the resources steps hand each other (`resources`), the timeline it records
+(`timeline`) and its trace (`trace`), and the steps and profiles (`steps`). Everything is
 importable from here."""
 
+from pixsim7.backend.main.startup.resources import RESOURCES, Resource
 from pixsim7.backend.main.startup.runner import (
+    MissingInput,
+    Plan,
+    PlanError,
     Policy,
+    Profile,
     StartupAborted,
     Step,
     StepDegraded,
@@ -14,13 +20,18 @@ from pixsim7.backend.main.startup.runner import (
     step,
 )
 from pixsim7.backend.main.startup.steps import (
+    API,
     API_PLAN,
     EMBEDDED_DATABASE,
-    PLANS,
+    PROFILES,
+    WORKER,
     WORKER_PLAN,
     PluginTeardownError,
     SettingsError,
+    disable_plugins,
     install_middleware,
+    load_plugins,
+    plugins_step,
     resolve_directory,
     seed_presets,
     setup_behavior_registry_lock,
@@ -38,7 +49,6 @@ from pixsim7.backend.main.startup.steps import (
     teardown_embedded_services,
     teardown_event_handlers,
     teardown_middleware_lifecycle,
-    teardown_plugins,
     teardown_redis,
     validate_settings,
 )
@@ -51,14 +61,15 @@ from pixsim7.backend.main.startup.timeline import (
 from pixsim7.backend.main.startup.trace import trace_events, write_trace
 
 __all__ = [
-    "API_PLAN", "EMBEDDED_DATABASE", "PLANS", "WORKER_PLAN", "Policy", "PluginTeardownError",
+    "API", "API_PLAN", "EMBEDDED_DATABASE", "PROFILES", "RESOURCES", "WORKER", "WORKER_PLAN",
+    "MissingInput", "Plan", "PlanError", "Policy", "PluginTeardownError", "Profile", "Resource",
     "SettingsError", "StartupAborted", "StartupTimeline", "Step", "StepDegraded", "StepOutcome",
-    "StepRecord", "app_id", "begin_shutdown", "install_middleware", "resolve_directory",
-    "run_build_step", "run_plan", "seed_presets", "setup_behavior_registry_lock",
-    "setup_database", "setup_database_and_seed", "setup_domain_registry",
-    "setup_ecs_components", "setup_embedded_services", "setup_event_handlers",
-    "setup_middleware_lifecycle", "setup_plugins", "setup_providers", "setup_redis",
-    "startup_timeline", "step", "teardown_database", "teardown_embedded_services",
-    "teardown_event_handlers", "teardown_middleware_lifecycle", "teardown_plugins",
-    "teardown_redis", "trace_events", "validate_settings", "write_trace",
+    "StepRecord", "app_id", "begin_shutdown", "disable_plugins", "install_middleware",
+    "load_plugins", "plugins_step", "resolve_directory", "run_build_step", "run_plan",
+    "seed_presets", "setup_behavior_registry_lock", "setup_database", "setup_database_and_seed",
+    "setup_domain_registry", "setup_ecs_components", "setup_embedded_services",
+    "setup_event_handlers", "setup_middleware_lifecycle", "setup_plugins", "setup_providers",
+    "setup_redis", "startup_timeline", "step", "teardown_database", "teardown_embedded_services",
+    "teardown_event_handlers", "teardown_middleware_lifecycle", "teardown_redis",
+    "trace_events", "validate_settings", "write_trace",
 ]

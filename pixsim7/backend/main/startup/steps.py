@@ -1,8 +1,8 @@
-"""The startup steps and the plans that order them.
+"""The startup steps and the profiles whose plans order them.
 
-Each step is one `@step`-decorated setup function of the app with its name, policy, teardown
-and report: it reads its inputs from `app.state`, stores what it builds there and returns it,
-so a test can call it alone against a bare FastAPI app (`await setup_redis(app)`).
+Each step is one `@step`-decorated setup function: its parameters are the resources it needs,
+it returns what it provides, so a test can call it alone with what it builds itself
+(`await setup_redis(settings)`). The runner publishes what each step provides on `app.state`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import asyncio
 import logging
 import secrets
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.core_jobs import job_registry
+from pixsim7.backend.main.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.database import Database, parse_database_url
-from pixsim7.backend.main.infrastructure.database.seed import seed_default_presets
 from pixsim7.backend.main.infrastructure.domain_registry import (
     DomainModelRegistry,
     init_domain_registry,
@@ -33,11 +33,7 @@ from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
 from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
-from pixsim7.backend.main.infrastructure.plugins.context import context_factory_from_app
-from pixsim7.backend.main.infrastructure.plugins.dependencies import (
-    set_plugin_manager,
-    set_routes_manager,
-)
+from pixsim7.backend.main.infrastructure.plugins.context import context_factory
 from pixsim7.backend.main.infrastructure.plugins.manager import DIRECTORY_SETTINGS, PluginManager
 from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
 from pixsim7.backend.main.infrastructure.redis import (
@@ -46,8 +42,9 @@ from pixsim7.backend.main.infrastructure.redis import (
     close_redis,
     connect_redis,
 )
+from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
-from pixsim7.backend.main.startup.runner import Policy, Step, StepOutcome, step
+from pixsim7.backend.main.startup.runner import Plan, Policy, Profile, Step, StepOutcome, step
 
 logger = logging.getLogger("pixsim7.startup")
 EMBEDDED_DATABASE = "pixsim7"
@@ -55,20 +52,6 @@ EMBEDDED_DATABASE = "pixsim7"
 
 class SettingsError(ValueError):
     """A setting is missing or wrong; the message names the environment variable."""
-
-
-def _settings(app: FastAPI) -> Settings:
-    """The app's settings, with the URLs of the embedded servers it started filled in."""
-    settings = getattr(app.state, "settings", None)
-    if settings is None:
-        raise SettingsError("app.state.settings is not set; build the app with create_app()")
-    embedded = getattr(app.state, "embedded", {})
-    urls = {}
-    if "postgres" in embedded:
-        urls["database_url"] = embedded["postgres"].url(EMBEDDED_DATABASE)
-    if "redis" in embedded:
-        urls["redis_url"] = embedded["redis"].url()
-    return settings.model_copy(update=urls) if urls else settings
 
 
 def resolve_directory(settings: Settings, name: str) -> Path:
@@ -79,20 +62,19 @@ def resolve_directory(settings: Settings, name: str) -> Path:
         raise SettingsError(str(exc)) from None
 
 
-def install_middleware(app: FastAPI) -> StepOutcome:
+def install_middleware(app: FastAPI, settings: Settings) -> MiddlewareManager:
     """Discover MIDDLEWARE_DIR and install its middleware (only possible while building)."""
-    settings = _settings(app)
     middleware = MiddlewareManager(Path(settings.middleware_dir))
     middleware.discover()
-    installed = middleware.install(app, settings)
-    app.state.middleware_manager = middleware
-    return StepOutcome(counts={"middleware": len(installed)})
+    middleware.install(app, settings)
+    return middleware
 
 
-@step("settings", Policy.REQUIRED)
-async def validate_settings(app: FastAPI) -> StepOutcome:
-    """Refuse unsafe production settings; check the discovery directories; set the admin token."""
-    settings = _settings(app)
+@step("settings", Policy.REQUIRED, provides="admin_token",
+      report=lambda settings: StepOutcome(counts={"debug": settings.debug}))
+async def validate_settings(settings: Settings) -> str | None:
+    """Refuse unsafe production settings and check the discovery directories; the admin
+    API's token (None: the admin API is off)."""
     if not settings.debug and settings.secret_key == DEFAULT_SECRET_KEY:
         raise SettingsError("SECRET_KEY is left at its default; set SECRET_KEY when DEBUG=false")
     if not settings.debug and not settings.database_url:
@@ -105,50 +87,57 @@ async def validate_settings(app: FastAPI) -> StepOutcome:
     for name in DISCOVERY_DIRS:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
     if settings.admin_token:
-        app.state.admin_token = settings.admin_token
-    elif settings.debug:
-        app.state.admin_token = secrets.token_urlsafe(32)
+        return settings.admin_token
+    if settings.debug:
+        token = secrets.token_urlsafe(32)
         logging.getLogger("pixsim7.admin").warning(
-            "ADMIN_TOKEN is not set; this run's admin token is %s", app.state.admin_token
-        )
-    else:
-        # A generated token would land in every log pipeline: the admin API stays off.
-        app.state.admin_token = None
-        logging.getLogger("pixsim7.admin").warning(
-            "ADMIN_TOKEN is not set, so the admin API is off (503); set ADMIN_TOKEN to use it")
-    return StepOutcome(counts={"debug": settings.debug})
+            "ADMIN_TOKEN is not set; this run's admin token is %s", token)
+        return token
+    # A generated token would land in every log pipeline: the admin API stays off.
+    logging.getLogger("pixsim7.admin").warning(
+        "ADMIN_TOKEN is not set, so the admin API is off (503); set ADMIN_TOKEN to use it")
+    return None
 
 
-async def teardown_embedded_services(app: FastAPI) -> None:
-    for server in reversed(list(getattr(app.state, "embedded", {}).values())):
+async def teardown_embedded_services(embedded: dict[str, Any]) -> None:
+    for server in reversed(list(embedded.values())):
         await asyncio.to_thread(server.stop)
-    app.state.embedded = {}
 
 
-@step("embedded_services", Policy.REQUIRED, teardown=teardown_embedded_services)
-async def setup_embedded_services(app: FastAPI) -> StepOutcome:
-    """In debug, start embedded PostgreSQL / Redis for whichever URL is unset."""
-    app.state.embedded = {}
-    settings = _settings(app)
-    if not settings.debug or (settings.database_url and settings.redis_url):
+def _embedded_outcome(embedded: dict[str, Any]) -> StepOutcome:
+    if not embedded:
         return StepOutcome(status="skipped")
+    return StepOutcome(counts={"started": sorted(embedded)})
+
+
+@step("embedded_services", Policy.REQUIRED, provides="embedded", updates="settings",
+      teardown=teardown_embedded_services, report=_embedded_outcome)
+async def setup_embedded_services(settings: Settings) -> tuple[dict[str, Any], Settings]:
+    """In debug, start embedded PostgreSQL / Redis for whichever URL is unset; the servers
+    started and the settings with their URLs filled in, which every later reader sees."""
+    embedded: dict[str, Any] = {}
+    if not settings.debug or (settings.database_url and settings.redis_url):
+        return embedded, settings
     data_dir = Path(settings.data_dir)
     try:
         if not settings.database_url:
             # Registered before starting, so a failure or cancellation mid-start still stops it;
             # start and stop block (initdb, waiting for ports), so they run off the loop.
-            postgres = app.state.embedded["postgres"] = EmbeddedPostgres(data_dir / "postgres")
+            postgres = embedded["postgres"] = EmbeddedPostgres(data_dir / "postgres")
             await asyncio.to_thread(postgres.start)
             await _ensure_database(postgres.url(), EMBEDDED_DATABASE)
         if not settings.redis_url:
-            redis_server = app.state.embedded["redis"] = EmbeddedRedis(
-                data_dir / "redis", persist=True)
+            redis_server = embedded["redis"] = EmbeddedRedis(data_dir / "redis", persist=True)
             await asyncio.to_thread(redis_server.start)
     except BaseException:
-        await teardown_embedded_services(app)
+        await teardown_embedded_services(embedded)
         raise
-    # The later steps read these servers' URLs through _settings(app).
-    return StepOutcome(counts={"started": sorted(app.state.embedded)})
+    urls = {}
+    if "postgres" in embedded:
+        urls["database_url"] = embedded["postgres"].url(EMBEDDED_DATABASE)
+    if "redis" in embedded:
+        urls["redis_url"] = embedded["redis"].url()
+    return embedded, settings.model_copy(update=urls)
 
 
 async def _ensure_database(admin_url: str, name: str) -> None:
@@ -162,58 +151,52 @@ async def _ensure_database(admin_url: str, name: str) -> None:
         await conn.close()
 
 
-@step("domain_registry", Policy.REQUIRED, report=lambda app, registry: StepOutcome(
-    counts={"packages": len(registry.packages), "models": len(registry.models)}))
-async def setup_domain_registry(app: FastAPI) -> DomainModelRegistry:
+@step("domain_registry", Policy.REQUIRED, provides="domain_registry",
+      report=lambda domain_registry: StepOutcome(counts={
+          "packages": len(domain_registry.packages), "models": len(domain_registry.models)}))
+async def setup_domain_registry(settings: Settings) -> DomainModelRegistry:
     """Discover the domain model packages in DOMAIN_MODELS_DIR."""
-    settings = _settings(app)
-    registry = init_domain_registry(Path(settings.domain_models_dir))
-    app.state.domain_registry = registry
-    return registry
+    return init_domain_registry(Path(settings.domain_models_dir))
 
 
-async def teardown_database(app: FastAPI) -> None:
-    db = getattr(app.state, "db", None)
-    if db is not None:
-        await db.dispose()
+async def teardown_database(db: Database) -> None:
+    await db.dispose()
 
 
-@step("database", Policy.REQUIRED, teardown=teardown_database, report=lambda app, db: StepOutcome(
-    counts={"tables": len(app.state.domain_registry.tables), "created": len(db.created_tables)}))
-async def setup_database(app: FastAPI) -> Database:
+@step("database", Policy.REQUIRED, provides="db", teardown=teardown_database,
+      report=lambda db, domain_registry: StepOutcome(counts={
+          "tables": len(domain_registry.tables), "created": len(db.created_tables)}))
+async def setup_database(settings: Settings, domain_registry: DomainModelRegistry) -> Database:
     """Connect to DATABASE_URL and create the registry's tables (safe across replicas)."""
-    settings = _settings(app)
     db = Database(settings.database_url, connect_timeout=settings.database_connect_timeout,
                   statement_timeout=settings.database_statement_timeout)
     try:
         await db.ping(settings.database_connect_timeout)
-        await db.create_schema(app.state.domain_registry.tables)
+        await db.create_schema(domain_registry.tables)
     except BaseException:
         await db.dispose()
         raise
-    app.state.db = db
     return db
 
 
-@step("seed", Policy.OPTIONAL, report=lambda app, inserted: StepOutcome(
-    counts={"inserted": inserted}))
-async def seed_presets(app: FastAPI) -> int:
+@step("seed", Policy.OPTIONAL, report=lambda result: StepOutcome(counts={"inserted": result}))
+async def seed_presets(db: Database, domain_registry: DomainModelRegistry) -> int:
     """Insert the default generation presets that are missing (idempotent); how many it did."""
-    preset_model = app.state.domain_registry.model("GenerationPreset")
-    return await seed_default_presets(app.state.db, preset_model)
+    return await seed_default_presets(db, domain_registry.model(MODEL_NAME))
 
 
-async def setup_database_and_seed(app: FastAPI) -> Database:
+async def setup_database_and_seed(settings: Settings,
+                                  domain_registry: DomainModelRegistry) -> Database:
     """The `database` and `seed` steps in one call; a seeding failure is logged, as in a plan."""
-    db = await setup_database(app)
+    db = await setup_database(settings, domain_registry)
     try:
-        await seed_presets(app)
+        await seed_presets(db, domain_registry)
     except Exception as exc:
         logger.warning("default preset seeding failed: %s", type(exc).__name__)
     return db
 
 
-def _redis_outcome(app: FastAPI, redis: RedisStatus) -> StepOutcome:
+def _redis_outcome(redis: RedisStatus) -> StepOutcome:
     if not redis.configured:
         return StepOutcome(status="degraded", counts={"redis": "disabled"})
     if not redis.available:
@@ -221,179 +204,202 @@ def _redis_outcome(app: FastAPI, redis: RedisStatus) -> StepOutcome:
     return StepOutcome(counts={"redis": "connected"})
 
 
-async def teardown_redis(app: FastAPI) -> None:
-    redis = getattr(app.state, "redis", None)
-    await close_redis(redis.client if redis is not None else None)
+async def teardown_redis(redis: RedisStatus) -> None:
+    await close_redis(redis.client)
 
 
-@step("redis", Policy.DEGRADING, teardown=teardown_redis, report=_redis_outcome)
-async def setup_redis(app: FastAPI) -> RedisStatus:
+@step("redis", Policy.DEGRADING, provides="redis", teardown=teardown_redis,
+      report=_redis_outcome)
+async def setup_redis(settings: Settings) -> RedisStatus:
     """Connect to REDIS_URL; without it, or when it does not answer, background jobs are off."""
-    settings = _settings(app)
     if not settings.redis_url:
-        redis = RedisStatus(client=None, available=False)
-    else:
-        redis = await connect_redis(settings.redis_url, timeout=settings.redis_connect_timeout)
-    app.state.redis = redis
-    return redis
+        return RedisStatus(client=None, available=False)
+    return await connect_redis(settings.redis_url, timeout=settings.redis_connect_timeout)
 
 
-@step("providers", Policy.REQUIRED, report=lambda app, registry: StepOutcome(
-    counts={"providers": len(registry.ids())}))
-async def setup_providers(app: FastAPI) -> ProviderRegistry:
+@step("providers", Policy.REQUIRED, provides="providers",
+      report=lambda providers: StepOutcome(counts={"providers": len(providers.ids())}))
+async def setup_providers() -> ProviderRegistry:
     registry = ProviderRegistry()
     for provider in default_providers():
         registry.register(provider)
-    app.state.providers = registry
     return registry
 
 
-async def teardown_event_handlers(app: FastAPI) -> None:
-    hub = getattr(app.state, "ws_hub", None)
-    if hub is not None:
-        await hub.close_all()
-    bus = getattr(app.state, "event_bus", None)
-    if bus is not None:
-        await bus.close()
+async def teardown_event_handlers(event_bus: EventBus, ws_hub: WebSocketHub) -> None:
+    await ws_hub.close_all()
+    await event_bus.close()
 
 
-@step("event_handlers", Policy.REQUIRED, teardown=teardown_event_handlers,
-      report=lambda app, bus: StepOutcome(counts={"handlers": len(bus.handler_names())}))
-async def setup_event_handlers(app: FastAPI) -> EventBus:
+@step("event_handlers", Policy.REQUIRED, provides=("event_bus", "ws_hub", "event_metrics"),
+      teardown=teardown_event_handlers,
+      report=lambda event_bus: StepOutcome(counts={"handlers": len(event_bus.handler_names())}))
+async def setup_event_handlers() -> tuple[EventBus, WebSocketHub, MetricsHandler]:
     """The event bus with the core handlers: metrics and the WebSocket broadcast."""
     bus, hub, metrics = EventBus(), WebSocketHub(), MetricsHandler()
     register_core_handlers(bus, hub, metrics=metrics)
-    app.state.event_bus, app.state.ws_hub, app.state.event_metrics = bus, hub, metrics
-    return bus
+    return bus, hub, metrics
 
 
-@step("ecs_components", Policy.REQUIRED, report=lambda app, count: StepOutcome(
-    counts={"components": count}))
-async def setup_ecs_components(app: FastAPI) -> int:
+@step("ecs_components", Policy.REQUIRED, provides="ecs_registry",
+      report=lambda ecs_registry: StepOutcome(counts={"components": len(ecs_registry)}))
+async def setup_ecs_components() -> ComponentRegistry:
     """Core ECS components, registered before plugins so plugins can see and extend them."""
     registry = ComponentRegistry()
-    count = register_core_components(registry)
-    app.state.ecs_registry = registry
-    return count
+    register_core_components(registry)
+    return registry
 
 
 class PluginTeardownError(RuntimeError):
     """One or more plugins' on_disable raised; the others were still disabled."""
 
 
-async def teardown_plugins(app: FastAPI) -> None:
+async def disable_plugins(*managers: PluginManager) -> None:
     """Disable route plugins, then feature plugins; report hooks that raised once all ran."""
     raised: list[str] = []
-    for name in ("routes_manager", "plugin_manager"):
-        manager = getattr(app.state, name, None)
-        if manager is not None:
-            await manager.disable_all()
-            raised += [pid for pid, state in manager.plugins.items()
-                       if state.status == "disabled" and state.error]
+    for manager in reversed(managers):
+        await manager.disable_all()
+        raised += [pid for pid, state in manager.plugins.items()
+                   if state.status == "disabled" and state.error]
     if raised:
         raise PluginTeardownError(f"on_disable raised in plugin(s): {', '.join(raised)}")
 
 
-def _plugins_outcome(app: FastAPI, managers: tuple[PluginManager, ...]) -> StepOutcome:
+def _plugins_outcome(plugin_manager: PluginManager,
+                     routes_manager: PluginManager | None = None) -> StepOutcome:
+    managers = [m for m in (plugin_manager, routes_manager) if m is not None]
     failed = [pid for manager in managers for pid in manager.failed_ids()]
     enabled = sum(len(manager.enabled_ids()) for manager in managers)
     return StepOutcome(status="degraded" if failed else "ok",
                        counts={"enabled": enabled, "failed": failed})
 
 
-# The plugin kinds each profile loads: a worker has no HTTP surface, so no route plugins.
-PLUGIN_KINDS_BY_PROFILE = {"api": ("feature", "route"), "worker": ("feature",)}
+# The resource each plugin kind's manager is published as.
+MANAGER_RESOURCES = {"feature": "plugin_manager", "route": "routes_manager"}
 
 
-@step("plugins", Policy.PER_PLUGIN, teardown=teardown_plugins, report=_plugins_outcome)
-async def setup_plugins(app: FastAPI) -> tuple[PluginManager, ...]:
-    """Feature plugins, then route plugins (the API only): discovered, loaded in dependency
-    order, enabled. Enabling a feature plugin registers the job kinds its manifest declares."""
-    settings = _settings(app)
-    if not isinstance(getattr(app.state, "behavior_registry", None), BehaviorRegistry):
-        app.state.behavior_registry = BehaviorRegistry()
-    if not isinstance(getattr(app.state, "job_registry", None), JobRegistry):
-        app.state.job_registry = job_registry()
-    context_factory = context_factory_from_app(app)
+async def load_plugins(app: FastAPI, settings: Settings, db: Database, event_bus: EventBus,
+                       providers: ProviderRegistry, ecs_registry: ComponentRegistry,
+                       redis: RedisStatus | None = None, *,
+                       kinds: tuple[str, ...] = ("feature", "route"), mount_routes: bool = True,
+                       ) -> tuple[BehaviorRegistry, JobRegistry, *tuple[PluginManager, ...]]:
+    """The behavior and job registries, and one manager per plugin kind in `kinds` whose
+    plugins are discovered, loaded in dependency order and enabled: their routers mounted
+    (when `mount_routes`), their manifests' job kinds registered, their hooks run."""
+    behavior_registry, jobs = BehaviorRegistry(), job_registry()
+    contexts = context_factory(
+        app, settings, behavior_registry=behavior_registry, ecs_registry=ecs_registry,
+        event_bus=event_bus, providers=providers, db=db,
+        redis=redis.client if redis is not None else None)
     managers: list[PluginManager] = []
     try:
-        for kind in PLUGIN_KINDS_BY_PROFILE[getattr(app.state, "profile", "api")]:
+        for kind in kinds:
             manager = PluginManager(kind, Path(getattr(settings, DIRECTORY_SETTINGS[kind])),
                                     fail_fast=bool(settings.plugin_fail_fast))
-            (set_plugin_manager if kind == "feature" else set_routes_manager)(manager, app)
             managers.append(manager)
             manager.discover()
-            await manager.load_all(context_factory)
-            await manager.enable_all(app)
+            await manager.load_all(contexts)
+            await manager.enable_all(app, jobs, mount_routes=mount_routes)
     except BaseException:
         # A failed step tears down its own partial work: disable what was enabled.
         for manager in reversed(managers):
             await manager.disable_all()
         raise
-    return tuple(managers)
+    return (behavior_registry, jobs, *managers)
 
 
-def _locked_outcome(app: FastAPI, registry: BehaviorRegistry) -> StepOutcome:
-    counts = {k: v for k, v in registry.summary().items() if isinstance(v, int)}
-    jobs = getattr(app.state, "job_registry", None)
-    if jobs is not None:
-        counts["job_kinds"] = len(jobs.names())
+def plugins_step(kinds: tuple[str, ...], *, mount_routes: bool) -> Step:
+    """The `plugins` step of a profile loading `kinds` (feature plugins, then route plugins),
+    mounting their routers only in an app that serves HTTP."""
+
+    async def setup(app: FastAPI, settings: Settings, db: Database, event_bus: EventBus,
+                    providers: ProviderRegistry, ecs_registry: ComponentRegistry,
+                    redis: RedisStatus | None = None) -> tuple[Any, ...]:
+        return await load_plugins(app, settings, db, event_bus, providers, ecs_registry, redis,
+                                  kinds=kinds, mount_routes=mount_routes)
+
+    managers = tuple(MANAGER_RESOURCES[kind] for kind in kinds)
+
+    async def teardown(plugin_manager: PluginManager,
+                       routes_manager: PluginManager | None = None) -> None:
+        await disable_plugins(*(m for m in (plugin_manager, routes_manager) if m is not None))
+
+    setup.__doc__ = load_plugins.__doc__
+    return Step("plugins", setup, Policy.PER_PLUGIN, teardown, _plugins_outcome,
+                ("behavior_registry", "job_registry", *managers))
+
+
+API_PLUGIN_KINDS = ("feature", "route")
+# A worker serves no HTTP, so it loads no route plugins.
+WORKER_PLUGIN_KINDS = ("feature",)
+setup_plugins = plugins_step(API_PLUGIN_KINDS, mount_routes=True)
+
+
+def _locked_outcome(behavior_registry: BehaviorRegistry,
+                    job_registry: JobRegistry) -> StepOutcome:
+    counts = {k: v for k, v in behavior_registry.summary().items() if isinstance(v, int)}
+    counts["job_kinds"] = len(job_registry.names())
     return StepOutcome(counts=counts)
 
 
 @step("behavior_registry_lock", Policy.REQUIRED, report=_locked_outcome)
-async def setup_behavior_registry_lock(app: FastAPI) -> BehaviorRegistry:
+async def setup_behavior_registry_lock(behavior_registry: BehaviorRegistry,
+                                       job_registry: JobRegistry) -> None:
     """Lock the behavior and job registries: after plugins load, nothing may register."""
-    registry = app.state.behavior_registry
-    registry.lock()
-    jobs = getattr(app.state, "job_registry", None)
-    if jobs is not None:
-        jobs.lock()
-    return registry
+    behavior_registry.lock()
+    job_registry.lock()
 
 
-async def teardown_middleware_lifecycle(app: FastAPI) -> None:
-    await app.state.middleware_manager.shutdown(app)
+async def teardown_middleware_lifecycle(app: FastAPI,
+                                        middleware_manager: MiddlewareManager) -> None:
+    await middleware_manager.shutdown(app)
 
 
 @step("middleware_lifecycle", Policy.REQUIRED, teardown=teardown_middleware_lifecycle,
-      report=lambda app, _: StepOutcome(
-          counts={"middleware": len(app.state.middleware_manager.installed_ids())}))
-async def setup_middleware_lifecycle(app: FastAPI) -> None:
+      report=lambda middleware_manager: StepOutcome(
+          counts={"middleware": len(middleware_manager.installed_ids())}))
+async def setup_middleware_lifecycle(app: FastAPI, middleware_manager: MiddlewareManager) -> None:
     """Run the startup hooks of the middleware installed when the app was built."""
-    await app.state.middleware_manager.startup(app)
+    await middleware_manager.startup(app)
 
 
-API_PLAN: tuple[Step, ...] = (
-    validate_settings,
-    setup_embedded_services,
-    setup_domain_registry,
-    setup_database,
-    seed_presets,
-    setup_redis,
-    setup_providers,
-    setup_event_handlers,
-    setup_ecs_components,
-    setup_plugins,
-    setup_behavior_registry_lock,
-    setup_middleware_lifecycle,
-)
+API = Profile(
+    "api",
+    Plan((
+        validate_settings,
+        setup_embedded_services,
+        setup_domain_registry,
+        setup_database,
+        seed_presets,
+        setup_redis,
+        setup_providers,
+        setup_event_handlers,
+        setup_ecs_components,
+        setup_plugins,
+        setup_behavior_registry_lock,
+        setup_middleware_lifecycle,
+    ), given=("app", "settings", "middleware_manager")),
+    plugin_kinds=API_PLUGIN_KINDS, serves_http=True, runs_jobs=False)
 
-# A background worker: no HTTP surface, so no route plugins and no middleware; Redis is
-# required (it carries the jobs). Feature plugins load as in the API, since their job kinds
-# run here, with the registries they fill.
-WORKER_PLAN: tuple[Step, ...] = (
-    validate_settings,
-    setup_embedded_services,
-    setup_domain_registry,
-    setup_database,
-    seed_presets,
-    setup_redis.with_policy(Policy.REQUIRED),
-    setup_providers,
-    setup_event_handlers,
-    setup_ecs_components,
-    setup_plugins,
-    setup_behavior_registry_lock,
-)
+# A background worker: no HTTP surface, so no route plugins, no middleware and no routes;
+# Redis is required (it carries the jobs). Feature plugins load as in the API, since their job
+# kinds run here, with the registries they fill.
+WORKER = Profile(
+    "worker",
+    Plan((
+        validate_settings,
+        setup_embedded_services,
+        setup_domain_registry,
+        setup_database,
+        seed_presets,
+        setup_redis.with_policy(Policy.REQUIRED),
+        setup_providers,
+        setup_event_handlers,
+        setup_ecs_components,
+        plugins_step(WORKER_PLUGIN_KINDS, mount_routes=False),
+        setup_behavior_registry_lock,
+    )),
+    plugin_kinds=WORKER_PLUGIN_KINDS, serves_http=False, runs_jobs=True)
 
-PLANS = {"api": API_PLAN, "worker": WORKER_PLAN}
+PROFILES = {profile.name: profile for profile in (API, WORKER)}
+API_PLAN, WORKER_PLAN = API.plan, WORKER.plan

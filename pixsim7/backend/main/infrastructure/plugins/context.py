@@ -33,6 +33,24 @@ def plugin_logger(plugin_id: str) -> logging.Logger:
     return logging.getLogger(f"pixsim7.plugins.{plugin_id}")
 
 
+def context_factory(app: FastAPI | None, settings: Any, **services: Any) -> ContextFactory:
+    """A factory building each plugin's context from the services given (the startup step
+    passes its inputs: `behavior_registry`, `ecs_registry`, `event_bus`, `providers`, `db`,
+    `redis`, the Redis client)."""
+    unknown = set(services) - set(_SERVICES)
+    if unknown:
+        raise TypeError(f"unknown plugin context services: {', '.join(sorted(unknown))}")
+
+    def build(plugin_id: str) -> PluginContext:
+        return PluginContext(app=app, settings=settings, plugin_id=plugin_id,
+                             logger=plugin_logger(plugin_id), **services)
+
+    return build
+
+
+_SERVICES = ("behavior_registry", "ecs_registry", "event_bus", "providers", "db", "redis")
+
+
 def context_factory_from_app(app: FastAPI) -> ContextFactory:
     """A factory building each plugin's context from `app.state` when the plugin loads.
 
@@ -41,17 +59,8 @@ def context_factory_from_app(app: FastAPI) -> ContextFactory:
 
     def build(plugin_id: str) -> PluginContext:
         state = app.state
-        return PluginContext(
-            app=app,
-            settings=getattr(state, "settings", None),
-            plugin_id=plugin_id,
-            logger=plugin_logger(plugin_id),
-            behavior_registry=getattr(state, "behavior_registry", None),
-            ecs_registry=getattr(state, "ecs_registry", None),
-            event_bus=getattr(state, "event_bus", None),
-            providers=getattr(state, "providers", None),
-            db=getattr(state, "db", None),
-            redis=getattr(getattr(state, "redis", None), "client", None),
-        )
+        services = {name: getattr(state, name, None) for name in _SERVICES}
+        services["redis"] = getattr(services["redis"], "client", None)
+        return context_factory(app, getattr(state, "settings", None), **services)(plugin_id)
 
     return build

@@ -6,7 +6,7 @@ Usage, inside the app's lifespan::
                             fail_fast=settings.plugin_fail_fast)
     manager.discover()
     await manager.load_all(context_factory_from_app(app))
-    await manager.enable_all(app)
+    await manager.enable_all(app, job_registry)
     ...
     await manager.disable_all()
 
@@ -150,7 +150,6 @@ class PluginManager:
         self._token = namespace_token(kind)
         self._discovered = False
         self._loaded = False
-        self._app: FastAPI | None = None
 
     @property
     def plugins(self) -> dict[str, PluginState]:
@@ -265,8 +264,11 @@ class PluginManager:
                 continue
             await self._load_one(state, context_factory)
 
-    async def enable_all(self, app: FastAPI) -> None:
-        """Include each loaded plugin's `router` into `app` and run its `on_enable(ctx)` hook.
+    async def enable_all(self, app: FastAPI, job_registry: JobRegistry | None = None, *,
+                         mount_routes: bool = True) -> None:
+        """Include each loaded plugin's `router` into `app` (unless not `mount_routes`: an app
+        serving no HTTP), register the job kinds its manifest declares in `job_registry`, and
+        run its `on_enable(ctx)` hook.
 
         Route plugins mount under `/api/v1` + manifest prefix; feature plugins under
         `/api/v1/plugins/<id>` unless the manifest gives a prefix (then `/api/v1` + prefix).
@@ -276,7 +278,6 @@ class PluginManager:
                 f"{self.kind} plugins in {self.directory} must be loaded (load_all) "
                 "before enable_all"
             )
-        self._app = app
         for pid in self._order:
             state = self._plugins[pid]
             if state.status != "loaded":
@@ -285,7 +286,7 @@ class PluginManager:
             if problem is not None:
                 self._fail(state, PluginDependencyError(problem))
                 continue
-            await self._enable_one(state, app)
+            await self._enable_one(state, app if mount_routes else None, job_registry)
         # FastAPI caches the schema on first request; plugins may have added routes since.
         app.openapi_schema = None
 
@@ -311,7 +312,6 @@ class PluginManager:
                     state.manifest_path,
                 )
         unload_namespace(self._token)
-        self._app = None
 
     def _state_from_manifest(
         self, manifest: PluginManifest, folder: Path, manifest_path: Path
@@ -421,31 +421,36 @@ class PluginManager:
             if hook is not None and not callable(hook):
                 raise TypeError(f"module attribute {name!r} must be a function taking ctx")
 
-    async def _enable_one(self, state: PluginState, app: FastAPI) -> None:
+    async def _enable_one(self, state: PluginState, app: FastAPI | None,
+                          job_registry: JobRegistry | None) -> None:
         runtime = self._runtime[state.id]
         router: APIRouter | None = getattr(runtime.module, "router", None)
         try:
-            if router is not None:
+            if router is not None and app is not None:
                 prefix = self._router_prefix(state)
                 before = {id(route) for route in app.router.routes}
                 app.include_router(router, prefix=prefix)
                 runtime.route_objects = [r for r in app.router.routes if id(r) not in before]
                 state.routes = _describe_routes(router, prefix)
             if state.job_declarations:
+                if job_registry is None:
+                    raise RuntimeError(f"plugin {state.id!r} declares jobs, but no job registry "
+                                       "was given to enable_all")
                 kinds = self._job_kinds(state, runtime.module)
-                _job_registry(app, state).register_all(kinds)
+                job_registry.register_all(kinds)
                 state.jobs = [kind.name for kind in kinds]
             hook = getattr(runtime.module, "on_enable", None)
             if hook is not None:
                 await call_hook(hook, runtime.context)
         except Exception as exc:
             # Take the plugin's routes and jobs back out so a failed plugin serves nothing.
-            removed = {id(r) for r in runtime.route_objects}
-            app.router.routes[:] = [r for r in app.router.routes if id(r) not in removed]
+            if app is not None:
+                removed = {id(r) for r in runtime.route_objects}
+                app.router.routes[:] = [r for r in app.router.routes if id(r) not in removed]
             runtime.route_objects = []
             state.routes = []
-            if state.jobs:
-                _job_registry(app, state).unregister_owner(state.id)
+            if state.jobs and job_registry is not None:
+                job_registry.unregister_owner(state.id)
                 state.jobs = []
             self._fail(state, exc)
             return
@@ -514,14 +519,6 @@ class PluginManager:
             manifest_path=state.manifest_path,
             cause=state.error,
         ) from exc
-
-
-def _job_registry(app: FastAPI, state: PluginState) -> JobRegistry:
-    registry = getattr(app.state, "job_registry", None)
-    if not isinstance(registry, JobRegistry):
-        raise RuntimeError(f"plugin {state.id!r} declares jobs but app.state.job_registry is "
-                           "missing; the plugins step creates it")
-    return registry
 
 
 def _declares_required(manifest_path: Path) -> bool:

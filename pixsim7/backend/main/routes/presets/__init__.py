@@ -8,55 +8,20 @@ gives the next page while there is one.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from pixsim7.backend.main.api.request_guard import UnsafeJSON, check_json_value
+from pixsim7.backend.main.presets import MODEL_NAME, PresetCreate, PresetOut
+from pixsim7.backend.main.shared.json_values import UnsafeJSON, check_json_value
 
-MODEL_NAME = "GenerationPreset"
 CREATED_EVENT = "preset.created"
 PAGE_DEFAULT = 100
 PAGE_MAX = 500
 
 logger = logging.getLogger("pixsim7.plugins.presets")
-
-
-class PresetCreate(BaseModel):
-    """The body of POST /api/v1/presets."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1, max_length=128)
-    provider_id: str = Field(min_length=1, max_length=64)
-    operation: str = Field(min_length=1, max_length=64)
-    params: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name", "provider_id", "operation", "params")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        # Whatever is stored must list again: PostgreSQL and the JSON encoder refuse the rest.
-        try:
-            check_json_value(value)
-        except UnsafeJSON as exc:
-            where = "/".join(map(str, exc.as_error(())["loc"])) or "top level"
-            raise ValueError(f"{exc.msg} (at {where})") from None
-        return value
-
-
-class PresetOut(BaseModel):
-    """A stored preset."""
-
-    id: int
-    name: str
-    provider_id: str
-    operation: str
-    params: dict[str, Any]
-    created_at: datetime | None = None
 
 
 def _state(request: Request, key: str) -> Any:

@@ -1,4 +1,4 @@
-"""Default rows the backend needs on a fresh database, inserted idempotently."""
+"""The default generation presets a fresh database gets, inserted idempotently."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from . import Database
+from pixsim7.backend.main.infrastructure.database import Database
 
 __all__ = ["DEFAULT_PRESETS", "seed_default_presets"]
 

@@ -1,28 +1,13 @@
-"""The job kinds the core ships: `noop` (echoes its payload) and `presets.import`."""
+"""The `presets.import` job: a batch of presets stored in one statement."""
 
 from __future__ import annotations
-
-import asyncio
-from typing import Any
 
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
-from pixsim7.backend.main.routes.presets import MODEL_NAME, PresetCreate
-
-
-class NoopPayload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    value: int = 0
-    seconds: float = Field(default=0.0, ge=0, le=60)  # how long the job takes
-
-
-async def noop(app: FastAPI, payload: NoopPayload) -> dict[str, Any]:
-    await asyncio.sleep(payload.seconds)
-    return {"value": payload.value}
+from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind
+from pixsim7.backend.main.presets.schemas import MODEL_NAME, PresetCreate
 
 
 class PresetImport(BaseModel):
@@ -57,17 +42,6 @@ async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
     return {"created": created, "skipped": len(payload.presets) - created}
 
 
-CORE_JOBS: tuple[JobKind, ...] = (
-    # For tests and smoke checks: it only occupies a worker, so production does not offer it.
-    JobKind("noop", NoopPayload, noop, "waits `seconds`, then answers with its value",
-            debug_only=True),
-    JobKind("presets.import", PresetImport, import_presets,
-            "stores a batch of generation presets, skipping names already taken",
-            retry_on=OUTAGES),
-)
-
-
-def job_registry() -> JobRegistry:
-    """A new registry holding the core kinds, open: feature plugins add theirs, then startup
-    locks it (`app.state.job_registry`)."""
-    return JobRegistry(CORE_JOBS)
+IMPORT_JOB = JobKind("presets.import", PresetImport, import_presets,
+                     "stores a batch of generation presets, skipping names already taken",
+                     retry_on=OUTAGES)
