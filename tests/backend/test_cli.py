@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pixsim7.backend.main.cli import SERVE_STARTUP_FAILED
-from pixsim7.backend.main.startup import API_PLAN, WORKER_PLAN
+from pixsim7.backend.main.startup import API_PLAN, PROFILES, WORKER_PLAN
 from testing.plugins import copy_bundled, write_plugin
 from testing.processes import run_backend
 
@@ -33,6 +34,25 @@ def test_check_prints_every_step_and_exits_zero(profile, plan, backend_services_
                                                  "detail"]
     # The job kinds this profile's app registered: the core's and the enabled plugins'.
     assert "\njob kinds: mood.evaluate (mood), noop (core), presets.import (core)\n" in run.stdout
+
+
+@pytest.mark.parametrize("profile", ["api", "worker"])
+def test_check_graph_prints_the_checked_plan_and_starts_nothing(profile, backend_env,
+                                                                tmp_path) -> None:
+    # Servers nobody listens on: a plan that started would fail at the database step.
+    env = {**backend_env, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none",
+           "REDIS_URL": "redis://127.0.0.1:9/0"}
+    run = run_backend(["check", "--graph", "--profile", profile], env, tmp_path)
+    assert run.returncode == 0, run.output
+    header, columns, *lines = run.stdout.splitlines()
+    plan = PROFILES[profile].plan
+    assert header == f"profile {profile}: given {', '.join(plan.given)}"
+    assert columns.split() == ["step", "policy", "needs", "provides"]
+    rows = {row[0]: row[1:] for row in (re.split(r"\s{2,}", line.strip()) for line in lines)}
+    assert list(rows) == [each.name for each in plan]
+    assert rows["database"] == ["required", "settings, domain_registry", "db"]
+    assert rows["embedded_services"] == ["required", "settings", "embedded, settings (updated)"]
+    assert "pixsim7.startup" not in run.stderr and "startup database" not in run.output
 
 
 def test_check_exits_nonzero_naming_the_failed_step(backend_services_env, tmp_path) -> None:

@@ -37,6 +37,7 @@ from pixsim7.backend.main.startup import (
     setup_database_and_seed,
     setup_domain_registry,
     setup_ecs_components,
+    setup_embedded_services,
     setup_event_handlers,
     setup_plugins,
     setup_providers,
@@ -477,6 +478,21 @@ async def test_the_runner_hands_each_step_its_inputs_publishes_outputs_and_tears
         assert (app.state.source, app.state.sink) == ("source:source", "sink:sink")
     assert calls == [("source", []), ("sink", ["source:source"])]
     assert torn == ["source:source"]
+
+
+async def test_the_settings_published_carry_the_embedded_servers_urls(make_settings,
+                                                                       tmp_path) -> None:
+    # DATABASE_URL is the kit's; REDIS_URL unset in debug starts an embedded Redis.
+    configured = make_settings(debug=True, redis_url=None, data_dir=tmp_path)
+    app = bare_app(configured)
+    plan = Plan((validate_settings, setup_embedded_services, setup_redis))
+    async with run_plan(app, plan, "test"):
+        server = app.state.embedded["redis"]
+        assert app.state.settings.redis_url == server.url()
+        assert app.state.settings.database_url == configured.database_url
+        assert app.state.redis.available  # the step after it connected to that server
+    assert configured.redis_url is None  # the settings given are left as they were
+    assert not server.running
 
 
 def test_the_shipped_profiles_graphs(snapshot_json) -> None:

@@ -179,7 +179,8 @@ async def test_two_managers_load_separate_modules(tmp_path: Path) -> None:
     first, second = MiddlewareManager(tmp_path), MiddlewareManager(tmp_path)
     first.install(traced_app(), settings=None)
     second.install(traced_app(), settings=None)
-    assert first._runtime["solo"].module is not second._runtime["solo"].module
+    assert first.module("solo") is not second.module("solo")
+    assert first.module("solo") is not None
 
 
 def bundled_app() -> tuple[FastAPI, MiddlewareManager]:

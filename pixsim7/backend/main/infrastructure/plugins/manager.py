@@ -27,28 +27,19 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
+from pixsim7.backend.main.infrastructure.folder_manager import FolderItem, ManifestFolderManager
 from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import (
     ManifestError,
     dependency_cycles,
     dependency_order,
-    manifest_folders,
 )
+from pixsim7.backend.main.infrastructure.package_loader import call_hook, describe_error
 
 from .context import ContextFactory, PluginContext
-from .loader import (
-    call_hook,
-    describe_error,
-    load_package,
-    namespace_token,
-    unload_namespace,
-    unload_package,
-)
 from .manifest import (
-    MANIFEST_FILENAME,
     PLUGIN_KINDS,
     JobDeclaration,
-    PluginManifest,
     PluginManifestError,
     load_manifest,
     read_toml,
@@ -91,19 +82,13 @@ class PluginDependencyError(RuntimeError):
 
 
 @dataclass
-class PluginState:
+class PluginState(FolderItem):
     """What the manager knows about one plugin; `error` is `ExceptionClass: message`."""
 
-    id: str
-    name: str
-    version: str
-    kind: str
-    required: bool
-    enabled_in_manifest: bool
-    folder: Path
-    manifest_path: Path
     status: PluginStatus = "discovered"
-    error: str | None = None
+    kind: str = "feature"
+    required: bool = False
+    enabled_in_manifest: bool = True
     dependencies: tuple[str, ...] = ()
     routes: list[str] = field(default_factory=list)
     description: str | None = None
@@ -111,158 +96,110 @@ class PluginState:
     job_declarations: tuple[JobDeclaration, ...] = ()
     jobs: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-able view used by `PluginManager.summary()`."""
+    def details(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "name": self.name,
-            "version": self.version,
-            "status": self.status,
             "required": self.required,
             "enabled_in_manifest": self.enabled_in_manifest,
             "dependencies": list(self.dependencies),
             "routes": list(self.routes),
             "jobs": list(self.jobs),
-            "error": self.error,
         }
 
 
-@dataclass
-class _Runtime:
-    # Live objects kept out of PluginState so that state stays plain data.
-    module: ModuleType | None = None
-    context: PluginContext | None = None
-    route_objects: list[BaseRoute] = field(default_factory=list)
-
-
-class PluginManager:
+class PluginManager(ManifestFolderManager[PluginState]):
     """Loads the plugins of one kind from one directory; one instance per app."""
+
+    logger = logger
 
     def __init__(self, kind: str, directory: Path, *, fail_fast: bool) -> None:
         if kind not in PLUGIN_KINDS:
             raise ValueError(f"plugin kind {kind!r} is unknown; use one of {PLUGIN_KINDS}")
+        super().__init__(directory, kind)
         self.kind = kind
-        self.directory = Path(directory)
+        self.label = f"{kind} plugin"
+        self.setting = DIRECTORY_SETTINGS[kind]
         self.fail_fast = bool(fail_fast)
-        self._plugins: dict[str, PluginState] = {}
-        self._runtime: dict[str, _Runtime] = {}
-        self._order: list[str] = []
-        self._token = namespace_token(kind)
-        self._discovered = False
+        self._contexts: dict[str, PluginContext] = {}
+        self._routes: dict[str, list[BaseRoute]] = {}
         self._loaded = False
 
     @property
     def plugins(self) -> dict[str, PluginState]:
         """Plugin states by id: folder order after `discover()`, load order after `load_all()`."""
-        return self._plugins
-
-    def get(self, plugin_id: str) -> PluginState | None:
-        """The state of `plugin_id`, or None if no such plugin was discovered."""
-        return self._plugins.get(plugin_id)
+        return self._items
 
     def context(self, plugin_id: str) -> PluginContext:
         """The context the plugin's hooks received; exists once the plugin has loaded."""
-        runtime = self._runtime.get(plugin_id)
-        if runtime is None or runtime.context is None:
-            known = ", ".join(self._plugins) or "none"
+        context = self._contexts.get(plugin_id)
+        if context is None:
+            known = ", ".join(self._items) or "none"
             raise LookupError(
                 f"{self.kind} plugin {plugin_id!r} has no context: it was not discovered or did "
                 f"not load (known {self.kind} plugins: {known})"
             )
-        return runtime.context
-
-    def module(self, plugin_id: str) -> ModuleType | None:
-        """The plugin's imported package, or None if it never imported."""
-        runtime = self._runtime.get(plugin_id)
-        return runtime.module if runtime else None
+        return context
 
     def enabled_ids(self) -> list[str]:
         """Ids of enabled plugins, in load order."""
-        return [pid for pid, s in self._plugins.items() if s.status == "enabled"]
+        return self.ids("enabled")
 
     def failed_ids(self) -> list[str]:
         """Ids of failed plugins, in order."""
-        return [pid for pid, s in self._plugins.items() if s.status == "failed"]
+        return self.ids("failed")
 
     def required_failed_ids(self) -> list[str]:
         """Ids of failed plugins whose manifest says `required = true`."""
-        return [pid for pid, s in self._plugins.items() if s.status == "failed" and s.required]
+        return [pid for pid in self.failed_ids() if self._items[pid].required]
 
     def summary(self) -> dict[str, Any]:
         """Kind, fail-fast flag and each plugin's status; JSON-able and deterministic."""
         return {
             "kind": self.kind,
             "fail_fast": self.fail_fast,
-            "plugins": [state.as_dict() for state in self._plugins.values()],
+            "plugins": [state.as_dict() for state in self._items.values()],
         }
-
-    def discover(self) -> dict[str, PluginState]:
-        """Read every plugin folder's manifest (folders sorted by name)."""
-        if self._discovered:
-            raise RuntimeError(f"{self.kind} plugins in {self.directory} were already discovered")
-        self._discovered = True
-        folders_by_id: dict[str, Path] = {}
-        # A folder with only __init__.py is a plugin missing its manifest: reported.
-        for folder in manifest_folders(self.directory, DIRECTORY_SETTINGS[self.kind],
-                                       markers=(MANIFEST_FILENAME, "__init__.py")):
-            manifest_path = folder / MANIFEST_FILENAME
-            try:
-                manifest = load_manifest(manifest_path, self.kind)
-            except Exception as exc:
-                # Without a readable manifest the folder name is the only identity available.
-                state = self._broken_state(folder, manifest_path)
-                if state.id in self._plugins:
-                    state.id = f"{state.id}@{folder.name}"
-                self._plugins[state.id] = state
-                self._fail(state, exc)
-                continue
-            if manifest.id in self._plugins:
-                self._duplicate(manifest, folder, folders_by_id[manifest.id])
-                continue
-            folders_by_id[manifest.id] = folder
-            self._plugins[manifest.id] = self._state_from_manifest(manifest, folder, manifest_path)
-        return self._plugins
 
     async def load_all(self, context_factory: ContextFactory) -> None:
         """Import plugins in dependency order and run their `on_load(ctx)` hooks.
 
         `context_factory(plugin_id)` returns the `PluginContext` for one plugin; it is called
-        once per plugin, and that context is passed to all of the plugin's hooks. Use
-        `context_factory_from_app(app)` to build contexts from `app.state`.
+        once per plugin, and that context is passed to all of the plugin's hooks.
         """
         if self._loaded:
             raise RuntimeError(f"{self.kind} plugins in {self.directory} were already loaded")
         if not self._discovered:
             self.discover()
         self._loaded = True
-        cyclic = self._cyclic_groups()
+        cyclic = dependency_cycles(list(self._items), {
+            pid: state.dependencies for pid, state in self._items.items()})
         for group in cyclic:
             for pid in group:
-                state = self._plugins[pid]
+                state = self._items[pid]
                 if state.status != "failed":
-                    self._fail(
-                        state,
-                        PluginDependencyError(
-                            f"dependency cycle among plugins {', '.join(group)}; "
-                            "remove one of these dependencies"
-                        ),
-                    )
-        self._order = self._dependency_order({pid for group in cyclic for pid in group})
+                    self._fail(state, PluginDependencyError(
+                        f"dependency cycle among plugins {', '.join(group)}; "
+                        "remove one of these dependencies"))
         # Keep `plugins` in load order so summaries read top to bottom as startup happened.
-        self._plugins = {pid: self._plugins[pid] for pid in self._order}
-        for pid in self._order:
-            state = self._plugins[pid]
-            if state.status != "discovered":
-                continue
+        self._items = {pid: self._items[pid]
+                       for pid in self._dependency_order({p for g in cyclic for p in g})}
+        for state in self._ready("discovered"):
             if not state.enabled_in_manifest:
                 state.status = "disabled"
-                logger.info("%s plugin %s is disabled in %s", self.kind, pid, state.manifest_path)
+                logger.info("%s plugin %s is disabled in %s", self.kind, state.id,
+                            state.manifest_path)
                 continue
-            problem = self._dependency_problem(state, ok_status="loaded")
-            if problem is not None:
-                self._fail(state, PluginDependencyError(problem))
-                continue
-            await self._load_one(state, context_factory)
+            with self._phase(state, "loaded"):
+                self._check_dependencies(state, ok_status="loaded")
+                context = self._contexts[state.id] = context_factory(state.id)
+                module = self._import(state, self._check_module)
+                hook = getattr(module, "on_load", None)
+                if hook is not None:
+                    try:
+                        await call_hook(hook, context)
+                    except BaseException:
+                        self._unload(state)
+                        raise
+                logger.debug("%s plugin %s loaded", self.kind, state.id)
 
     async def enable_all(self, app: FastAPI, job_registry: JobRegistry | None = None, *,
                          mount_routes: bool = True) -> None:
@@ -278,138 +215,88 @@ class PluginManager:
                 f"{self.kind} plugins in {self.directory} must be loaded (load_all) "
                 "before enable_all"
             )
-        for pid in self._order:
-            state = self._plugins[pid]
-            if state.status != "loaded":
-                continue
-            problem = self._dependency_problem(state, ok_status="enabled")
-            if problem is not None:
-                self._fail(state, PluginDependencyError(problem))
-                continue
-            await self._enable_one(state, app if mount_routes else None, job_registry)
+        for state in self._ready("loaded"):
+            with self._phase(state, "enabled"):
+                self._check_dependencies(state, ok_status="enabled")
+                await self._enable_one(state, app if mount_routes else None, job_registry)
+                logger.info("%s plugin %s %s enabled (%d routes)", self.kind, state.id,
+                            state.version, len(state.routes))
         # FastAPI caches the schema on first request; plugins may have added routes since.
         app.openapi_schema = None
 
     async def disable_all(self) -> None:
         """Run `on_disable(ctx)` for enabled plugins in reverse order; hook errors are logged."""
-        for pid in reversed(self._order):
-            state = self._plugins[pid]
-            if state.status != "enabled":
-                continue
-            runtime = self._runtime[pid]
-            hook = getattr(runtime.module, "on_disable", None)
-            state.status = "disabled"
-            if hook is None:
-                continue
-            try:
-                await call_hook(hook, runtime.context)
-            except Exception as exc:
-                state.error = describe_error(exc)
-                logger.exception(
-                    "%s plugin %s: on_disable raised (%s); continuing with the others",
-                    self.kind,
-                    pid,
-                    state.manifest_path,
-                )
-        unload_namespace(self._token)
+        await self._stop_all(("enabled",), "disabled", "on_disable",
+                             lambda state: self._contexts[state.id])
 
-    def _state_from_manifest(
-        self, manifest: PluginManifest, folder: Path, manifest_path: Path
-    ) -> PluginState:
+    def _read(self, folder: Path, manifest_path: Path) -> PluginState:
+        manifest = load_manifest(manifest_path, self.kind)
         return PluginState(
             id=manifest.id,
             name=manifest.name,
             version=manifest.version,
+            folder=folder,
+            manifest_path=manifest_path,
             kind=self.kind,
             required=manifest.required,
             enabled_in_manifest=manifest.enabled,
-            folder=folder,
-            manifest_path=manifest_path,
             dependencies=manifest.dependencies,
             description=manifest.description,
             prefix=manifest.prefix,
             job_declarations=manifest.jobs,
         )
 
-    def _broken_state(self, folder: Path, manifest_path: Path) -> PluginState:
-        return PluginState(
-            id=folder.name,
-            name=folder.name,
-            version="",
-            kind=self.kind,
-            # A manifest that fails validation may still say `required = true`; honour it, so a
-            # required plugin's packaging mistake stops startup instead of starting without it.
+    def _unreadable(self, folder: Path, manifest_path: Path, exc: Exception) -> None:
+        # Without a readable manifest the folder name is the only identity available.
+        state = PluginState(
+            id=folder.name, name=folder.name, version="", folder=folder,
+            manifest_path=manifest_path, kind=self.kind,
+            # A manifest that fails validation may still say `required = true`; honour it, so
+            # a required plugin's packaging mistake stops startup instead of starting without
+            # it.
             required=_declares_required(manifest_path),
-            enabled_in_manifest=True,
-            folder=folder,
-            manifest_path=manifest_path,
         )
+        if state.id in self._items:
+            state.id = f"{state.id}@{folder.name}"
+        self._items[state.id] = state
+        self._fail(state, exc)
 
-    def _duplicate(self, manifest: PluginManifest, folder: Path, first_folder: Path) -> None:
+    def _duplicate(self, item: PluginState, first: PluginState) -> None:
         # Neither copy can be trusted to be the intended one, so the id as a whole fails.
-        state = self._plugins[manifest.id]
-        state.required = state.required or manifest.required
-        self._fail(
-            state,
-            PluginManifestError(
-                folder / MANIFEST_FILENAME,
-                f"field 'id': plugin id {manifest.id!r} is declared by both {first_folder} "
-                f"and {folder}; rename one of them",
-            ),
-        )
-
-    def _cyclic_groups(self) -> list[list[str]]:
-        """Groups of plugins that depend on each other, in folder order."""
-        return dependency_cycles(list(self._plugins), {
-            pid: state.dependencies for pid, state in self._plugins.items()})
+        first.required = first.required or item.required
+        self._fail(first, PluginManifestError(
+            item.manifest_path,
+            f"field 'id': plugin id {item.id!r} is declared by both {first.folder} "
+            f"and {item.folder}; rename one of them",
+        ))
 
     def _dependency_order(self, cyclic: set[str]) -> list[str]:
         """Stable topological order: among ready plugins, the earliest folder goes first."""
-        ids = list(self._plugins)
+        ids = list(self._items)
         # Edges from cyclic plugins are dropped; those plugins already failed.
         order, rest = dependency_order(ids, {
-            pid: [d for d in self._plugins[pid].dependencies if d not in cyclic] for pid in ids
+            pid: [d for d in self._items[pid].dependencies if d not in cyclic] for pid in ids
         })
         # Anything left depends only on cyclic plugins via edges already dropped; keep it listed.
         return order + rest
 
-    def _dependency_problem(self, state: PluginState, *, ok_status: str) -> str | None:
+    def _check_dependencies(self, state: PluginState, *, ok_status: str) -> None:
         for dep in state.dependencies:
-            dep_state = self._plugins.get(dep)
+            dep_state = self._items.get(dep)
             if dep_state is None:
-                return (
+                raise PluginDependencyError(
                     f"depends on {dep!r}, which is not installed in {self.directory}; "
                     f"add the {dep!r} plugin or remove it from dependencies"
                 )
             if dep_state.status == "disabled":
-                return (
+                raise PluginDependencyError(
                     f"dependency {dep!r} is disabled; enable it in {dep_state.manifest_path} "
                     f"or disable {state.id!r} too"
                 )
             if dep_state.status != ok_status:
-                return f"dependency {dep!r} failed"
-        return None
+                raise PluginDependencyError(f"dependency {dep!r} failed")
 
-    async def _load_one(self, state: PluginState, context_factory: ContextFactory) -> None:
-        runtime = self._runtime.setdefault(state.id, _Runtime())
-        module_name = f"{self._token}_{state.id}"
-        try:
-            runtime.context = context_factory(state.id)
-            module = load_package(state.folder, module_name)
-            runtime.module = module
-            self._check_module(module)
-            hook = getattr(module, "on_load", None)
-            if hook is not None:
-                await call_hook(hook, runtime.context)
-        except Exception as exc:
-            unload_package(module_name)
-            runtime.module = None
-            self._fail(state, exc)
-            return
-        state.status = "loaded"
-        logger.debug("%s plugin %s loaded", self.kind, state.id)
-
-    def _check_module(self, module: ModuleType) -> None:
+    def _check_module(self, module: ModuleType) -> ModuleType:
         router = getattr(module, "router", None)
         if router is not None and not isinstance(router, APIRouter):
             raise TypeError(
@@ -420,48 +307,40 @@ class PluginManager:
             hook = getattr(module, name, None)
             if hook is not None and not callable(hook):
                 raise TypeError(f"module attribute {name!r} must be a function taking ctx")
+        return module
 
     async def _enable_one(self, state: PluginState, app: FastAPI | None,
                           job_registry: JobRegistry | None) -> None:
-        runtime = self._runtime[state.id]
-        router: APIRouter | None = getattr(runtime.module, "router", None)
+        """Mount the plugin's router, register its jobs, run `on_enable`; all or nothing."""
+        module = self._modules[state.id]
+        router: APIRouter | None = getattr(module, "router", None)
         try:
             if router is not None and app is not None:
                 prefix = self._router_prefix(state)
                 before = {id(route) for route in app.router.routes}
                 app.include_router(router, prefix=prefix)
-                runtime.route_objects = [r for r in app.router.routes if id(r) not in before]
+                self._routes[state.id] = [r for r in app.router.routes if id(r) not in before]
                 state.routes = _describe_routes(router, prefix)
             if state.job_declarations:
                 if job_registry is None:
                     raise RuntimeError(f"plugin {state.id!r} declares jobs, but no job registry "
                                        "was given to enable_all")
-                kinds = self._job_kinds(state, runtime.module)
+                kinds = self._job_kinds(state, module)
                 job_registry.register_all(kinds)
                 state.jobs = [kind.name for kind in kinds]
-            hook = getattr(runtime.module, "on_enable", None)
+            hook = getattr(module, "on_enable", None)
             if hook is not None:
-                await call_hook(hook, runtime.context)
-        except Exception as exc:
+                await call_hook(hook, self._contexts[state.id])
+        except Exception:
             # Take the plugin's routes and jobs back out so a failed plugin serves nothing.
             if app is not None:
-                removed = {id(r) for r in runtime.route_objects}
+                removed = {id(r) for r in self._routes.pop(state.id, [])}
                 app.router.routes[:] = [r for r in app.router.routes if id(r) not in removed]
-            runtime.route_objects = []
             state.routes = []
             if state.jobs and job_registry is not None:
                 job_registry.unregister_owner(state.id)
                 state.jobs = []
-            self._fail(state, exc)
-            return
-        state.status = "enabled"
-        logger.info(
-            "%s plugin %s %s enabled (%d routes)",
-            self.kind,
-            state.id,
-            state.version,
-            len(state.routes),
-        )
+            raise
 
     def _job_kinds(self, state: PluginState, module: ModuleType | None) -> list[JobKind]:
         """The job kinds the manifest declares, with their functions and payload models taken

@@ -1,4 +1,5 @@
-"""Import plugin folders by file location under names private to one manager instance."""
+"""Import manifest-folder packages (plugins, middleware) by file location under names private to
+one manager instance."""
 
 from __future__ import annotations
 
