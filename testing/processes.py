@@ -28,6 +28,8 @@ CLI = Path(sys.executable).with_name("pixsim7-backend")
 ARQ_WORKER = (str(Path(sys.executable).with_name("arq")),
               "pixsim7.backend.main.worker.WorkerSettings",
               "--custom-log-dict", "pixsim7.backend.main.worker.ARQ_LOG_CONFIG")
+# The module-level app under plain uvicorn, as an operator may serve it.
+UVICORN = (str(Path(sys.executable).with_name("uvicorn")), "pixsim7.backend.main.main:app")
 STARTUP_LOGGER = "pixsim7.startup"
 
 
@@ -151,14 +153,16 @@ def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path 
                   port: int | None = None, name: str | None = None,
                   args: Sequence[str] = ()) -> BackendProcess:
     """Start `pixsim7-backend <command> [args]` in `cwd` (a folder without a `.env`); the
-    command `arq` starts the same worker through arq's command line (`ARQ_WORKER`).
+    command `arq` starts the same worker through arq's command line (`ARQ_WORKER`), and
+    `uvicorn` the module-level app under plain uvicorn (`UVICORN`).
 
-    `serve` listens on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
+    `serve` and `uvicorn` listen on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
     (default `<cwd>/<name>.log`), as JSON lines unless `env` sets LOG_FORMAT.
     """
     env = {"LOG_FORMAT": "json", **env}
-    argv = [*ARQ_WORKER, *args] if command == "arq" else [str(CLI), command, *args]
-    if command == "serve":
+    argv = {"arq": [*ARQ_WORKER, *args], "uvicorn": [*UVICORN, *args]}.get(
+        command, [str(CLI), command, *args])
+    if command in ("serve", "uvicorn"):
         if port is None:
             from pixsim7.backend.main.infrastructure.embedded import free_port
 

@@ -153,3 +153,44 @@ def test_redaction_replaces_credentials_and_leaves_ordinary_words_alone() -> Non
     assert redactor.redact("GET /x?a=1&access_token=abc&password=p Bearer abc.def-123 "
                            "s3cret-value-123 short") == (
         "GET /x?a=1&access_token=***&password=*** Bearer *** *** short")
+
+
+async def test_plain_uvicorn_logs_as_log_level_and_log_format_say(
+    backend_services_env, backend_processes
+) -> None:
+    # `uvicorn pixsim7.backend.main.main:app`, no logging option given to uvicorn.
+    env = {**backend_services_env, "LOG_FORMAT": "json", "LOG_LEVEL": "info"}
+    server = backend_processes("uvicorn", env)
+    await asyncio.to_thread(server.wait_ready, 60)
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        assert (await client.get("/openapi.json")).status_code == 200
+    server.stop()
+
+    output = server.output()
+    lines = [line for line in output.splitlines() if line.strip()]
+    records = parse_log(output)
+    assert len(records) == len(lines), output  # uvicorn's own lines are JSON too
+    loggers = {r["logger"] for r in records}
+    assert {"pixsim7.startup", "pixsim7.requests", "uvicorn.error"} <= loggers, loggers
+    assert "uvicorn.access" not in loggers  # one access line per request: the app's own
+    milestones = {(r["phase"], r["step"]) for r in records if r["logger"] == "pixsim7.startup"
+                  and "step" in r}
+    assert {("startup", "settings"), ("startup", "complete"), ("shutdown", "database")} <= (
+        milestones)
+    assert [r["status_code"] for r in records if r["logger"] == "pixsim7.requests"
+            and r["path"] == "/openapi.json"] == [200]
+
+
+async def test_plain_uvicorn_honours_log_level_in_text(backend_services_env,
+                                                       backend_processes) -> None:
+    env = {**backend_services_env, "LOG_FORMAT": "text", "LOG_LEVEL": "warning"}
+    server = backend_processes("uvicorn", env)
+    await asyncio.to_thread(server.wait_ready, 60)
+    server.stop()
+    output = server.output()
+    # At WARNING neither the milestones nor uvicorn's startup lines (INFO) are written.
+    assert "pixsim7.startup" not in output and "Application startup complete" not in output, (
+        output)
+    assert not any(line.startswith("{") for line in output.splitlines())
+    # What is at WARNING is written, in the text format (no ADMIN_TOKEN in debug warns).
+    assert " WARNING pixsim7.admin: ADMIN_TOKEN is not set" in output, output

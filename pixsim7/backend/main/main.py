@@ -15,6 +15,7 @@ from pixsim7.backend.main.api.security import require_admin_prefix
 from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup, admin_workers
 from pixsim7.backend.main.infrastructure.events import websocket
 from pixsim7.backend.main.shared.config import Settings, get_settings
+from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
     StepOutcome,
@@ -81,10 +82,14 @@ _app: FastAPI | None = None
 
 
 def __getattr__(name: str) -> Any:
-    # `uvicorn pixsim7.backend.main.main:app` still works; importing builds nothing.
+    # `uvicorn pixsim7.backend.main.main:app` (or any ASGI server) still works; importing
+    # builds nothing. This is the app a server imports, so it sets up the process's logging
+    # from LOG_LEVEL and LOG_FORMAT as the CLI does; create_app() alone never touches logging.
     global _app
     if name == "app":
         if _app is None:
-            _app = create_app()
+            settings = get_settings()
+            configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+            _app = create_app(settings)
         return _app
     raise AttributeError(name)

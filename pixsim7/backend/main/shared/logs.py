@@ -111,10 +111,24 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+# The loggers a server may have set up its own way before the app was imported.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "gunicorn.error",
+                   "gunicorn.access", "hypercorn.error", "hypercorn.access")
+# Servers' access lines: the app writes one per request itself (`pixsim7.requests`).
+_ACCESS_LOGGERS = frozenset({"uvicorn.access", "gunicorn.access", "hypercorn.access"})
+
+
 def configure_logging(level: str, log_format: str, secrets: Iterable[str | None] = ()) -> None:
     """Send the root logger's records to stderr at `level`, as text or JSON lines, with
-    `secrets` (and credentials a client sent) redacted."""
+    `secrets` (and credentials a client sent) redacted. A server's own loggers (uvicorn's,
+    gunicorn's, hypercorn's) go the same way, and their access lines are dropped."""
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     handler.addFilter(Redactor(secrets))
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.setLevel(logging.NOTSET)
+        server_logger.propagate = name not in _ACCESS_LOGGERS
+        server_logger.disabled = name in _ACCESS_LOGGERS
