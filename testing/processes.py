@@ -156,8 +156,8 @@ def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path 
     command `arq` starts the same worker through arq's command line (`ARQ_WORKER`), and
     `uvicorn` the module-level app under plain uvicorn (`UVICORN`).
 
-    `serve` and `uvicorn` listen on 127.0.0.1 at `port`, a free one unless given. Output goes to `log`
-    (default `<cwd>/<name>.log`), as JSON lines unless `env` sets LOG_FORMAT.
+    `serve` and `uvicorn` listen on 127.0.0.1 at `port`, a free one unless given. Output goes
+    to `log` (default `<cwd>/<name>.log`), as JSON lines unless `env` sets LOG_FORMAT.
     """
     env = {"LOG_FORMAT": "json", **env}
     argv = {"arq": [*ARQ_WORKER, *args], "uvicorn": [*UVICORN, *args]}.get(

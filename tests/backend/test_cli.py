@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from pixsim7.backend.main.cli import SERVE_STARTUP_FAILED
 from pixsim7.backend.main.startup import API_PLAN, PROFILES, WORKER_PLAN
 from testing.plugins import copy_bundled, write_plugin
+from testing.polling import wait_until_async
 from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
@@ -130,3 +134,114 @@ def test_worker_without_redis_at_startup_fails_at_the_redis_step(backend_service
     assert "Traceback" not in run.output
     assert "startup failed at step 'redis': ConnectionError" in run.stderr
     assert "secret" not in run.output
+
+
+# --- the command line a newcomer meets ------------------------------------------------------
+
+
+def test_help_describes_the_program_and_each_command_with_defaults_and_settings(
+    backend_env, tmp_path
+) -> None:
+    top = run_backend(["--help"], backend_env, tmp_path)
+    assert top.returncode == 0 and top.stdout.startswith("usage: pixsim7-backend")
+    assert "serve the HTTP API, run a background worker, or check a startup" in top.stdout
+    assert "`" not in top.stdout.split("\n\n")[1].split(".")[0]  # no stray docstring markup
+    for command in ("serve", "worker", "check"):
+        assert f"\n    {command} " in top.stdout  # each listed with a summary
+    serve = run_backend(["serve", "--help"], backend_env, tmp_path).stdout
+    assert "(default: 127.0.0.1)" in serve and "(default: 8000)" in serve
+    assert "DATABASE_URL" in serve and "SECRET_KEY" in serve
+    worker = run_backend(["worker", "--help"], backend_env, tmp_path).stdout
+    assert "REDIS_URL" in worker and "required when DEBUG=false" in worker
+    check = run_backend(["check", "--help"], backend_env, tmp_path).stdout
+    assert "(default: api)" in check and "same sentence" in check
+
+
+def test_global_options_work_after_the_command_too(backend_services_env, tmp_path) -> None:
+    before = run_backend(["--log-level", "warning", "check"], backend_services_env, tmp_path)
+    after = run_backend(["check", "--log-level", "warning"], backend_services_env, tmp_path)
+    assert before.returncode == after.returncode == 0, after.output
+    # At WARNING, no INFO line; both runs print the same step table.
+    for run in (before, after):
+        assert " INFO " not in run.stderr, run.stderr
+    assert [line.split()[:4] for line in before.stdout.splitlines()] == [
+        line.split()[:4] for line in after.stdout.splitlines()]
+
+
+PRODUCTION = {"DEBUG": "false", "SECRET_KEY": "not-the-default-key",
+              "ADMIN_TOKEN": "an-admin-token-for-tests"}
+
+
+def test_check_refuses_the_worker_profile_exactly_where_worker_does(backend_services_env,
+                                                                     tmp_path) -> None:
+    env = {key: value for key, value in backend_services_env.items() if key != "REDIS_URL"}
+    env.update(PRODUCTION)
+    check = run_backend(["check", "--profile", "worker"], env, tmp_path)
+    worker = run_backend(["worker"], env, tmp_path)
+    assert (check.returncode, worker.returncode) == (1, 1), worker.output
+    sentence = check.stderr.strip().splitlines()[-1]
+    assert sentence == worker.stderr.strip().splitlines()[-1]
+    assert sentence == ("startup failed at step 'settings': SettingsError: REDIS_URL is not set; "
+                        "the worker takes its jobs from the Redis the API enqueues to: set "
+                        "REDIS_URL, or DEBUG=true to use an embedded server")
+    # The api profile needs no Redis: the same settings pass there.
+    assert run_backend(["check"], env, tmp_path).returncode == 0
+
+
+def test_a_failure_reads_as_one_sentence(backend_services_env, tmp_path) -> None:
+    env = {**backend_services_env, "ROUTE_PLUGINS_DIR": str(tmp_path / "missing")}
+    run = run_backend(["check"], env, tmp_path)
+    # Beside the log records: the closing sentence, once, saying "failed" once.
+    failures = [line for line in run.stderr.splitlines() if line.startswith("startup ")]
+    assert len(failures) == 1 and failures[0].count("failed") == 1, run.stderr
+    assert failures[0].startswith("startup failed at step 'settings': SettingsError: "
+                                  "ROUTE_PLUGINS_DIR=")
+
+
+@pytest.mark.slow(seconds=8)
+async def test_serve_and_worker_share_the_embedded_servers_of_one_data_folder(
+    backend_env, backend_processes
+) -> None:
+    # Two terminals, nothing copied: the same PIXSIM7_DATA_DIR, no DATABASE_URL or REDIS_URL.
+    # Outside pytest's tmp tree: the unprivileged PostgreSQL user must traverse it.
+    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-shared-"))
+    env = {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir), "SHUTDOWN_DRAIN_SECONDS": "0"}
+    try:
+        serve = backend_processes("serve", env)
+        await asyncio.to_thread(serve.wait_ready, 60)
+        worker = backend_processes("worker", env)
+        await wait_until_async(lambda: worker.has_logged("worker ready"), timeout=60)
+        state = json.loads((data_dir / "servers.json").read_text())
+        assert set(state) == {"postgres", "redis"}
+        assert sorted(state["redis"]["users"]) == sorted([serve.proc.pid, worker.proc.pid])
+        # One PostgreSQL and one Redis: the worker started none of its own.
+        assert "embedded Redis" not in worker.output() and "already runs" in worker.output()
+        async with httpx.AsyncClient(base_url=serve.base_url) as client:
+            queued = await client.post("/api/v1/jobs", json={"kind": "noop",
+                                                             "payload": {"value": 7}})
+            assert queued.status_code == 202, queued.text
+            url = f"/api/v1/jobs/{queued.json()['id']}"
+
+            async def finished() -> dict | None:
+                body = (await client.get(url)).json()
+                return body if body["status"] == "complete" else None
+
+            assert (await wait_until_async(finished, timeout=20))["result"] == {"value": 7}
+        # The API stops first: the servers stay up for the worker, which still answers.
+        assert serve.stop() == 0
+        assert shared_servers_listen(state)
+        assert worker.proc.poll() is None
+        # The last user stops them.
+        assert worker.stop() == 0, worker.describe()
+        assert not shared_servers_listen(state)
+        assert json.loads((data_dir / "servers.json").read_text()) == {}
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def shared_servers_listen(state: dict) -> bool:
+    from pixsim7.backend.main.infrastructure.shared_servers import _listening
+
+    listening = [_listening(record["url"]) for record in state.values()]
+    assert len(set(listening)) == 1, state  # both up or both down
+    return listening[0]

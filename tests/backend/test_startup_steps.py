@@ -16,6 +16,7 @@ from pixsim7.backend.main import startup
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import (
     BehaviorRegistryLockedError,
 )
+from pixsim7.backend.main.infrastructure.shared_servers import _listening
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY
@@ -487,12 +488,12 @@ async def test_the_settings_published_carry_the_embedded_servers_urls(make_setti
     app = bare_app(configured)
     plan = Plan((validate_settings, setup_embedded_services, setup_redis))
     async with run_plan(app, plan, "test"):
-        server = app.state.embedded["redis"]
-        assert app.state.settings.redis_url == server.url()
+        url = app.state.embedded.urls["redis"]
+        assert app.state.settings.redis_url == url
         assert app.state.settings.database_url == configured.database_url
         assert app.state.redis.available  # the step after it connected to that server
     assert configured.redis_url is None  # the settings given are left as they were
-    assert not server.running
+    assert not _listening(url)  # nobody else used it: stopped with the app
 
 
 def test_the_shipped_profiles_graphs(snapshot_json) -> None:

@@ -1,4 +1,4 @@
-"""`pixsim7-backend serve | worker | check`."""
+"""The `pixsim7-backend` command line: `serve`, `worker` and `check`."""
 
 from __future__ import annotations
 
@@ -26,11 +26,15 @@ from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
+    WORKER,
     Plan,
+    SettingsError,
     StartupAborted,
     StartupTimeline,
     begin_shutdown,
+    check_required,
     run_plan,
+    setup_embedded_services,
     write_trace,
 )
 from pixsim7.backend.main.worker import (
@@ -154,10 +158,26 @@ def worker() -> int:
     """Run the arq worker until SIGTERM or SIGINT; running jobs get SHUTDOWN_DRAIN_SECONDS."""
     settings = _load_settings()
     try:
+        check_required(settings, WORKER.required_settings)
+    except SettingsError as exc:
+        return report_refusal("settings", exc)
+    # Before arq, which connects to Redis first: in debug, the data folder's embedded servers
+    # (those `serve` runs, or started here), so the worker plan finds its URLs set.
+    try:
+        embedded, settings = asyncio.run(setup_embedded_services(settings))
+    except Exception as exc:
+        return report_refusal(setup_embedded_services.name, exc)
+    try:
+        return _run_worker(settings)
+    finally:
+        embedded.release()  # no event loop here: arq's stays as it left it
+
+
+def _run_worker(settings: Settings) -> int:
+    try:
         options = worker_settings(settings, owns_process=True)
-    except WorkerConfigError as exc:
-        print(f"startup failed at step 'settings': {exc}", file=sys.stderr)
-        return 1
+    except (SettingsError, WorkerConfigError) as exc:
+        return report_refusal("settings", exc)
     asyncio.set_event_loop(asyncio.new_event_loop())
     arq_worker = Worker(**options)
     try:
@@ -187,12 +207,17 @@ def format_timeline(timeline: StartupTimeline) -> str:
     )
 
 
+def report_refusal(step: str, cause: BaseException, code: int = 1) -> int:
+    """The one sentence a failed startup ends with, on stderr; return `code`."""
+    print(f"startup failed at step '{step}': {type(cause).__name__}: {cause}", file=sys.stderr)
+    return code
+
+
 def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
     """Print the steps that ran and the one that failed, without a traceback; return `code`."""
     if exc.timeline is not None:
-        print(format_timeline(exc.timeline))
-    print(f"\nstartup failed at step '{exc.step}': {exc}", file=sys.stderr)
-    return code
+        print(format_timeline(exc.timeline) + "\n")
+    return report_refusal(exc.step, exc.cause, code)
 
 
 def format_graph(plan: Plan) -> str:
@@ -245,31 +270,92 @@ def check(name: str, trace: str | None = None, graph: bool = False) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    # What importing built, most of the heap, lives as long as the process. Frozen, the
-    # collector never scans it again, and the interpreter's last collection at exit skips it:
-    # a stop took 0.2 s longer without this, all of it after the last log line.
-    gc.freeze()
-    parser = argparse.ArgumentParser(prog="pixsim7-backend", description=__doc__)
-    parser.add_argument("--log-level", default=None,
-                        help="overrides LOG_LEVEL for this run (default: the setting, INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the HTTP API (uvicorn)")
-    serve_cmd.add_argument("--host", default="127.0.0.1")
-    serve_cmd.add_argument("--port", type=int, default=8000)
-    commands.add_parser("worker", help="run the background worker profile")
-    check_cmd = commands.add_parser("check", help="run startup once and print each step")
-    check_cmd.add_argument("--profile", choices=sorted(PROFILES), default="api")
+DESCRIPTION = """\
+The pixsim7 backend: serve the HTTP API, run a background worker, or check a startup.
+
+Settings are read from the environment (and a .env file in the working folder); see
+GETTING_STARTED.md for each. With DEBUG=true (the default), an unset DATABASE_URL or REDIS_URL
+means an embedded PostgreSQL or Redis kept in PIXSIM7_DATA_DIR (default ./.pixsim7), shared by
+every command that uses the same folder: `serve` in one terminal and `worker` in another work
+together as they are."""
+
+SERVE_SETTINGS = """\
+settings it reads:
+  DATABASE_URL          PostgreSQL; required when DEBUG=false (else embedded)
+  REDIS_URL             Redis for background jobs; without it (DEBUG=false) jobs are off
+  SECRET_KEY            required, not the default, when DEBUG=false
+  ADMIN_TOKEN           the admin API's bearer token (DEBUG=false without it: admin API off)
+  SHUTDOWN_DRAIN_SECONDS, STARTUP_TRACE_FILE, LOG_LEVEL, LOG_FORMAT, and the limits in
+  GETTING_STARTED.md"""
+
+WORKER_SETTINGS = """\
+settings it reads:
+  REDIS_URL             where jobs are queued; required when DEBUG=false (else embedded,
+                        the same Redis a `serve` on this PIXSIM7_DATA_DIR uses)
+  REDIS_KEY_PREFIX      must match the API's, so both use one queue
+  DATABASE_URL          PostgreSQL; required when DEBUG=false (else embedded)
+  JOB_TIMEOUT_SECONDS, JOB_MAX_TRIES, JOB_RETRY_BACKOFF_SECONDS, SHUTDOWN_DRAIN_SECONDS"""
+
+CHECK_SETTINGS = """\
+settings it reads: those of the profile's command (`serve` for api, `worker` for worker);
+exits 1 where that command would refuse to start, with the same sentence."""
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter,
+                     argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option; descriptions and settings lists kept as written."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    # --log-level is accepted before the command and after it; given after, it wins.
+    def log_level(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS,
+                            default=argparse.SUPPRESS, metavar="LEVEL",
+                            help="this run's log level, overriding LOG_LEVEL (one of "
+                                 f"{', '.join(LOG_LEVELS)}; default: LOG_LEVEL, itself INFO)")
+
+    parser = argparse.ArgumentParser(prog="pixsim7-backend", description=DESCRIPTION,
+                                     formatter_class=_HelpFormatter)
+    log_level(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, settings: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary, epilog=settings,
+                                  formatter_class=_HelpFormatter)
+        log_level(sub)
+        return sub
+
+    serve_cmd = command("serve", "Serve the HTTP API (uvicorn) until SIGTERM or SIGINT; on "
+                        "SIGTERM /ready turns 503, requests drain, then it stops.", SERVE_SETTINGS)
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve_cmd.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    command("worker", "Run a background worker (arq) that takes the jobs queued through POST "
+            "/api/v1/jobs, until SIGTERM or SIGINT.", WORKER_SETTINGS)
+    check_cmd = command("check", "Run a profile's startup once, print each step with its "
+                        "policy, status and time, and shut down; exit 1 when it fails.",
+                        CHECK_SETTINGS)
+    check_cmd.add_argument("--profile", choices=sorted(PROFILES), default="api",
+                           help="api: what `serve` starts; worker: what `worker` starts")
     check_cmd.add_argument("--graph", action="store_true",
                            help="print the plan's steps with what each needs and provides, "
                                 "checked, and start nothing")
     check_cmd.add_argument("--trace", metavar="FILE", default=None,
                            help="also write the startup and shutdown to FILE as Chrome Trace "
                                 "Event JSON (open it in ui.perfetto.dev or chrome://tracing)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # What importing built, most of the heap, lives as long as the process. Frozen, the
+    # collector never scans it again, and the interpreter's last collection at exit skips it:
+    # a stop took 0.2 s longer without this, all of it after the last log line.
+    gc.freeze()
+    args = _parser().parse_args(argv)
     settings = _load_settings()
-    configure_logging(args.log_level or settings.log_level, settings.log_format,
-                      settings.secret_values())
+    level = getattr(args, "log_level", None) or settings.log_level
+    configure_logging(level, settings.log_format, settings.secret_values())
     if args.command == "serve":
         return serve(args.host, args.port)
     if args.command == "worker":

@@ -35,7 +35,7 @@ from pixsim7.backend.main.infrastructure.manifests import ManifestError, manifes
 from pixsim7.backend.main.infrastructure.plugins.manifest import MANIFEST_FILENAME, load_manifest
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
-from pixsim7.backend.main.startup import WORKER, run_plan
+from pixsim7.backend.main.startup import WORKER, check_required, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
@@ -249,9 +249,11 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
     `owns_process`: the worker runs alone in its process (the command lines), so it may
     observe SIGINT and SIGTERM to begin stopping; in-process workers (tests) leave signals be.
     """
-    if not settings.redis_url:
+    check_required(settings, WORKER.required_settings)
+    if not settings.redis_url:  # in debug: only `pixsim7-backend worker` uses embedded servers
         raise WorkerConfigError(
-            "REDIS_URL: the worker takes its jobs from the Redis the API enqueues to; set it")
+            "REDIS_URL is not set; arq's command line starts no embedded Redis: set REDIS_URL, "
+            "or run `pixsim7-backend worker`")
     names = declared_job_kinds(settings)
     return {
         "functions": [_function(name) for name in names],

@@ -23,6 +23,7 @@ from pixsim7.backend.main.infrastructure.plugins.behavior_registry import Behavi
 from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
 from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
 from pixsim7.backend.main.infrastructure.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
 from pixsim7.backend.main.shared.config import Settings
 
 
@@ -38,7 +39,7 @@ RESOURCES: dict[str, Resource] = {
                                    "embedded servers' URLs once they started"),
     "middleware_manager": Resource(MiddlewareManager, "middleware installed while building"),
     "admin_token": Resource(str | None, "the admin API's token; None: the admin API is off"),
-    "embedded": Resource(dict, "the embedded servers started, by service"),
+    "embedded": Resource(SharedServers, "the embedded servers this app uses, by service"),
     "domain_registry": Resource(DomainModelRegistry, "the domain model packages"),
     "db": Resource(Database, "the database, its schema created"),
     "redis": Resource(RedisStatus, "the Redis client and whether it answers"),

@@ -12,11 +12,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import enum
+import functools
 import inspect
 import time
 import types
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -162,6 +163,10 @@ class Step:
         """The same step under another policy (a plan where it matters more or less)."""
         return dataclasses.replace(self, policy=policy)
 
+    def with_options(self, **options: Any) -> Step:
+        """The same step with keyword-only options of its setup set (not resources)."""
+        return dataclasses.replace(self, run=functools.partial(self.run, **options))
+
     def output_values(self, result: Any) -> dict[str, Any]:
         """What `run` returned, by resource name, each checked against its declared type."""
         outputs = self.outputs
@@ -243,6 +248,13 @@ class Plan(Sequence[Step]):
     def __len__(self) -> int:
         return len(self.steps)
 
+    def step(self, name: str) -> Step:
+        """The step named `name`."""
+        for each in self.steps:
+            if each.name == name:
+                return each
+        raise KeyError(f"no step {name!r} in the plan")
+
     def graph(self) -> list[dict[str, Any]]:
         """Each step with its policy, needs and provides, in order (what `check --graph`
         prints and a snapshot pins)."""
@@ -254,14 +266,16 @@ class Plan(Sequence[Step]):
 
 @dataclass(frozen=True)
 class Profile:
-    """What an app is for: its plan, the plugin kinds it loads, whether it serves HTTP, and
-    whether it runs background jobs."""
+    """What an app is for: its plan, the plugin kinds it loads, whether it serves HTTP,
+    whether it runs background jobs, and the settings it refuses to start without (outside
+    debug), each with why."""
 
     name: str
     plan: Plan
     plugin_kinds: tuple[str, ...]
     serves_http: bool
     runs_jobs: bool
+    required_settings: Mapping[str, str] = field(default_factory=dict)
 
 
 def begin_shutdown(app: FastAPI) -> None:

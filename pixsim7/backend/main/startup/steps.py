@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,7 +24,6 @@ from pixsim7.backend.main.infrastructure.domain_registry import (
     init_domain_registry,
 )
 from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry, register_core_components
-from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, EmbeddedRedis
 from pixsim7.backend.main.infrastructure.events import EventBus
 from pixsim7.backend.main.infrastructure.events.handlers import (
     MetricsHandler,
@@ -42,6 +43,7 @@ from pixsim7.backend.main.infrastructure.redis import (
     close_redis,
     connect_redis,
 )
+from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
 from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
 from pixsim7.backend.main.startup.runner import Plan, Policy, Profile, Step, StepOutcome, step
@@ -70,11 +72,27 @@ def install_middleware(app: FastAPI, settings: Settings) -> MiddlewareManager:
     return middleware
 
 
+def check_required(settings: Settings, required: Mapping[str, str]) -> None:
+    """Refuse settings a profile needs that are unset outside debug (in debug the embedded
+    servers fill the URLs in); `required` maps each setting to why it is needed."""
+    for name, why in required.items():
+        if not settings.debug and not getattr(settings, name):
+            raise SettingsError(f"{name.upper()} is not set; {why}: set {name.upper()}, or "
+                                "DEBUG=true to use an embedded server")
+
+
+# What the worker cannot run without: arq connects to Redis before anything else.
+WORKER_REQUIRED = MappingProxyType(
+    {"redis_url": "the worker takes its jobs from the Redis the API enqueues to"})
+
+
 @step("settings", Policy.REQUIRED, provides="admin_token",
       report=lambda settings: StepOutcome(counts={"debug": settings.debug}))
-async def validate_settings(settings: Settings) -> str | None:
-    """Refuse unsafe production settings and check the discovery directories; the admin
-    API's token (None: the admin API is off)."""
+async def validate_settings(settings: Settings, *,
+                            required: Mapping[str, str] = MappingProxyType({})) -> str | None:
+    """Refuse unsafe production settings, settings the profile needs (`required`) left unset,
+    and missing discovery directories; the admin API's token (None: the admin API is off)."""
+    check_required(settings, required)
     if not settings.debug and settings.secret_key == DEFAULT_SECRET_KEY:
         raise SettingsError("SECRET_KEY is left at its default; set SECRET_KEY when DEBUG=false")
     if not settings.debug and not settings.database_url:
@@ -99,45 +117,41 @@ async def validate_settings(settings: Settings) -> str | None:
     return None
 
 
-async def teardown_embedded_services(embedded: dict[str, Any]) -> None:
-    for server in reversed(list(embedded.values())):
-        await asyncio.to_thread(server.stop)
+async def teardown_embedded_services(embedded: SharedServers) -> None:
+    await asyncio.to_thread(embedded.release)
 
 
-def _embedded_outcome(embedded: dict[str, Any]) -> StepOutcome:
-    if not embedded:
+def _embedded_outcome(embedded: SharedServers) -> StepOutcome:
+    if not embedded.urls:
         return StepOutcome(status="skipped")
-    return StepOutcome(counts={"started": sorted(embedded)})
+    return StepOutcome(counts={"started": sorted(embedded.started),
+                               "shared": sorted(set(embedded.urls) - set(embedded.started))})
 
 
 @step("embedded_services", Policy.REQUIRED, provides="embedded", updates="settings",
       teardown=teardown_embedded_services, report=_embedded_outcome)
-async def setup_embedded_services(settings: Settings) -> tuple[dict[str, Any], Settings]:
-    """In debug, start embedded PostgreSQL / Redis for whichever URL is unset; the servers
-    started and the settings with their URLs filled in, which every later reader sees."""
-    embedded: dict[str, Any] = {}
-    if not settings.debug or (settings.database_url and settings.redis_url):
+async def setup_embedded_services(settings: Settings) -> tuple[SharedServers, Settings]:
+    """In debug, embedded PostgreSQL / Redis for whichever URL is unset: those of the data
+    folder if another process runs them, else started here. The servers used, and the settings
+    with their URLs filled in, which every later reader sees."""
+    embedded = SharedServers(Path(settings.data_dir))
+    needed = [service for service, url in (("postgres", settings.database_url),
+                                           ("redis", settings.redis_url)) if not url]
+    if not settings.debug or not needed:
         return embedded, settings
-    data_dir = Path(settings.data_dir)
+    # Starting blocks (initdb, waiting for ports), so it runs off the loop.
+    urls = await asyncio.to_thread(embedded.acquire, needed)
+    resolved = {}
     try:
-        if not settings.database_url:
-            # Registered before starting, so a failure or cancellation mid-start still stops it;
-            # start and stop block (initdb, waiting for ports), so they run off the loop.
-            postgres = embedded["postgres"] = EmbeddedPostgres(data_dir / "postgres")
-            await asyncio.to_thread(postgres.start)
-            await _ensure_database(postgres.url(), EMBEDDED_DATABASE)
-        if not settings.redis_url:
-            redis_server = embedded["redis"] = EmbeddedRedis(data_dir / "redis", persist=True)
-            await asyncio.to_thread(redis_server.start)
+        if "postgres" in urls:
+            await _ensure_database(urls["postgres"], EMBEDDED_DATABASE)
+            resolved["database_url"] = f"{urls['postgres'].rsplit('/', 1)[0]}/{EMBEDDED_DATABASE}"
     except BaseException:
         await teardown_embedded_services(embedded)
         raise
-    urls = {}
-    if "postgres" in embedded:
-        urls["database_url"] = embedded["postgres"].url(EMBEDDED_DATABASE)
-    if "redis" in embedded:
-        urls["redis_url"] = embedded["redis"].url()
-    return embedded, settings.model_copy(update=urls)
+    if "redis" in urls:
+        resolved["redis_url"] = urls["redis"]
+    return embedded, settings.model_copy(update=resolved)
 
 
 async def _ensure_database(admin_url: str, name: str) -> None:
@@ -387,7 +401,7 @@ API = Profile(
 WORKER = Profile(
     "worker",
     Plan((
-        validate_settings,
+        validate_settings.with_options(required=WORKER_REQUIRED),
         setup_embedded_services,
         setup_domain_registry,
         setup_database,
@@ -399,7 +413,8 @@ WORKER = Profile(
         plugins_step(WORKER_PLUGIN_KINDS, mount_routes=False),
         setup_behavior_registry_lock,
     )),
-    plugin_kinds=WORKER_PLUGIN_KINDS, serves_http=False, runs_jobs=True)
+    plugin_kinds=WORKER_PLUGIN_KINDS, serves_http=False, runs_jobs=True,
+    required_settings=WORKER_REQUIRED)
 
 PROFILES = {profile.name: profile for profile in (API, WORKER)}
 API_PLAN, WORKER_PLAN = API.plan, WORKER.plan

@@ -1,0 +1,169 @@
+"""The embedded servers of one data folder, shared by every process that uses that folder.
+
+`serve` and `worker` (and `check`) started with the same `PIXSIM7_DATA_DIR` use the same
+embedded PostgreSQL and Redis: the first to need a server starts it, the others attach to it,
+and the last one to let go stops it. The servers never run twice on one folder: whoever comes
+next while one runs uses it. What runs, and who uses it, is kept in `<data_dir>/servers.json`,
+read and written under an exclusive lock on `<data_dir>/servers.lock`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pixsim7.backend.main.infrastructure.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    EmbeddedServerError,
+)
+
+logger = logging.getLogger("pixsim7.embedded")
+
+SERVICES = ("postgres", "redis")
+STATE_FILE, LOCK_FILE = "servers.json", "servers.lock"
+# How a server that must stop is asked to (PostgreSQL: fast shutdown; Redis: save, then exit).
+STOP_SIGNALS = {"postgres": signal.SIGINT, "redis": signal.SIGTERM}
+STOP_TIMEOUT = 15.0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (an exited child not yet reaped does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user (PostgreSQL's own, as root)
+        pass
+    with contextlib.suppress(OSError):
+        # /proc/<pid>/stat: "pid (name) state ...": Z is a zombie.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _listening(url: str) -> bool:
+    parts = urlsplit(url)
+    with contextlib.suppress(OSError, ValueError, TypeError), socket.create_connection(
+            (parts.hostname, parts.port), timeout=1):
+        return True
+    return False
+
+
+def _start(service: str, data_dir: Path) -> Any:
+    if service == "postgres":
+        return EmbeddedPostgres(data_dir / "postgres").start()
+    return EmbeddedRedis(data_dir / "redis", persist=True).start()
+
+
+@dataclass
+class SharedServers:
+    """This process's use of the embedded servers in `data_dir`: `acquire` the services it
+    needs (their URLs), `release` them when done."""
+
+    data_dir: Path
+    urls: dict[str, str] = field(default_factory=dict)  # what this process uses, by service
+    started: list[str] = field(default_factory=list)  # what this process started
+    _servers: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict[str, str]:
+        """Each service in use: `started` here, or `shared` (another process runs it)."""
+        return {service: "started" if service in self.started else "shared"
+                for service in self.urls}
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[dict[str, Any]]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.data_dir / LOCK_FILE, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held while a server starts, too: one starter
+            path = self.data_dir / STATE_FILE
+            try:
+                state = json.loads(path.read_text())
+            except (OSError, ValueError):
+                state = {}
+            yield state
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+            tmp.replace(path)
+
+    def acquire(self, services: Iterable[str]) -> dict[str, str]:
+        """The URL of each of `services`: a running server of this folder, else one started
+        now. On a failure nothing this call started stays running."""
+        with self._locked() as state:
+            try:
+                for service in services:
+                    record = state.get(service)
+                    if record is not None and not (_alive(record["pid"])
+                                                   and _listening(record["url"])):
+                        record = None  # died with the machine or was killed: start anew
+                    if record is None:
+                        server = self._servers[service] = _start(service, self.data_dir)
+                        self.started.append(service)
+                        record = state[service] = {"url": server.url(), "pid": server.pid,
+                                                   "users": []}
+                    else:
+                        logger.info("embedded %s of %s already runs (pid %d): using it",
+                                    service, self.data_dir, record["pid"])
+                    record["users"] = [pid for pid in record["users"] if _alive(pid)]
+                    record["users"].append(os.getpid())
+                    self.urls[service] = record["url"]
+            except BaseException:
+                self._let_go(state)
+                raise
+        return dict(self.urls)
+
+    def release(self) -> None:
+        """Stop using the servers; stop those nobody else uses any more."""
+        if not self.urls:
+            return
+        with self._locked() as state:
+            self._let_go(state)
+
+    def _let_go(self, state: dict[str, Any]) -> None:
+        for service in reversed(list(self.urls)):
+            record = state.get(service)
+            if record is None:
+                continue
+            record["users"] = [pid for pid in record["users"]
+                               if pid != os.getpid() and _alive(pid)]
+            if record["users"]:
+                logger.info("embedded %s of %s stays up: still used by pid %s", service,
+                            self.data_dir, ", ".join(map(str, record["users"])))
+                continue
+            self._stop(service, record["pid"])
+            del state[service]
+        self.urls.clear()
+        self.started.clear()
+        self._servers.clear()
+
+    def _stop(self, service: str, pid: int) -> None:
+        server = self._servers.get(service)
+        if server is not None:  # started here: a child of this process
+            server.stop()
+            return
+        # Started by a process that has gone: ask it by pid and wait for it to exit.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, STOP_SIGNALS[service])
+        _wait_until(lambda: not _alive(pid), STOP_TIMEOUT)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _wait_until(done: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+__all__ = ["SERVICES", "EmbeddedServerError", "SharedServers"]
