@@ -204,7 +204,7 @@ async def test_11_worker_plan_inside_arq(app_settings, redis_namespace, snapshot
                        "functions": [*options["functions"], func(job_context, name="context")],
                        "on_startup": traced("on_startup", options["on_startup"]),
                        "on_shutdown": traced("on_shutdown", options["on_shutdown"])},
-                    burst=True, handle_signals=False, poll_delay=0.05)
+                    burst=True, handle_signals=False)
     # arq's job and result keys are not under the key prefix, and a result outlives the test
     # on a shared Redis: a fixed id would find the last run's result and never run.
     job_id = f"golden-context-{uuid.uuid4().hex}"

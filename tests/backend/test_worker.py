@@ -468,3 +468,16 @@ async def test_a_plugin_job_goes_from_the_served_api_to_a_worker_and_back(
                      "result": {"target_id": "cy", "friendly": True}}
     assert worker.stop() == 0, worker.describe()
     assert serve.stop() == 0, serve.describe()
+
+
+async def test_an_idle_worker_looks_at_the_queue_every_job_poll_delay_seconds(make_settings):
+    from arq.worker import Worker
+
+    from pixsim7.backend.main.worker import worker_settings
+
+    assert make_settings().job_poll_delay_seconds == 0.05
+    worker = Worker(**worker_settings(make_settings(job_poll_delay_seconds=0.2)))
+    try:
+        assert worker.poll_delay_s == 0.2
+    finally:
+        await worker.close()

@@ -269,6 +269,7 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
         # One record per worker (arq's default is one per queue, which workers overwrite).
         "health_check_key": jobs.health_key(settings.redis_key_prefix, worker_name()),
         "health_check_interval": settings.worker_health_interval_seconds,
+        "poll_delay": settings.job_poll_delay_seconds,
         "job_completion_wait": settings.shutdown_drain_seconds,
     }
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     job_max_tries: int = Field(default=5, ge=1)
     job_retry_backoff_seconds: float = Field(default=1.0, ge=0)
     worker_health_interval_seconds: float = Field(default=10.0, gt=0)
+    # How long an idle worker waits between two looks at the queue: the longest a queued job
+    # waits for a free worker (arq's own default is 0.5 s).
+    job_poll_delay_seconds: float = Field(default=0.05, gt=0, le=5)
     database_connect_timeout: float = Field(default=5.0, gt=0)
     redis_connect_timeout: float = Field(default=2.0, gt=0)
     cors_origins: list[str] = ["http://localhost:5173"]
