@@ -1,13 +1,24 @@
-"""The arq worker measured: trivial jobs per second with one and two workers, start-up time to
-the first job, and the delay before a SIGKILLed worker's job runs again.
+"""The worker and the jobs API against arq itself, each ratio measured against its baseline in
+the same run, in alternating rounds (the median of each side is compared):
 
-Runs real `pixsim7-backend worker` processes on PostgreSQL and Redis servers given by URL (a
-database is made for the run and dropped; keys live under a fresh prefix and are deleted).
-Baselines, measured in the same run: one worker's rate for two workers; `pixsim7-backend check
---help` (interpreter start plus imports) for the start-up; JOB_TIMEOUT_SECONDS + 10 s, arq's
-in-progress mark, for the redelivery delay.
+    worker start   `pixsim7-backend worker` process start to its first job finished, against a
+                   bare arq worker (`arq` command line, one trivial function);
+    worker stop    SIGTERM to exit of an idle worker, against the bare arq worker;
+    job overhead   trivial jobs per second, one worker, both at the same poll delay (a ratio
+                   above 1 means ours is faster);
+    enqueue        sequential POST /api/v1/jobs on one keep-alive connection against
+                   ArqRedis.enqueue_job itself, per second;
+    ready          `pixsim7-backend serve` start to /ready 200 (database initialised), against a
+                   bare FastAPI app under uvicorn opening one asyncpg connection and one Redis
+                   ping before it answers;
+    wait           the median time from enqueue to the job's start, our worker at its default
+                   JOB_POLL_DELAY_SECONDS, jobs enqueued one at a time at random moments.
 
-    .venv/bin/python scripts/bench_worker.py [--jobs 400] [--postgres URL] [--redis URL]
+Runs on PostgreSQL and Redis servers given by URL (a database is made for the run and dropped;
+keys live under fresh prefixes and are deleted).
+
+    .venv/bin/python scripts/bench_worker.py [--rounds 3] [--jobs 400] [--postgres URL]
+        [--redis URL]
 """
 
 from __future__ import annotations
@@ -15,112 +26,198 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
+import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
+import httpx
+from arq.jobs import Job
 from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.embedded import free_port
 
-BIN = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "pixsim7-backend"
-JOB_TIMEOUT = 1.0
+BIN = Path(sys.executable).parent
+POLL = 0.01  # the poll delay both workers get where they are compared
+
+BARE_WORKER = '''
+import os
+from arq.connections import RedisSettings
+from arq.worker import func
+
+
+async def noop(ctx, payload):
+    return {"value": payload.get("value", 0)}
+
+
+class WorkerSettings:
+    functions = [func(noop, name="noop")]
+    queue_name = os.environ["BENCH_QUEUE"]
+    redis_settings = RedisSettings.from_dsn(os.environ["REDIS_URL"])
+    poll_delay = float(os.environ["BENCH_POLL"])
+'''
+
+BARE_APP = '''
+import os
+import asyncpg
+from contextlib import asynccontextmanager
+from fastapi import FastAPI
+from redis.asyncio import Redis
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.db = await asyncpg.connect(os.environ["BENCH_DATABASE_URL"])
+    app.state.redis = Redis.from_url(os.environ["REDIS_URL"])
+    await app.state.redis.ping()
+    yield
+    await app.state.db.close()
+    await app.state.redis.aclose()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/ready")
+async def ready():
+    return {"status": "ready"}
+'''
 
 
 class Bench:
     def __init__(self, postgres: str, redis_url: str, folder: Path) -> None:
         self.admin_url, self.redis_url, self.folder = postgres, redis_url, folder
         self.database = f"bench_worker_{uuid.uuid4().hex[:8]}"
-        self.prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+        self.database_url = f"{postgres.rsplit('/', 1)[0]}/{self.database}"
         self.redis = Redis.from_url(redis_url)
-        self.procs: list[subprocess.Popen] = []
+        self.prefixes: list[str] = []
+        (folder / "bare_worker.py").write_text(BARE_WORKER)
+        (folder / "bare_app.py").write_text(BARE_APP)
 
-    def env(self, **more: str) -> dict[str, str]:
-        base = self.admin_url.rsplit("/", 1)[0]
-        return {**os.environ, "DATABASE_URL": f"{base}/{self.database}",
-                "REDIS_URL": self.redis_url, "REDIS_KEY_PREFIX": self.prefix,
-                "LOG_LEVEL": "WARNING", "SHUTDOWN_DRAIN_SECONDS": "0", **more}
+    def prefix(self) -> str:
+        self.prefixes.append(f"bench-{uuid.uuid4().hex[:8]}:")
+        return self.prefixes[-1]
 
-    def start(self, **more: str) -> subprocess.Popen:
-        log = open(self.folder / f"worker-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen([str(BIN), "worker"], env=self.env(**more), cwd=self.folder,
+    def env(self, prefix: str, **more: str) -> dict[str, str]:
+        return {**os.environ, "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
+                "REDIS_KEY_PREFIX": prefix, "LOG_LEVEL": "WARNING",
+                "SHUTDOWN_DRAIN_SECONDS": "0", "BENCH_QUEUE": jobs.queue_name(prefix),
+                "BENCH_POLL": str(POLL), "BENCH_DATABASE_URL": self.database_url,
+                "PYTHONPATH": str(self.folder), **more}
+
+    def worker(self, bare: bool, prefix: str, **more: str) -> subprocess.Popen:
+        argv = ([str(BIN / "arq"), "bare_worker.WorkerSettings"] if bare
+                else [str(BIN / "pixsim7-backend"), "worker"])
+        log = open(self.folder / f"{'bare' if bare else 'ours'}-{prefix}.log", "ab")  # noqa: SIM115
+        return subprocess.Popen(argv, env=self.env(prefix, **more), cwd=self.folder,
                                 stdout=log, stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
 
-    async def enqueue(self, count: int, seconds: float = 0.0) -> list[str]:
-        return [await jobs.enqueue(self.redis, self.prefix, "noop",
-                                   {"value": n, "seconds": seconds}) for n in range(count)]
+    async def enqueue(self, prefix: str, count: int) -> list[str]:
+        return [await jobs.enqueue(self.redis, prefix, "noop", {"value": n})
+                for n in range(count)]
 
-    async def statuses(self, ids: list[str]) -> list[str]:
-        return [(await jobs.job_state(self.redis, self.prefix, i))["status"] for i in ids]
-
-    async def wait_done(self, ids: list[str], timeout: float = 120.0) -> float:
-        """Seconds until the queue is empty; then every job in `ids` must have completed."""
+    async def done(self, prefix: str, timeout: float = 120.0) -> None:
+        """Until the queue is empty (arq keeps a job queued until it ends)."""
         began = time.monotonic()
-        while await jobs.queued(self.redis, self.prefix):  # arq keeps a job queued until it ends
+        while await jobs.queued(self.redis, prefix):
             if time.monotonic() - began > timeout:
-                raise SystemExit(f"jobs not done within {timeout} s")
-            await asyncio.sleep(0.01)
+                raise SystemExit(f"jobs not done within {timeout} s; see {self.folder}")
+            await asyncio.sleep(0.002)
+
+    async def start_to_first_job(self, bare: bool) -> float:
+        prefix = self.prefix()
+        await self.enqueue(prefix, 1)
+        began = time.monotonic()
+        proc = self.worker(bare, prefix)
+        await self.done(prefix)
         elapsed = time.monotonic() - began
-        if set(await self.statuses(ids)) != {"complete"}:
-            raise SystemExit("a job did not complete; see the worker logs")
+        stop(proc)
         return elapsed
 
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            proc.wait(30)
-        self.procs = []
+    async def sigterm_to_exit(self, bare: bool) -> float:
+        prefix = self.prefix()
+        await self.enqueue(prefix, 1)
+        proc = self.worker(bare, prefix)
+        await self.done(prefix)
+        await asyncio.sleep(0.3)  # idle
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(proc.wait, 30)
+        return time.monotonic() - began
 
-    async def rate(self, workers: int, count: int) -> float:
-        """Jobs per second, from the first enqueue to the last completion, workers warm."""
-        for _ in range(workers):
-            self.start()
-        # Every worker polling the queue (its health record written), or the first one up
-        # would run the whole batch alone.
+    async def jobs_per_second(self, bare: bool, count: int) -> float:
+        prefix = self.prefix()
+        await self.enqueue(prefix, 1)
+        proc = self.worker(bare, prefix, JOB_POLL_DELAY_SECONDS=str(POLL))
+        await self.done(prefix)  # warm: the first job ran
         began = time.monotonic()
-        while len(await jobs.workers(self.redis, self.prefix)) < workers:
-            if time.monotonic() - began > 60:
-                raise SystemExit(f"{workers} workers did not start within 60 s")
-            await asyncio.sleep(0.02)
-        warmup = await self.enqueue(workers * 4)
-        await self.wait_done(warmup)
-        began = time.monotonic()
-        ids = await self.enqueue(count)
-        await self.wait_done(ids)
+        await self.enqueue(prefix, count)
+        await self.done(prefix)
         elapsed = time.monotonic() - began
-        self.stop_all()
+        stop(proc)
         return count / elapsed
 
-    async def first_job(self) -> float:
-        """Seconds from starting a worker process to its first job completing."""
-        ids = await self.enqueue(1)
-        self.start()
-        elapsed = await self.wait_done(ids)
-        self.stop_all()
+    async def enqueue_rate(self, api: bool, count: int, client: httpx.AsyncClient) -> float:
+        prefix = "" if api else self.prefix()  # the API enqueues under its own prefix
+        arq = jobs.arq_client(self.redis, prefix)
+        began = time.monotonic()
+        for n in range(count):
+            if api:
+                response = await client.post("/api/v1/jobs",
+                                             json={"kind": "noop", "payload": {"value": n}})
+                assert response.status_code == 202, response.text
+            else:
+                await arq.enqueue_job("noop", {"value": n}, _queue_name=jobs.queue_name(prefix))
+        return count / (time.monotonic() - began)
+
+    async def start_to_ready(self, bare: bool) -> float:
+        port = free_port()
+        argv = ([str(BIN / "uvicorn"), "bare_app:app", "--port", str(port), "--log-level",
+                 "warning"] if bare else
+                [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)])
+        log = open(self.folder / "ready.log", "ab")  # noqa: SIM115
+        began = time.monotonic()
+        proc = subprocess.Popen(argv, env=self.env(self.prefix()), cwd=self.folder, stdout=log,
+                                stderr=subprocess.STDOUT)
+        async with httpx.AsyncClient() as client:
+            while True:
+                try:
+                    response = await client.get(f"http://127.0.0.1:{port}/ready", timeout=1)
+                    if response.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() - began > 60:
+                    raise SystemExit(f"not ready; see {self.folder / 'ready.log'}")
+                await asyncio.sleep(0.005)
+        elapsed = time.monotonic() - began
+        stop(proc)
         return elapsed
 
-    async def redelivery(self) -> float:
-        """Seconds from SIGKILL of a worker running a job to that job completing elsewhere."""
-        worker = self.start(JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT))
-        ids = await self.enqueue(1, seconds=0.9 * JOB_TIMEOUT)
-        while (await self.statuses(ids)) != ["in_progress"]:
-            await asyncio.sleep(0.01)
-        worker.kill()
-        worker.wait(10)
-        killed = time.monotonic()
-        self.start(JOB_TIMEOUT_SECONDS=str(JOB_TIMEOUT))
-        await self.wait_done(ids)
-        elapsed = time.monotonic() - killed
-        self.stop_all()
-        return elapsed
+    async def waits(self, count: int) -> list[float]:
+        """Enqueue-to-start of `count` jobs, one at a time, our worker idle in between."""
+        prefix = self.prefix()
+        await self.enqueue(prefix, 1)
+        proc = self.worker(False, prefix)
+        await self.done(prefix)
+        arq = jobs.arq_client(self.redis, prefix)
+        found = []
+        for _ in range(count):
+            await asyncio.sleep(random.uniform(0.02, 0.15))
+            job_id = (await self.enqueue(prefix, 1))[0]
+            await self.done(prefix)
+            info = await Job(job_id, arq, _queue_name=jobs.queue_name(prefix)).result_info()
+            found.append((info.start_time - info.enqueue_time).total_seconds())
+        stop(proc)
+        return found
 
     async def setup(self) -> None:
         conn = await asyncpg.connect(self.admin_url)
@@ -128,12 +225,16 @@ class Bench:
             await conn.execute(f'CREATE DATABASE "{self.database}"')
         finally:
             await conn.close()
+        # The schema and seed made once, so each start below finds the database initialised.
+        subprocess.run([str(BIN / "pixsim7-backend"), "check"], env=self.env(self.prefix()),
+                       cwd=self.folder, check=True, capture_output=True)
 
     async def cleanup(self) -> None:
-        self.stop_all()
-        keys = [key async for key in self.redis.scan_iter(match=f"{self.prefix}*")]
-        if keys:
-            await self.redis.delete(*keys)
+        for prefix in [*self.prefixes, ""]:
+            keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*")] if prefix \
+                else []
+            if keys:
+                await self.redis.delete(*keys)
         await self.redis.aclose()
         conn = await asyncpg.connect(self.admin_url)
         try:
@@ -142,14 +243,24 @@ class Bench:
             await conn.close()
 
 
-def baseline_start() -> float:
-    began = time.monotonic()
-    subprocess.run([str(BIN), "check", "--help"], check=True, stdout=subprocess.DEVNULL)
-    return time.monotonic() - began
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+
+
+async def paired(rounds: int, measure: Callable[[bool], Awaitable[float]]) -> tuple[float, float]:
+    """Medians of (ours, baseline), measured in alternating rounds."""
+    ours, base = [], []
+    for _ in range(rounds):
+        ours.append(await measure(False))
+        base.append(await measure(True))
+    return statistics.median(ours), statistics.median(base)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -158,21 +269,55 @@ async def main() -> None:
         bench = Bench(args.postgres, args.redis, Path(folder))
         await bench.setup()
         try:
-            one = await bench.rate(1, args.jobs)
-            two = await bench.rate(2, args.jobs)
-            imports = baseline_start()
-            first = await bench.first_job()
-            again = await bench.redelivery()
+            start = await paired(args.rounds, bench.start_to_first_job)
+            stopped = await paired(args.rounds, bench.sigterm_to_exit)
+            rate = await paired(args.rounds, lambda bare: bench.jobs_per_second(bare, args.jobs))
+            ready = await paired(args.rounds, bench.start_to_ready)
+            port = free_port()
+            prefix = bench.prefix()
+            serve = subprocess.Popen(
+                [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)],
+                env=bench.env(prefix, JOBS_MAX_QUEUED="100000"), cwd=folder,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                    while True:
+                        with_ready = await client.get("/ready") if await _up(port) else None
+                        if with_ready is not None and with_ready.status_code == 200:
+                            break
+                        await asyncio.sleep(0.05)
+                    enqueue = await paired(args.rounds, lambda bare: bench.enqueue_rate(
+                        not bare, args.jobs, client))
+            finally:
+                stop(serve)
+                keys = [key async for key in bench.redis.scan_iter(match=f"{prefix}*")]
+                if keys:
+                    await bench.redis.delete(*keys)
+            waits = await bench.waits(40)
         finally:
             await bench.cleanup()
-    print(f"load average: {os.getloadavg()[0]:.2f}")
-    print(f"trivial jobs/s, 1 worker: {one:.1f}")
-    print(f"trivial jobs/s, 2 workers: {two:.1f} ({two / one:.2f}x one worker)")
-    print(f"start-up to first job: {first:.2f} s ({first / imports:.2f}x `check --help`, "
-          f"{imports:.2f} s)")
-    mark = JOB_TIMEOUT + 10
-    print(f"killed worker's job ran again after: {again:.2f} s "
-          f"({again / mark:.2f}x JOB_TIMEOUT_SECONDS + 10 s = {mark:g} s)")
+    print(f"load average: {os.getloadavg()[0]:.2f}; medians of {args.rounds} alternating rounds")
+    print(f"worker start: {start[0] / start[1]:.2f}x  ({start[0]:.2f} s against bare arq "
+          f"{start[1]:.2f} s, start to first job finished)")
+    print(f"worker stop: {stopped[0] / stopped[1]:.2f}x  ({stopped[0]:.2f} s against "
+          f"{stopped[1]:.2f} s, SIGTERM to exit, idle)")
+    print(f"job overhead: {rate[0] / rate[1]:.2f}x  ({rate[0]:.0f} against {rate[1]:.0f} "
+          f"trivial jobs/s, one worker, poll delay {POLL} s)")
+    print(f"enqueue: {enqueue[0] / enqueue[1]:.2f}x  ({enqueue[0]:.0f} POST /api/v1/jobs/s "
+          f"against {enqueue[1]:.0f} enqueue_job/s)")
+    print(f"ready: {ready[0] / ready[1]:.2f}x  ({ready[0]:.2f} s against a bare app "
+          f"{ready[1]:.2f} s, start to /ready 200)")
+    print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
+          f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS default)")
+
+
+async def _up(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
 
 
 if __name__ == "__main__":
