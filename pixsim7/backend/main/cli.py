@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.arq_adapter import REDIS_DOWN
 from pixsim7.backend.main.infrastructure.redis import safe_redis_url
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.serving import server_config
@@ -38,7 +39,6 @@ from pixsim7.backend.main.startup import (
     write_trace,
 )
 from pixsim7.backend.main.worker import (
-    REDIS_DOWN,
     WorkerConfigError,
     declared_job_kinds,
     unregistered_job_kinds,

@@ -12,25 +12,25 @@ their manifests. Each function runs the kind the worker's own app registered dur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
-from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
-from redis.asyncio.retry import Retry as RedisRetry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pixsim7.backend.main.core_jobs import CORE_JOBS
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.arq_adapter import (
+    WaitForRedis,
+    forgive_outages_when_stopping,
+    observe_signals,
+    restore_signal_handlers,
+    stop_waiting_for_redis,
+)
 from pixsim7.backend.main.infrastructure.manifests import ManifestError, manifest_folders
 from pixsim7.backend.main.infrastructure.plugins.manifest import MANIFEST_FILENAME, load_manifest
 from pixsim7.backend.main.shared.config import Settings, get_settings
@@ -38,57 +38,6 @@ from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import WORKER, check_required, run_plan
 
 logger = logging.getLogger("pixsim7.worker")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
-T = TypeVar("T")
-
-
-class WaitForRedis(RedisRetry):
-    """The retry policy of a running worker's Redis commands.
-
-    While the worker runs, a lost Redis is waited for (backoff capped at 2 s) and the worker
-    goes on once it answers. Once it is stopping (`stop()`), nothing waits for a Redis that is
-    gone: a command tries once more at once and fails, and arq's main loop ends as the drain
-    would end it (while it waited, it held the connection pool's lock, so a job ending during
-    the drain could not even try to record its end).
-    """
-
-    __slots__ = ("stopped", "main_loop")
-
-    def __init__(self) -> None:
-        super().__init__(ExponentialWithJitterBackoff(base=0.1, cap=2.0), -1,
-                         (*REDIS_DOWN, OSError))
-        self.stopped = asyncio.Event()
-        self.main_loop: asyncio.Task[Any] | None = None
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> WaitForRedis:
-        # redis-py copies the retry policy into each connection; the worker has one policy,
-        # so that stopping reaches every connection.
-        return self
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self.stopped.is_set()
-
-    async def call_with_retry(self, do: Callable[[], Awaitable[T]],
-                              fail: Callable[[Exception], Any]) -> T:
-        self._backoff.reset()
-        failures = 0
-        while True:
-            try:
-                return await do()
-            except self._supported_errors as error:
-                failures += 1
-                await fail(error)
-                if self.stopping:
-                    if asyncio.current_task() is not self.main_loop:
-                        raise
-                    self.main_loop.cancel()  # arq treats this as the end of its main loop
-                    await asyncio.sleep(0)
-                with contextlib.suppress(TimeoutError):  # woken early when stopping begins
-                    await asyncio.wait_for(self.stopped.wait(), self._backoff.compute(failures))
 
 
 class WorkerConfigError(ValueError):
@@ -159,80 +108,18 @@ async def _startup(ctx: dict[str, Any]) -> None:
     retry: WaitForRedis = ctx["redis_retry"]
     retry.main_loop = asyncio.current_task()  # arq runs on_startup in its main loop's task
     ctx["redis"].set_retry(retry)
-    _forgive_outages_when_stopping(ctx["redis"], retry)
-    # Stopping begins at SIGTERM or SIGINT (see _observe_signals), and at the latest when
+    forgive_outages_when_stopping(ctx["redis"], retry)
+    # Stopping begins at SIGTERM or SIGINT (see observe_signals), and at the latest when
     # arq's main loop ends: from then on nothing waits for Redis, so neither a job ending
     # during the drain nor the teardown waits on a Redis that is gone.
     if ctx.get("observe_signals"):
-        _observe_signals(ctx)
+        observe_signals(ctx)
     asyncio.current_task().add_done_callback(lambda _: stop_waiting_for_redis(ctx))
     logger.info("worker ready; taking jobs from %s", jobs.queue_name(settings.redis_key_prefix))
 
 
-def stop_waiting_for_redis(ctx: dict[str, Any]) -> None:
-    """The worker is stopping: Redis commands no longer wait for a lost Redis."""
-    ctx["redis_retry"].stop()
-
-
-def _observe_signals(ctx: dict[str, Any]) -> None:
-    """Begin stopping at SIGINT and SIGTERM, beside arq's own handlers (the drain).
-
-    arq takes these signals through its event loop, which asyncio wakes from its wakeup file
-    descriptor whatever Python-level handler is set; so a Python-level handler set here runs
-    as well, without replacing arq's. Only for a worker that owns its process (both command
-    lines); `_shutdown` puts the previous handlers back.
-    """
-    loop = asyncio.get_running_loop()
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        before = previous[signum] = signal.getsignal(signum)
-
-        def observe(num: int, frame: Any, before: Any = before) -> None:
-            loop.call_soon_threadsafe(stop_waiting_for_redis, ctx)
-            if callable(before):
-                before(num, frame)
-
-        signal.signal(signum, observe)
-    ctx["previous_signal_handlers"] = previous
-
-
-def _forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
-    """Once the worker is stopping, what arq still writes to a lost Redis is best effort.
-
-    That is the bookkeeping of a job the drain cancelled (or that ended meanwhile) and the
-    removal of the health record. Skipped, the job's in-progress mark and the health record
-    expire by themselves, so such a job runs again as after a killed worker.
-    """
-
-    def best_effort(call: Callable[..., Awaitable[Any]], what: str, empty: Any) -> Callable:
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await call(*args, **kwargs)
-            except (*REDIS_DOWN, OSError) as exc:
-                if not retry.stopping:
-                    raise
-                logger.warning("Redis is unavailable at shutdown (%s): %s", type(exc).__name__,
-                               what)
-                return empty
-        return run
-
-    pipeline = pool.pipeline
-
-    def pipeline_forgiving(*args: Any, **kwargs: Any) -> Any:
-        pipe = pipeline(*args, **kwargs)
-        pipe.execute = best_effort(pipe.execute, "a job's state was not written; it runs "
-                                   "again once its in-progress mark expires", [])
-        return pipe
-
-    # arq writes a job's end through a pipeline, and removes the health record with DEL.
-    pool.pipeline = pipeline_forgiving
-    pool.delete = best_effort(pool.delete, "the worker's health record expires by itself "
-                              "within WORKER_HEALTH_INTERVAL_SECONDS", 0)
-
-
 async def _shutdown(ctx: dict[str, Any]) -> None:
-    for signum, handler in ctx.pop("previous_signal_handlers", {}).items():
-        signal.signal(signum, handler)
+    restore_signal_handlers(ctx)
     stack: AsyncExitStack | None = ctx.pop("teardown", None)
     if stack is not None:
         await stack.aclose()

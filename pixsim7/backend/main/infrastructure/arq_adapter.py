@@ -1,0 +1,155 @@
+"""Where the worker needs more of arq than its extension points give: each workaround of arq's
+(or redis-py's) internals lives here, and `tests/backend/test_arq_adapter.py` fails when an
+upgrade changes what it relies on.
+
+Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
+
+- `WaitForRedis`: redis-py's retry policy of a running worker's commands. arq has no hook for
+  "Redis went away"; the policy waits for Redis while the worker runs, and once it is
+  stopping cancels arq's main loop (`Worker.main_task`, the task `on_startup` runs in) rather
+  than waiting on a Redis that is gone. It returns itself from `__deepcopy__` because redis-py
+  copies the policy into each connection, and stopping must reach every one.
+- `forgive_outages_when_stopping`: wraps `pipeline` and `delete` of arq's pool. arq writes a
+  job's end through a pipeline and deletes its health record with DEL; when Redis is gone at
+  shutdown, those raise inside arq and the process exits with a traceback. No arq hook runs
+  around them.
+- `observe_signals`: arq's `handle_signals` replaces SIGINT and SIGTERM with its own loop
+  handlers and offers no callback; a Python-level handler chained beside them learns that
+  stopping began (asyncio wakes from its wakeup fd for either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+logger = logging.getLogger("pixsim7.worker")
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+# The arq releases the workarounds below were checked against (test_arq_adapter pins them).
+CHECKED_ARQ_VERSIONS = ("0.26", "0.27", "0.28")
+T = TypeVar("T")
+
+
+class WaitForRedis(RedisRetry):
+    """The retry policy of a running worker's Redis commands.
+
+    While the worker runs, a lost Redis is waited for (backoff capped at 2 s) and the worker
+    goes on once it answers. Once it is stopping (`stop()`), nothing waits for a Redis that is
+    gone: a command tries once more at once and fails, and arq's main loop ends as the drain
+    would end it (while it waited, it held the connection pool's lock, so a job ending during
+    the drain could not even try to record its end).
+    """
+
+    __slots__ = ("stopped", "main_loop")
+
+    def __init__(self) -> None:
+        super().__init__(ExponentialWithJitterBackoff(base=0.1, cap=2.0), -1,
+                         (*REDIS_DOWN, OSError))
+        self.stopped = asyncio.Event()
+        self.main_loop: asyncio.Task[Any] | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> WaitForRedis:
+        # redis-py copies the retry policy into each connection; the worker has one policy,
+        # so that stopping reaches every connection.
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stopped.is_set()
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]],
+                              fail: Callable[[Exception], Any]) -> T:
+        self._backoff.reset()
+        failures = 0
+        while True:
+            try:
+                return await do()
+            except self._supported_errors as error:
+                failures += 1
+                await fail(error)
+                if self.stopping:
+                    if asyncio.current_task() is not self.main_loop:
+                        raise
+                    self.main_loop.cancel()  # arq treats this as the end of its main loop
+                    await asyncio.sleep(0)
+                with contextlib.suppress(TimeoutError):  # woken early when stopping begins
+                    await asyncio.wait_for(self.stopped.wait(), self._backoff.compute(failures))
+
+
+def stop_waiting_for_redis(ctx: dict[str, Any]) -> None:
+    """The worker is stopping: Redis commands no longer wait for a lost Redis."""
+    ctx["redis_retry"].stop()
+
+
+def observe_signals(ctx: dict[str, Any]) -> None:
+    """Begin stopping at SIGINT and SIGTERM, beside arq's own handlers (the drain).
+
+    arq takes these signals through its event loop, which asyncio wakes from its wakeup file
+    descriptor whatever Python-level handler is set; so a Python-level handler set here runs
+    as well, without replacing arq's. Only for a worker that owns its process (both command
+    lines); `restore_signal_handlers` puts the previous handlers back.
+    """
+    loop = asyncio.get_running_loop()
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        before = previous[signum] = signal.getsignal(signum)
+
+        def observe(num: int, frame: Any, before: Any = before) -> None:
+            loop.call_soon_threadsafe(stop_waiting_for_redis, ctx)
+            if callable(before):
+                before(num, frame)
+
+        signal.signal(signum, observe)
+    ctx["previous_signal_handlers"] = previous
+
+
+def forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
+    """Once the worker is stopping, what arq still writes to a lost Redis is best effort.
+
+    That is the bookkeeping of a job the drain cancelled (or that ended meanwhile) and the
+    removal of the health record. Skipped, the job's in-progress mark and the health record
+    expire by themselves, so such a job runs again as after a killed worker.
+    """
+
+    def best_effort(call: Callable[..., Awaitable[Any]], what: str, empty: Any) -> Callable:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await call(*args, **kwargs)
+            except (*REDIS_DOWN, OSError) as exc:
+                if not retry.stopping:
+                    raise
+                logger.warning("Redis is unavailable at shutdown (%s): %s", type(exc).__name__,
+                               what)
+                return empty
+        return run
+
+    pipeline = pool.pipeline
+
+    def pipeline_forgiving(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        pipe.execute = best_effort(pipe.execute, "a job's state was not written; it runs "
+                                   "again once its in-progress mark expires", [])
+        return pipe
+
+    # arq writes a job's end through a pipeline, and removes the health record with DEL.
+    pool.pipeline = pipeline_forgiving
+    pool.delete = best_effort(pool.delete, "the worker's health record expires by itself "
+                              "within WORKER_HEALTH_INTERVAL_SECONDS", 0)
+
+
+def restore_signal_handlers(ctx: dict[str, Any]) -> None:
+    """Put back the handlers `observe_signals` chained onto."""
+    for signum, handler in ctx.pop("previous_signal_handlers", {}).items():
+        signal.signal(signum, handler)
