@@ -496,6 +496,32 @@ async def test_the_settings_published_carry_the_embedded_servers_urls(make_setti
     assert not _listening(url)  # nobody else used it: stopped with the app
 
 
+async def test_a_need_whose_degrading_provider_failed_is_none_if_optional_else_named(
+    app_settings,
+) -> None:
+    async def cache() -> str:
+        raise RuntimeError("cache is down")
+
+    async def reader(cache: str | None = None) -> StepOutcome:
+        seen.append(cache)
+        return StepOutcome()
+
+    async def writer(cache: str) -> None:
+        return None
+
+    seen: list[Any] = []
+    provider = Step("cache", cache, Policy.DEGRADING, provides=("cache",))
+    plan = Plan((provider, Step("reader", reader, Policy.REQUIRED)))
+    async with run_plan(bare_app(app_settings), plan, "test") as timeline:
+        assert timeline.status("reader") == "ok" and seen == [None]
+    plan = Plan((provider, Step("writer", writer, Policy.REQUIRED)))
+    with pytest.raises(StartupAborted) as caught:
+        async with run_plan(bare_app(app_settings), plan, "test"):
+            pytest.fail("the plan should not have started")
+    assert str(caught.value.cause) == ("step 'writer' needs 'cache', which step 'cache' did "
+                                       "not provide (it failed)")
+
+
 def test_the_shipped_profiles_graphs(snapshot_json) -> None:
     assert {name: {"given": list(profile.plan.given), "steps": profile.plan.graph()}
             for name, profile in PROFILES.items()} == snapshot_json
