@@ -239,6 +239,28 @@ async def test_serve_and_worker_share_the_embedded_servers_of_one_data_folder(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.mark.slow(seconds=6)
+async def test_two_commands_started_at_once_on_one_data_folder_start_each_server_once(
+    backend_env, backend_processes
+) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-race-"))
+    env = {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir), "SHUTDOWN_DRAIN_SECONDS": "0"}
+    try:
+        first, second = backend_processes("serve", env), backend_processes("serve", env)
+        for serve in (first, second):
+            assert (await asyncio.to_thread(serve.wait_ready, 60))["status"] == "ready"
+        state = json.loads((data_dir / "servers.json").read_text())
+        assert sorted(state["postgres"]["users"]) == sorted([first.proc.pid, second.proc.pid])
+        # One of them started each server; the other found it running.
+        outputs = first.output() + second.output()
+        assert outputs.count("embedded PostgreSQL ") == 1, outputs
+        assert outputs.count("embedded Redis ") == 1, outputs
+        assert first.stop() == 0 and second.stop() == 0
+        assert not shared_servers_listen(state)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def shared_servers_listen(state: dict) -> bool:
     from pixsim7.backend.main.infrastructure.shared_servers import _listening
 

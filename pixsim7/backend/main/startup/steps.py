@@ -8,6 +8,7 @@ it returns what it provides, so a test can call it alone with what it builds its
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
@@ -139,14 +140,18 @@ async def setup_embedded_services(settings: Settings) -> tuple[SharedServers, Se
                                            ("redis", settings.redis_url)) if not url]
     if not settings.debug or not needed:
         return embedded, settings
-    # Starting blocks (initdb, waiting for ports), so it runs off the loop.
-    urls = await asyncio.to_thread(embedded.acquire, needed)
+    # Starting blocks (initdb, waiting for ports), so it runs off the loop. Cancelled meanwhile
+    # (Ctrl-C while PostgreSQL starts), it still lets go of what the thread went on to start.
+    acquiring = asyncio.ensure_future(asyncio.to_thread(embedded.acquire, needed))
     resolved = {}
     try:
+        urls = await asyncio.shield(acquiring)
         if "postgres" in urls:
             await _ensure_database(urls["postgres"], EMBEDDED_DATABASE)
             resolved["database_url"] = f"{urls['postgres'].rsplit('/', 1)[0]}/{EMBEDDED_DATABASE}"
     except BaseException:
+        with contextlib.suppress(BaseException):
+            await acquiring
         await teardown_embedded_services(embedded)
         raise
     if "redis" in urls:
@@ -160,7 +165,11 @@ async def _ensure_database(admin_url: str, name: str) -> None:
     conn = await asyncpg.connect(admin_url, timeout=10)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            # Another process sharing the server may create it at the same moment: PostgreSQL
+            # then reports the duplicate name either way.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError,
+                                     asyncpg.UniqueViolationError):
+                await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
 
