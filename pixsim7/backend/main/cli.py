@@ -8,21 +8,15 @@ import gc
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
 
-import uvicorn
 from arq.worker import Worker
-from fastapi import FastAPI
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import REDIS_DOWN
 from pixsim7.backend.main.infrastructure.redis import safe_redis_url
 from pixsim7.backend.main.main import create_app
-from pixsim7.backend.main.serving import server_config
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
@@ -32,7 +26,6 @@ from pixsim7.backend.main.startup import (
     SettingsError,
     StartupAborted,
     StartupTimeline,
-    begin_shutdown,
     check_required,
     run_plan,
     setup_embedded_services,
@@ -76,6 +69,9 @@ def _load_settings() -> Settings:
 
 def serve(host: str, port: int) -> int:
     """Run the API under uvicorn; SIGTERM turns /ready 503, drains, then runs the teardowns."""
+    # Imported here: uvicorn and its protocols are for `serve` only, not every command's start.
+    from pixsim7.backend.main.serving import DrainingServer, StartupReporter, server_config
+
     try:
         app = create_app(_load_settings())
     except StartupAborted as exc:
@@ -97,61 +93,6 @@ def serve(host: str, port: int) -> int:
     if reporter.failure is not None:
         return report_startup_failure(reporter.failure, SERVE_STARTUP_FAILED)
     return 0 if server.started else SERVE_STARTUP_FAILED
-
-
-class StartupReporter:
-    """The served ASGI app: `app`, except that a startup the plan aborts reaches uvicorn
-    without Starlette's traceback, for `serve` to report it as `check` does."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.failure: StartupAborted | None = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_quietly(message: Any) -> None:
-            # Starlette sends this from inside its `except`, with the traceback as the text.
-            failure = sys.exc_info()[1]
-            if message["type"] == "lifespan.startup.failed" and isinstance(
-                    failure, StartupAborted):
-                self.failure = failure
-                message = {**message, "message": ""}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_quietly)
-        except StartupAborted:
-            if self.failure is None:
-                raise
-
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM: readiness turns 503 at once; uvicorn stops after SHUTDOWN_DRAIN_SECONDS.
-
-    Load balancers see the 503 and stop sending traffic while requests in flight finish.
-    A second signal, or SIGINT, stops at once.
-    """
-
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
-        super().__init__(config)
-        self.app = app
-        self._draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        drain = self.app.state.settings.shutdown_drain_seconds
-        if sig == signal.SIGTERM and not self._draining and drain > 0 and self.started:
-            self._draining = True
-            begin_shutdown(self.app)
-            logging.getLogger("pixsim7.startup").info(
-                "SIGTERM: not ready; draining for %.1f s before shutdown", drain)
-            timer = threading.Timer(drain, super().handle_exit, (sig, frame))
-            timer.daemon = True
-            timer.start()
-            return
-        super().handle_exit(sig, frame)
 
 
 def worker() -> int:

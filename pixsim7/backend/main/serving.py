@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
 from typing import Any
 
 import h11
@@ -18,6 +23,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.wsproto_impl import WSProtocol
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection
+
+from pixsim7.backend.main.startup import StartupAborted, begin_shutdown
 
 
 class ReadTimeoutH11Protocol(H11Protocol):
@@ -92,3 +99,58 @@ def server_config(app: FastAPI, host: str, port: int,
         limit_concurrency=settings.max_connections,
         h11_max_incomplete_event_size=settings.max_header_bytes,
     )
+
+
+class StartupReporter:
+    """The served ASGI app: `app`, except that a startup the plan aborts reaches uvicorn
+    without Starlette's traceback, for `serve` to report it as `check` does."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.failure: StartupAborted | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_quietly(message: Any) -> None:
+            # Starlette sends this from inside its `except`, with the traceback as the text.
+            failure = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(
+                    failure, StartupAborted):
+                self.failure = failure
+                message = {**message, "message": ""}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_quietly)
+        except StartupAborted:
+            if self.failure is None:
+                raise
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM: readiness turns 503 at once; uvicorn stops after SHUTDOWN_DRAIN_SECONDS.
+
+    Load balancers see the 503 and stop sending traffic while requests in flight finish.
+    A second signal, or SIGINT, stops at once.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self.app = app
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = self.app.state.settings.shutdown_drain_seconds
+        if sig == signal.SIGTERM and not self._draining and drain > 0 and self.started:
+            self._draining = True
+            begin_shutdown(self.app)
+            logging.getLogger("pixsim7.startup").info(
+                "SIGTERM: not ready; draining for %.1f s before shutdown", drain)
+            timer = threading.Timer(drain, super().handle_exit, (sig, frame))
+            timer.daemon = True
+            timer.start()
+            return
+        super().handle_exit(sig, frame)
