@@ -440,8 +440,9 @@ def backend_services_env(request: pytest.FixtureRequest, kit_tier: str,
 
 @pytest.fixture
 def backend_processes(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
-    """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command, or `arq`
-    for the worker through arq's command line (see `testing.processes.start_backend`; cwd
+    """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command, `arq` for
+    the worker through arq's command line, or `uvicorn` for the module-level app under plain
+    uvicorn (see `testing.processes.start_backend`; cwd
     defaults to tmp_path; a second process of one command gets a log of its own). Every one
     still running after the test gets SIGTERM, then a kill after 15 s."""
     started: list[BackendProcess] = []
