@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,15 @@ from testing.polling import wait_until_async
 from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A PIXSIM7_DATA_DIR for embedded servers, outside pytest's tmp tree: the unprivileged
+    PostgreSQL user must traverse every parent folder."""
+    folder = Path(tempfile.mkdtemp(prefix="pixsim7-cli-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize(("profile", "plan"), [("api", API_PLAN), ("worker", WORKER_PLAN)])
@@ -106,21 +116,16 @@ def test_worker_reports_a_failed_step_with_the_step_table(backend_services_env,
         line.split()[:4] for line in run.stdout.splitlines()]
 
 
-def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env,
-                                                                backend_processes) -> None:
+def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env, backend_processes,
+                                                                data_dir) -> None:
     # backend_env carries no DATABASE_URL / REDIS_URL: the embedded default starts.
-    # Outside pytest's tmp tree: the unprivileged PostgreSQL user must traverse it.
-    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-cli-"))
-    try:
-        server = backend_processes("serve", {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir),
-                                             "SHUTDOWN_DRAIN_SECONDS": "0"})
-        body = server.wait_ready(timeout=30)
-        assert body["status"] == "ready"
-        assert "this run's admin token is" in server.output()
-        assert server.stop() == 0
-        assert server.output().count("this run's admin token is") == 1
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    server = backend_processes("serve", {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir),
+                                         "SHUTDOWN_DRAIN_SECONDS": "0"})
+    body = server.wait_ready(timeout=30)
+    assert body["status"] == "ready"
+    assert "this run's admin token is" in server.output()
+    assert server.stop() == 0
+    assert server.output().count("this run's admin token is") == 1
 
 
 @pytest.mark.slow
@@ -200,65 +205,56 @@ def test_a_failure_reads_as_one_sentence(backend_services_env, tmp_path) -> None
 
 @pytest.mark.slow(seconds=8)
 async def test_serve_and_worker_share_the_embedded_servers_of_one_data_folder(
-    backend_env, backend_processes
+    backend_env, backend_processes, data_dir
 ) -> None:
     # Two terminals, nothing copied: the same PIXSIM7_DATA_DIR, no DATABASE_URL or REDIS_URL.
-    # Outside pytest's tmp tree: the unprivileged PostgreSQL user must traverse it.
-    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-shared-"))
     env = {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir), "SHUTDOWN_DRAIN_SECONDS": "0"}
-    try:
-        serve = backend_processes("serve", env)
-        await asyncio.to_thread(serve.wait_ready, 60)
-        worker = backend_processes("worker", env)
-        await wait_until_async(lambda: worker.has_logged("worker ready"), timeout=60)
-        state = json.loads((data_dir / "servers.json").read_text())
-        assert set(state) == {"postgres", "redis"}
-        assert sorted(state["redis"]["users"]) == sorted([serve.proc.pid, worker.proc.pid])
-        # One PostgreSQL and one Redis: the worker started none of its own.
-        assert "embedded Redis" not in worker.output() and "already runs" in worker.output()
-        async with httpx.AsyncClient(base_url=serve.base_url) as client:
-            queued = await client.post("/api/v1/jobs", json={"kind": "noop",
-                                                             "payload": {"value": 7}})
-            assert queued.status_code == 202, queued.text
-            url = f"/api/v1/jobs/{queued.json()['id']}"
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    worker = backend_processes("worker", env)
+    await wait_until_async(lambda: worker.has_logged("worker ready"), timeout=60)
+    state = json.loads((data_dir / "servers.json").read_text())
+    assert set(state) == {"postgres", "redis"}
+    assert sorted(state["redis"]["users"]) == sorted([serve.proc.pid, worker.proc.pid])
+    # One PostgreSQL and one Redis: the worker started none of its own.
+    assert "embedded Redis" not in worker.output() and "already runs" in worker.output()
+    async with httpx.AsyncClient(base_url=serve.base_url) as client:
+        queued = await client.post("/api/v1/jobs", json={"kind": "noop",
+                                                         "payload": {"value": 7}})
+        assert queued.status_code == 202, queued.text
+        url = f"/api/v1/jobs/{queued.json()['id']}"
 
-            async def finished() -> dict | None:
-                body = (await client.get(url)).json()
-                return body if body["status"] == "complete" else None
+        async def finished() -> dict | None:
+            body = (await client.get(url)).json()
+            return body if body["status"] == "complete" else None
 
-            assert (await wait_until_async(finished, timeout=20))["result"] == {"value": 7}
-        # The API stops first: the servers stay up for the worker, which still answers.
-        assert serve.stop() == 0
-        assert shared_servers_listen(state)
-        assert worker.proc.poll() is None
-        # The last user stops them.
-        assert worker.stop() == 0, worker.describe()
-        assert not shared_servers_listen(state)
-        assert json.loads((data_dir / "servers.json").read_text()) == {}
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+        assert (await wait_until_async(finished, timeout=20))["result"] == {"value": 7}
+    # The API stops first: the servers stay up for the worker, which still answers.
+    assert serve.stop() == 0
+    assert shared_servers_listen(state)
+    assert worker.proc.poll() is None
+    # The last user stops them.
+    assert worker.stop() == 0, worker.describe()
+    assert not shared_servers_listen(state)
+    assert json.loads((data_dir / "servers.json").read_text()) == {}
 
 
 @pytest.mark.slow(seconds=6)
 async def test_two_commands_started_at_once_on_one_data_folder_start_each_server_once(
-    backend_env, backend_processes
+    backend_env, backend_processes, data_dir
 ) -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-race-"))
     env = {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir), "SHUTDOWN_DRAIN_SECONDS": "0"}
-    try:
-        first, second = backend_processes("serve", env), backend_processes("serve", env)
-        for serve in (first, second):
-            assert (await asyncio.to_thread(serve.wait_ready, 60))["status"] == "ready"
-        state = json.loads((data_dir / "servers.json").read_text())
-        assert sorted(state["postgres"]["users"]) == sorted([first.proc.pid, second.proc.pid])
-        # One of them started each server; the other found it running.
-        outputs = first.output() + second.output()
-        assert outputs.count("embedded PostgreSQL ") == 1, outputs
-        assert outputs.count("embedded Redis ") == 1, outputs
-        assert first.stop() == 0 and second.stop() == 0
-        assert not shared_servers_listen(state)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    first, second = backend_processes("serve", env), backend_processes("serve", env)
+    for serve in (first, second):
+        assert (await asyncio.to_thread(serve.wait_ready, 60))["status"] == "ready"
+    state = json.loads((data_dir / "servers.json").read_text())
+    assert sorted(state["postgres"]["users"]) == sorted([first.proc.pid, second.proc.pid])
+    # One of them started each server; the other found it running.
+    outputs = first.output() + second.output()
+    assert outputs.count("embedded PostgreSQL ") == 1, outputs
+    assert outputs.count("embedded Redis ") == 1, outputs
+    assert first.stop() == 0 and second.stop() == 0
+    assert not shared_servers_listen(state)
 
 
 def shared_servers_listen(state: dict) -> bool:
