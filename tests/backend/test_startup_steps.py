@@ -534,6 +534,11 @@ def test_each_profile_is_one_value_the_app_follows() -> None:
     assert worker.router.routes == []
     assert [s.provides[-1] for s in PROFILES["worker"].plan if s.name == "plugins"] == [
         "plugin_manager"]
+    # Read from the plan's own steps: what the plugins step loads, what settings refuses.
+    assert (PROFILES["api"].plugin_kinds, PROFILES["worker"].plugin_kinds) == (
+        ("feature", "route"), ("feature",))
+    assert (set(PROFILES["api"].required_settings), set(PROFILES["worker"].required_settings)) == (
+        set(), {"redis_url"})
 
 
 # --- no hard-coded paths -------------------------------------------------------------------

@@ -21,12 +21,10 @@ from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
-    WORKER,
     Plan,
     SettingsError,
     StartupAborted,
     StartupTimeline,
-    check_required,
     run_plan,
     setup_embedded_services,
     write_trace,
@@ -98,12 +96,9 @@ def serve(host: str, port: int) -> int:
 def worker() -> int:
     """Run the arq worker until SIGTERM or SIGINT; running jobs get SHUTDOWN_DRAIN_SECONDS."""
     settings = _load_settings()
-    try:
-        check_required(settings, WORKER.required_settings)
-    except SettingsError as exc:
-        return report_refusal("settings", exc)
     # Before arq, which connects to Redis first: in debug, the data folder's embedded servers
-    # (those `serve` runs, or started here), so the worker plan finds its URLs set.
+    # (those `serve` runs, or started here), so the worker plan finds its URLs set. Outside
+    # debug nothing starts here, and worker_settings refuses settings the worker cannot run on.
     try:
         embedded, settings = asyncio.run(setup_embedded_services(settings))
     except Exception as exc:

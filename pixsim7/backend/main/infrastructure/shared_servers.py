@@ -73,8 +73,12 @@ class SharedServers:
 
     data_dir: Path
     urls: dict[str, str] = field(default_factory=dict)  # what this process uses, by service
-    started: list[str] = field(default_factory=list)  # what this process started
-    _servers: dict[str, Any] = field(default_factory=dict, repr=False)
+    _servers: dict[str, Any] = field(default_factory=dict, repr=False)  # what it started
+
+    @property
+    def started(self) -> list[str]:
+        """The services this process started (the others it shares)."""
+        return list(self._servers)
 
     def summary(self) -> dict[str, str]:
         """Each service in use: `started` here, or `shared` (another process runs it)."""
@@ -108,7 +112,6 @@ class SharedServers:
                         record = None  # died with the machine or was killed: start anew
                     if record is None:
                         server = self._servers[service] = _start(service, self.data_dir)
-                        self.started.append(service)
                         record = state[service] = {"url": server.url(), "pid": server.pid,
                                                    "users": []}
                     else:
@@ -143,7 +146,6 @@ class SharedServers:
             self._stop(service, record["pid"])
             del state[service]
         self.urls.clear()
-        self.started.clear()
         self._servers.clear()
 
     def _stop(self, service: str, pid: int) -> None:

@@ -1,4 +1,4 @@
-"""The startup runner: policies, the step unit, the checked plan, profiles and `run_plan`.
+"""The startup runner: policies, the step unit, the checked plan and `run_plan`.
 
 A step is a function whose parameters name the resources it needs; it returns what it
 provides. A `Plan` checks, when it is built, that each need is given or provided by an earlier
@@ -17,7 +17,7 @@ import inspect
 import time
 import types
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -95,7 +95,7 @@ def _matches(hint: Any, expected: Any) -> bool:
 def _check_annotations(name: str, function: Callable[..., Any]) -> None:
     """A parameter named like a known resource must be annotated with its type."""
     try:
-        hints = typing.get_type_hints(function)
+        hints = typing.get_type_hints(getattr(function, "func", function))  # a partial's too
     except Exception:  # annotations that cannot be resolved here are not checked
         return
     for parameter in _parameters(function):
@@ -166,6 +166,11 @@ class Step:
     def with_options(self, **options: Any) -> Step:
         """The same step with keyword-only options of its setup set (not resources)."""
         return dataclasses.replace(self, run=functools.partial(self.run, **options))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The keyword-only options its setup was given (`with_options`)."""
+        return dict(self.run.keywords) if isinstance(self.run, functools.partial) else {}
 
     def output_values(self, result: Any) -> dict[str, Any]:
         """What `run` returned, by resource name, each checked against its declared type."""
@@ -262,20 +267,6 @@ class Plan(Sequence[Step]):
                  "needs": [*each.needs, *(f"{n}?" for n in each.optional_needs)],
                  "provides": [*each.provides, *(f"{k} (updated)" for k in each.updates)]}
                 for each in self.steps]
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What an app is for: its plan, the plugin kinds it loads, whether it serves HTTP,
-    whether it runs background jobs, and the settings it refuses to start without (outside
-    debug), each with why."""
-
-    name: str
-    plan: Plan
-    plugin_kinds: tuple[str, ...]
-    serves_http: bool
-    runs_jobs: bool
-    required_settings: Mapping[str, str] = field(default_factory=dict)
 
 
 def begin_shutdown(app: FastAPI) -> None:

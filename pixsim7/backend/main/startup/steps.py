@@ -12,9 +12,9 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -47,7 +47,7 @@ from pixsim7.backend.main.infrastructure.redis import (
 from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
 from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
-from pixsim7.backend.main.startup.runner import Plan, Policy, Profile, Step, StepOutcome, step
+from pixsim7.backend.main.startup.runner import Plan, Policy, Step, StepOutcome, step
 
 logger = logging.getLogger("pixsim7.startup")
 EMBEDDED_DATABASE = "pixsim7"
@@ -335,21 +335,14 @@ def plugins_step(kinds: tuple[str, ...], *, mount_routes: bool) -> Step:
     """The `plugins` step of a profile loading `kinds` (feature plugins, then route plugins),
     mounting their routers only in an app that serves HTTP."""
 
-    async def setup(app: FastAPI, settings: Settings, db: Database, event_bus: EventBus,
-                    providers: ProviderRegistry, ecs_registry: ComponentRegistry,
-                    redis: RedisStatus | None = None) -> tuple[Any, ...]:
-        return await load_plugins(app, settings, db, event_bus, providers, ecs_registry, redis,
-                                  kinds=kinds, mount_routes=mount_routes)
-
-    managers = tuple(MANAGER_RESOURCES[kind] for kind in kinds)
-
     async def teardown(plugin_manager: PluginManager,
                        routes_manager: PluginManager | None = None) -> None:
         await disable_plugins(*(m for m in (plugin_manager, routes_manager) if m is not None))
 
-    setup.__doc__ = load_plugins.__doc__
-    return Step("plugins", setup, Policy.PER_PLUGIN, teardown, _plugins_outcome,
-                ("behavior_registry", "job_registry", *managers))
+    managers = tuple(MANAGER_RESOURCES[kind] for kind in kinds)
+    return Step("plugins", load_plugins, Policy.PER_PLUGIN, teardown, _plugins_outcome,
+                ("behavior_registry", "job_registry", *managers)).with_options(
+        kinds=kinds, mount_routes=mount_routes)
 
 
 API_PLUGIN_KINDS = ("feature", "route")
@@ -386,6 +379,27 @@ async def setup_middleware_lifecycle(app: FastAPI, middleware_manager: Middlewar
     await middleware_manager.startup(app)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What an app is for: its plan, whether it serves HTTP and whether it runs background
+    jobs. The plugin kinds it loads and the settings it cannot start without are its plan's
+    `plugins` and `settings` steps' options, so each is written once."""
+
+    name: str
+    plan: Plan
+    serves_http: bool
+    runs_jobs: bool
+
+    @property
+    def plugin_kinds(self) -> tuple[str, ...]:
+        return self.plan.step("plugins").options["kinds"]
+
+    @property
+    def required_settings(self) -> Mapping[str, str]:
+        """Each setting it refuses to start without outside debug, with why."""
+        return self.plan.step("settings").options.get("required", MappingProxyType({}))
+
+
 API = Profile(
     "api",
     Plan((
@@ -402,7 +416,7 @@ API = Profile(
         setup_behavior_registry_lock,
         setup_middleware_lifecycle,
     ), given=("app", "settings", "middleware_manager")),
-    plugin_kinds=API_PLUGIN_KINDS, serves_http=True, runs_jobs=False)
+    serves_http=True, runs_jobs=False)
 
 # A background worker: no HTTP surface, so no route plugins, no middleware and no routes;
 # Redis is required (it carries the jobs). Feature plugins load as in the API, since their job
@@ -422,8 +436,7 @@ WORKER = Profile(
         plugins_step(WORKER_PLUGIN_KINDS, mount_routes=False),
         setup_behavior_registry_lock,
     )),
-    plugin_kinds=WORKER_PLUGIN_KINDS, serves_http=False, runs_jobs=True,
-    required_settings=WORKER_REQUIRED)
+    serves_http=False, runs_jobs=True)
 
 PROFILES = {profile.name: profile for profile in (API, WORKER)}
 API_PLAN, WORKER_PLAN = API.plan, WORKER.plan
