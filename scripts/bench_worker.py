@@ -7,7 +7,10 @@ the same run, in alternating rounds (the median of each side is compared):
     job overhead   trivial jobs per second, one worker, both at the same poll delay (a ratio
                    above 1 means ours is faster);
     enqueue        sequential POST /api/v1/jobs on one keep-alive connection against
-                   ArqRedis.enqueue_job itself, per second;
+                   ArqRedis.enqueue_job itself, per second; the requests are written and their
+                   answers read on a plain socket (status, length, body, its job id checked),
+                   so that what is measured is the server, not an HTTP client library (httpx
+                   alone costs about 1 ms a request here, more than the server);
     ready          `pixsim7-backend serve` start to /ready 200 (database initialised), against a
                    bare FastAPI app under uvicorn opening one asyncpg connection and one Redis
                    ping before it answers;
@@ -18,13 +21,14 @@ Runs on PostgreSQL and Redis servers given by URL (a database is made for the ru
 keys live under fresh prefixes and are deleted).
 
     .venv/bin/python scripts/bench_worker.py [--rounds 3] [--jobs 400] [--postgres URL]
-        [--redis URL]
+        [--redis URL] [--only start,stop,jobs,enqueue,ready,wait]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import signal
@@ -165,17 +169,14 @@ class Bench:
         stop(proc)
         return count / elapsed
 
-    async def enqueue_rate(self, api: bool, count: int, client: httpx.AsyncClient) -> float:
-        prefix = "" if api else self.prefix()  # the API enqueues under its own prefix
+    async def enqueue_rate(self, api: bool, count: int, port: int) -> float:
+        if api:
+            return await post_rate(port, count)
+        prefix = self.prefix()
         arq = jobs.arq_client(self.redis, prefix)
         began = time.monotonic()
         for n in range(count):
-            if api:
-                response = await client.post("/api/v1/jobs",
-                                             json={"kind": "noop", "payload": {"value": n}})
-                assert response.status_code == 202, response.text
-            else:
-                await arq.enqueue_job("noop", {"value": n}, _queue_name=jobs.queue_name(prefix))
+            await arq.enqueue_job("noop", {"value": n}, _queue_name=jobs.queue_name(prefix))
         return count / (time.monotonic() - began)
 
     async def start_to_ready(self, bare: bool) -> float:
@@ -243,6 +244,28 @@ class Bench:
             await conn.close()
 
 
+async def post_rate(port: int, count: int) -> float:
+    """Sequential POST /api/v1/jobs per second on one keep-alive connection, each answer read
+    whole and checked (202 and a job id)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    began = time.monotonic()
+    try:
+        for n in range(count):
+            body = json.dumps({"kind": "noop", "payload": {"value": n}}).encode()
+            writer.write(b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                         % (len(body), body))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            answer = await reader.readexactly(length)
+            if not head.startswith(b"HTTP/1.1 202 ") or not json.loads(answer).get("id"):
+                raise SystemExit(f"POST /api/v1/jobs answered {head!r} {answer!r}")
+        return count / (time.monotonic() - began)
+    finally:
+        writer.close()
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -258,57 +281,88 @@ async def paired(rounds: int, measure: Callable[[bool], Awaitable[float]]) -> tu
     return statistics.median(ours), statistics.median(base)
 
 
+MEASURES = ("start", "stop", "jobs", "enqueue", "ready", "wait")
+
+
+async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, float]:
+    """The enqueue rates against one `serve`, started once and warmed up."""
+    port = free_port()
+    prefix = bench.prefix()
+    serve = subprocess.Popen(
+        [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)],
+        env=bench.env(prefix, JOBS_MAX_QUEUED="1000000"), cwd=bench.folder,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            while True:
+                with_ready = await client.get("/ready") if await _up(port) else None
+                if with_ready is not None and with_ready.status_code == 200:
+                    break
+                if serve.poll() is not None:
+                    raise SystemExit("serve did not start")
+                await asyncio.sleep(0.05)
+        await post_rate(port, 50)  # warm: first requests build caches
+        return await paired(rounds, lambda bare: bench.enqueue_rate(not bare, count, port))
+    finally:
+        stop(serve)
+        keys = [key async for key in bench.redis.scan_iter(match=f"{prefix}*")]
+        if keys:
+            await bench.redis.delete(*keys)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=400)
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--only", default=",".join(MEASURES),
+                        help=f"comma-separated, among {', '.join(MEASURES)}")
     args = parser.parse_args()
+    only = args.only.split(",")
+    if unknown := set(only) - set(MEASURES):
+        parser.error(f"unknown measures: {', '.join(sorted(unknown))}")
+    found: dict[str, tuple[float, float]] = {}
+    waits: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as folder:
         bench = Bench(args.postgres, args.redis, Path(folder))
         await bench.setup()
         try:
-            start = await paired(args.rounds, bench.start_to_first_job)
-            stopped = await paired(args.rounds, bench.sigterm_to_exit)
-            rate = await paired(args.rounds, lambda bare: bench.jobs_per_second(bare, args.jobs))
-            ready = await paired(args.rounds, bench.start_to_ready)
-            port = free_port()
-            prefix = bench.prefix()
-            serve = subprocess.Popen(
-                [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)],
-                env=bench.env(prefix, JOBS_MAX_QUEUED="100000"), cwd=folder,
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-                    while True:
-                        with_ready = await client.get("/ready") if await _up(port) else None
-                        if with_ready is not None and with_ready.status_code == 200:
-                            break
-                        await asyncio.sleep(0.05)
-                    enqueue = await paired(args.rounds, lambda bare: bench.enqueue_rate(
-                        not bare, args.jobs, client))
-            finally:
-                stop(serve)
-                keys = [key async for key in bench.redis.scan_iter(match=f"{prefix}*")]
-                if keys:
-                    await bench.redis.delete(*keys)
-            waits = await bench.waits(40)
+            measures = {
+                "start": lambda: paired(args.rounds, bench.start_to_first_job),
+                "stop": lambda: paired(args.rounds, bench.sigterm_to_exit),
+                "jobs": lambda: paired(args.rounds,
+                                       lambda bare: bench.jobs_per_second(bare, args.jobs)),
+                "ready": lambda: paired(args.rounds, bench.start_to_ready),
+                "enqueue": lambda: enqueue_pair(bench, args.rounds, args.jobs),
+            }
+            for name in only:
+                if name == "wait":
+                    waits = await bench.waits(40)
+                else:
+                    found[name] = await measures[name]()
         finally:
             await bench.cleanup()
     print(f"load average: {os.getloadavg()[0]:.2f}; medians of {args.rounds} alternating rounds")
-    print(f"worker start: {start[0] / start[1]:.2f}x  ({start[0]:.2f} s against bare arq "
-          f"{start[1]:.2f} s, start to first job finished)")
-    print(f"worker stop: {stopped[0] / stopped[1]:.2f}x  ({stopped[0]:.2f} s against "
-          f"{stopped[1]:.2f} s, SIGTERM to exit, idle)")
-    print(f"job overhead: {rate[0] / rate[1]:.2f}x  ({rate[0]:.0f} against {rate[1]:.0f} "
-          f"trivial jobs/s, one worker, poll delay {POLL} s)")
-    print(f"enqueue: {enqueue[0] / enqueue[1]:.2f}x  ({enqueue[0]:.0f} POST /api/v1/jobs/s "
-          f"against {enqueue[1]:.0f} enqueue_job/s)")
-    print(f"ready: {ready[0] / ready[1]:.2f}x  ({ready[0]:.2f} s against a bare app "
-          f"{ready[1]:.2f} s, start to /ready 200)")
-    print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
-          f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS default)")
+    lines = {
+        "start": lambda ours, base: f"worker start: {ours / base:.2f}x  ({ours:.2f} s against "
+        f"bare arq {base:.2f} s, start to first job finished)",
+        "stop": lambda ours, base: f"worker stop: {ours / base:.2f}x  ({ours:.2f} s against "
+        f"{base:.2f} s, SIGTERM to exit, idle)",
+        "jobs": lambda ours, base: f"job overhead: {ours / base:.2f}x  ({ours:.0f} against "
+        f"{base:.0f} trivial jobs/s, one worker, poll delay {POLL} s)",
+        "enqueue": lambda ours, base: f"enqueue: {ours / base:.2f}x  ({ours:.0f} POST "
+        f"/api/v1/jobs/s against {base:.0f} enqueue_job/s)",
+        "ready": lambda ours, base: f"ready: {ours / base:.2f}x  ({ours:.2f} s against a bare "
+        f"app {base:.2f} s, start to /ready 200)",
+    }
+    for name in only:
+        if name in found:
+            print(lines[name](*found[name]))
+    if waits:
+        print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
+              f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS "
+              "default)")
 
 
 async def _up(port: int) -> bool:

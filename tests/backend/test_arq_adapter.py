@@ -9,16 +9,26 @@ from importlib.metadata import version
 from typing import Any
 
 import pytest
-from arq.connections import RedisSettings
+from dataclasses import replace
+
+from arq.connections import RedisSettings, create_pool
+from arq.constants import expires_extra_ms, job_key_prefix
+from arq.jobs import Job
 from arq.worker import Worker, func
 from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
     CHECKED_ARQ_VERSIONS,
+    FULL,
+    QUEUED,
+    TAKEN,
     WaitForRedis,
+    enqueue_bounded,
     forgive_outages_when_stopping,
 )
+from pixsim7.backend.main.shared.config import Settings
+from pixsim7.backend.main.worker import worker_settings
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +107,71 @@ def test_arq_takes_signals_through_the_event_loop() -> None:
     # asyncio runs from its wakeup fd whatever Python-level handler is set.
     source = inspect.getsource(Worker._add_signal_handler)
     assert "add_signal_handler" in source, source
+
+
+async def test_a_bounded_enqueue_is_stored_as_arq_stores_a_job(redis_namespace) -> None:
+    # enqueue_bounded writes arq's job format itself: what arq reads back from it must be
+    # what it reads back from a job its own enqueue_job queued.
+    client = redis_namespace.client()
+    queue = jobs.queue_name(redis_namespace.prefix)
+    arq = jobs.arq_client(client, redis_namespace.prefix)
+    try:
+        ours = "a" * 32
+        assert await enqueue_bounded(client, queue, ours, "echo", {"value": 1}) == QUEUED
+        theirs = await arq.enqueue_job("echo", {"value": 1}, _job_id="b" * 32,
+                                       _queue_name=queue)
+        infos = [await Job(job_id, arq, _queue_name=queue).info()
+                 for job_id in (ours, theirs.job_id)]
+        assert [(i.function, i.args, i.kwargs, i.job_try) for i in infos] == [
+            ("echo", ({"value": 1},), {}, None)] * 2
+        scores = [await client.zscore(queue, job_id) for job_id in (ours, theirs.job_id)]
+        assert [score == info.enqueue_time.timestamp() * 1000
+                for score, info in zip(scores, infos, strict=True)] == [True, True]
+        ttls = [await client.pttl(job_key_prefix + job_id) for job_id in (ours, theirs.job_id)]
+        assert all(expires_extra_ms - 5_000 < ttl <= expires_extra_ms for ttl in ttls), ttls
+        # An id already queued, or with a result, is not queued again (as enqueue_job).
+        assert await enqueue_bounded(client, queue, ours, "echo", {"value": 2}) == TAKEN
+        assert (await Job(ours, arq, _queue_name=queue).info()).args == ({"value": 1},)
+    finally:
+        await client.aclose()
+
+
+async def test_the_bound_holds_when_requests_enqueue_at_once(redis_namespace) -> None:
+    client = redis_namespace.client()
+    queue = jobs.queue_name(redis_namespace.prefix)
+    try:
+        outcomes = await asyncio.gather(*(
+            enqueue_bounded(client, queue, f"{n:032x}", "echo", {"value": n}, max_queued=5)
+            for n in range(40)))
+        assert sorted(outcomes).count(QUEUED) == 5
+        assert sorted(outcomes).count(FULL) == 35
+        assert await client.zcard(queue) == 5
+        with pytest.raises(jobs.QueueFull, match="JOBS_MAX_QUEUED"):
+            await jobs.enqueue(client, redis_namespace.prefix, "echo", {}, max_queued=5)
+    finally:
+        await client.aclose()
+
+
+async def test_the_worker_waits_out_a_connection_lost_under_a_command(redis_namespace) -> None:
+    # A connection that breaks between being handed out and answering (not only one found
+    # dead when taken from the pool) must be waited for, not raised into arq's main loop:
+    # redis-py retries only the errors the connection's `retry_on_error` names.
+    settings = worker_settings(Settings(redis_url=redis_namespace.url, debug=True))
+    pool = await create_pool(replace(settings["redis_settings"], max_connections=1))
+    killer = redis_namespace.client()
+    retry = WaitForRedis()
+    try:
+        pool.set_retry(retry)
+        connection_id = await pool.client_id()
+        key = f"{redis_namespace.prefix}list"
+        waiting = asyncio.ensure_future(pool.blpop([key], timeout=10))
+        await asyncio.sleep(0.2)  # BLPOP now waits on the pool's one connection
+        await killer.client_kill_filter(_id=connection_id)
+        await asyncio.sleep(0.2)
+        await killer.rpush(key, b"after")
+        assert await asyncio.wait_for(waiting, 10) == (key.encode(), b"after")
+        assert await pool.client_id() != connection_id
+    finally:
+        retry.stop()
+        await pool.aclose()
+        await killer.aclose()

@@ -19,12 +19,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from dataclasses import replace
+
 from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
 
 from pixsim7.backend.main.core_jobs import CORE_JOBS
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
+    REDIS_DOWN,
     WaitForRedis,
     forgive_outages_when_stopping,
     observe_signals,
@@ -145,7 +148,11 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
     return {
         "functions": [_function(name) for name in names],
         "queue_name": jobs.queue_name(settings.redis_key_prefix),
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        # redis-py retries, through the policy set at startup (WaitForRedis), only the errors
+        # a connection's `retry_on_error` names: without them a connection lost while a
+        # command runs (not found dead when taken from the pool) ends arq's main loop.
+        "redis_settings": replace(RedisSettings.from_dsn(settings.redis_url),
+                                  retry_on_error=[*REDIS_DOWN, OSError]),
         "on_startup": _startup,
         "on_shutdown": _shutdown,
         "ctx": {"settings": settings, "job_kinds": names, "redis_retry": WaitForRedis(),

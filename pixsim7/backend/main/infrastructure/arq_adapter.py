@@ -16,20 +16,31 @@ Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
 - `observe_signals`: arq's `handle_signals` replaces SIGINT and SIGTERM with its own loop
   handlers and offers no callback; a Python-level handler chained beside them learns that
   stopping began (asyncio wakes from its wakeup fd for either).
+- `enqueue_bounded`: arq's `enqueue_job` cannot refuse a job when the queue is full, and
+  takes three round trips (WATCH, EXISTS, MULTI/EXEC). A bound read before it (ZCARD) is a
+  fourth, and two requests at once can both pass it. One Lua script checks the bound and
+  writes the job as `enqueue_job` writes it (arq's key prefixes, `serialize_job`, the default
+  expiry), atomically, in one round trip.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger("pixsim7.worker")
@@ -153,3 +164,35 @@ def restore_signal_handlers(ctx: dict[str, Any]) -> None:
     """Put back the handlers `observe_signals` chained onto."""
     for signum, handler in ctx.pop("previous_signal_handlers", {}).items():
         signal.signal(signum, handler)
+
+
+# KEYS: the queue, the job's key, its result's key. ARGV: the bound (0: none), the expiry in
+# ms, the serialized job, its score, its id. 1: queued; 0: the id is taken; -1: the queue is
+# full. What arq's enqueue_job does under WATCH, plus the bound, in one atomic step.
+_ENQUEUE_BOUNDED = """
+local bound = tonumber(ARGV[1])
+if bound > 0 and redis.call('ZCARD', KEYS[1]) >= bound then return -1 end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
+return 1
+"""
+_ENQUEUE_BOUNDED_SHA = hashlib.sha1(_ENQUEUE_BOUNDED.encode()).hexdigest()
+QUEUED, TAKEN, FULL = 1, 0, -1
+
+
+async def enqueue_bounded(client: Redis, queue: str, job_id: str, function: str,
+                          payload: Any, *, max_queued: int = 0) -> int:
+    """Queue job `job_id` running `function(payload)` on `queue`, stored exactly as arq's
+    `enqueue_job` stores it, unless `max_queued` (> 0) jobs already wait or run there.
+
+    QUEUED, TAKEN (a job or result with this id exists; nothing written) or FULL.
+    """
+    now = timestamp_ms()
+    job = serialize_job(function, (payload,), {}, None, now)
+    keys_and_args = (queue, job_key_prefix + job_id, result_key_prefix + job_id,
+                     max_queued, expires_extra_ms, job, now, job_id)
+    try:
+        return int(await client.evalsha(_ENQUEUE_BOUNDED_SHA, 3, *keys_and_args))
+    except NoScriptError:  # the first call on this server (or after SCRIPT FLUSH)
+        return int(await client.eval(_ENQUEUE_BOUNDED, 3, *keys_and_args))

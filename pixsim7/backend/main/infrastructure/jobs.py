@@ -20,6 +20,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from pixsim7.backend.main.infrastructure.arq_adapter import FULL, QUEUED, enqueue_bounded
 from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
 
 QUEUE = "arq:queue"
@@ -159,11 +160,15 @@ def arq_client(client: Redis, prefix: str) -> ArqRedis:
 async def enqueue(client: Redis, prefix: str, kind: str, payload: dict[str, Any], *,
                   max_queued: int | None = None) -> str:
     """Queue one job of `kind` (already validated); returns its id. With `max_queued`, a
-    QueueFull when that many jobs already wait or run."""
-    if max_queued is not None and await queued(client, prefix) >= max_queued:
-        raise QueueFull(f"the job queue holds {max_queued} jobs (JOBS_MAX_QUEUED)")
+    QueueFull when that many jobs already wait or run: checked and queued in one atomic step,
+    so requests at once never queue more."""
     job_id = uuid.uuid4().hex
-    await arq_client(client, prefix).enqueue_job(kind, payload, _job_id=job_id)
+    outcome = await enqueue_bounded(client, queue_name(prefix), job_id, kind, payload,
+                                    max_queued=max_queued or 0)
+    if outcome == FULL:
+        raise QueueFull(f"the job queue holds {max_queued} jobs (JOBS_MAX_QUEUED)")
+    if outcome != QUEUED:  # a fresh UUID4 is never taken
+        raise RuntimeError(f"job id {job_id} is already taken")
     return job_id
 
 

@@ -101,8 +101,8 @@ async def _on_redis(
         return None
     settings = state.settings
     try:
-        result = await asyncio.wait_for(operation(redis.client, settings.redis_key_prefix),
-                                        settings.ready_check_timeout)
+        async with asyncio.timeout(settings.ready_check_timeout):  # no task per request
+            result = await operation(redis.client, settings.redis_key_prefix)
     except _REDIS_DOWN as exc:
         redis.mark(type(exc).__name__)
         return None
