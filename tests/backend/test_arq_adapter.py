@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from dataclasses import replace
 from importlib.metadata import version
 from typing import Any
 
 import pytest
-from dataclasses import replace
-
 from arq.connections import RedisSettings, create_pool
 from arq.constants import expires_extra_ms, job_key_prefix
 from arq.jobs import Job

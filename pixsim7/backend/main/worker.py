@@ -16,10 +16,9 @@ import logging
 import os
 import socket
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-from dataclasses import replace
 
 from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
