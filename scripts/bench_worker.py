@@ -62,6 +62,11 @@ async def noop(ctx, payload):
     return {"value": payload.get("value", 0)}
 
 
+# As quiet as ours under LOG_LEVEL=WARNING: arq's command line otherwise writes two lines a job.
+LOG_CONFIG = {"version": 1, "disable_existing_loggers": False,
+              "root": {"level": "WARNING"}, "loggers": {"arq": {"level": "WARNING"}}}
+
+
 class WorkerSettings:
     functions = [func(noop, name="noop")]
     queue_name = os.environ["BENCH_QUEUE"]
@@ -118,7 +123,8 @@ class Bench:
                 "PYTHONPATH": str(self.folder), **more}
 
     def worker(self, bare: bool, prefix: str, **more: str) -> subprocess.Popen:
-        argv = ([str(BIN / "arq"), "bare_worker.WorkerSettings"] if bare
+        argv = ([str(BIN / "arq"), "bare_worker.WorkerSettings",
+                 "--custom-log-dict", "bare_worker.LOG_CONFIG"] if bare
                 else [str(BIN / "pixsim7-backend"), "worker"])
         log = open(self.folder / f"{'bare' if bare else 'ours'}-{prefix}.log", "ab")  # noqa: SIM115
         return subprocess.Popen(argv, env=self.env(prefix, **more), cwd=self.folder,

@@ -114,7 +114,7 @@ def _run_worker(settings: Settings) -> int:
         options = worker_settings(settings, owns_process=True)
     except (SettingsError, WorkerConfigError) as exc:
         return report_refusal("settings", exc)
-    asyncio.set_event_loop(asyncio.new_event_loop())
+    asyncio.set_event_loop(new_event_loop())
     arq_worker = Worker(**options)
     try:
         arq_worker.run()
@@ -128,6 +128,17 @@ def _run_worker(settings: Settings) -> int:
                 arq_worker.jobs_complete + arq_worker.jobs_failed, arq_worker.jobs_complete,
                 arq_worker.jobs_failed)
     return 0
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (everywhere but Windows), as `serve` gets
+    from uvicorn: a worker takes trivial jobs about 10% faster on it than on asyncio's, and
+    `check` runs a startup as `serve` does (an error's text can differ between the loops)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def format_timeline(timeline: StartupTimeline) -> str:
@@ -190,7 +201,9 @@ def check(name: str, trace: str | None = None, graph: bool = False) -> int:
         return timeline, kinds, alive
 
     try:
-        timeline, kinds, alive = asyncio.run(main())
+        # On the event loop `serve` and `worker` run on, so that a failure reads the same.
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            timeline, kinds, alive = runner.run(main())
     except StartupAborted as exc:
         if trace and exc.timeline is not None:
             write_trace(exc.timeline, trace)
