@@ -43,6 +43,12 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import Job
 from redis.asyncio import Redis
 
@@ -108,6 +114,9 @@ class Bench:
         self.database_url = f"{postgres.rsplit('/', 1)[0]}/{self.database}"
         self.redis = Redis.from_url(redis_url)
         self.prefixes: list[str] = []
+        # arq keeps a job's own keys outside the queue's prefix (arq:job:<id>, arq:result:<id>):
+        # each id queued here is remembered, so that cleanup leaves nothing in a shared Redis.
+        self.job_ids: list[str] = []
         (folder / "bare_worker.py").write_text(BARE_WORKER)
         (folder / "bare_app.py").write_text(BARE_APP)
 
@@ -131,8 +140,10 @@ class Bench:
                                 stdout=log, stderr=subprocess.STDOUT)
 
     async def enqueue(self, prefix: str, count: int) -> list[str]:
-        return [await jobs.enqueue(self.redis, prefix, "noop", {"value": n})
-                for n in range(count)]
+        ids = [await jobs.enqueue(self.redis, prefix, "noop", {"value": n})
+               for n in range(count)]
+        self.job_ids += ids
+        return ids
 
     async def done(self, prefix: str, timeout: float = 120.0) -> None:
         """Until the queue is empty (arq keeps a job queued until it ends)."""
@@ -177,12 +188,13 @@ class Bench:
 
     async def enqueue_rate(self, api: bool, count: int, port: int) -> float:
         if api:
-            return await post_rate(port, count)
+            return await post_rate(port, count, self.job_ids)
         prefix = self.prefix()
         arq = jobs.arq_client(self.redis, prefix)
         began = time.monotonic()
         for n in range(count):
-            await arq.enqueue_job("noop", {"value": n}, _queue_name=jobs.queue_name(prefix))
+            job = await arq.enqueue_job("noop", {"value": n}, _queue_name=jobs.queue_name(prefix))
+            self.job_ids.append(job.job_id)
         return count / (time.monotonic() - began)
 
     async def start_to_ready(self, bare: bool) -> float:
@@ -237,11 +249,15 @@ class Bench:
                        cwd=self.folder, check=True, capture_output=True)
 
     async def cleanup(self) -> None:
-        for prefix in [*self.prefixes, ""]:
-            keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*")] if prefix \
-                else []
+        for prefix in self.prefixes:
+            keys = [key async for key in self.redis.scan_iter(match=f"{prefix}*")]
             if keys:
                 await self.redis.delete(*keys)
+        for start in range(0, len(self.job_ids), 1000):
+            await self.redis.delete(*(
+                f"{kind}{job_id}" for job_id in self.job_ids[start:start + 1000]
+                for kind in (job_key_prefix, result_key_prefix, in_progress_key_prefix,
+                             retry_key_prefix)))
         await self.redis.aclose()
         conn = await asyncpg.connect(self.admin_url)
         try:
@@ -250,9 +266,9 @@ class Bench:
             await conn.close()
 
 
-async def post_rate(port: int, count: int) -> float:
+async def post_rate(port: int, count: int, job_ids: list[str]) -> float:
     """Sequential POST /api/v1/jobs per second on one keep-alive connection, each answer read
-    whole and checked (202 and a job id)."""
+    whole and checked (202 and a job id, added to `job_ids`)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     began = time.monotonic()
     try:
@@ -265,8 +281,10 @@ async def post_rate(port: int, count: int) -> float:
             length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                           if line.lower().startswith(b"content-length:"))
             answer = await reader.readexactly(length)
-            if not head.startswith(b"HTTP/1.1 202 ") or not json.loads(answer).get("id"):
+            job_id = json.loads(answer).get("id") if head.startswith(b"HTTP/1.1 202 ") else None
+            if not job_id:
                 raise SystemExit(f"POST /api/v1/jobs answered {head!r} {answer!r}")
+            job_ids.append(job_id)
         return count / (time.monotonic() - began)
     finally:
         writer.close()
@@ -307,7 +325,7 @@ async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, fl
                 if serve.poll() is not None:
                     raise SystemExit("serve did not start")
                 await asyncio.sleep(0.05)
-        await post_rate(port, 50)  # warm: first requests build caches
+        await post_rate(port, 50, bench.job_ids)  # warm: first requests build caches
         return await paired(rounds, lambda bare: bench.enqueue_rate(not bare, count, port))
     finally:
         stop(serve)
