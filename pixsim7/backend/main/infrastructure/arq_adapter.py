@@ -1,6 +1,6 @@
-"""Where the worker needs more of arq than its extension points give: each workaround of arq's
-(or redis-py's) internals lives here, and `tests/backend/test_arq_adapter.py` fails when an
-upgrade changes what it relies on.
+"""Where the worker and the jobs API need more of arq than its extension points give: each
+workaround of arq's (or redis-py's) internals lives here, and `tests/backend/test_arq_adapter.py`
+fails when an upgrade changes what it relies on.
 
 Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
 
