@@ -15,13 +15,16 @@ the same run, in alternating rounds (the median of each side is compared):
                    bare FastAPI app under uvicorn opening one asyncpg connection and one Redis
                    ping before it answers;
     wait           the median time from enqueue to the job's start, our worker at its default
-                   JOB_POLL_DELAY_SECONDS, jobs enqueued one at a time at random moments.
+                   JOB_POLL_DELAY_SECONDS, jobs enqueued one at a time at random moments;
+    floors         for `worker start` and `ready`, a fresh interpreter importing only the
+                   libraries each side imports, none of this project's code: a floor under
+                   those two ratios that no change to our code can go below.
 
 Runs on PostgreSQL and Redis servers given by URL (a database is made for the run and dropped;
 keys live under fresh prefixes and are deleted).
 
     .venv/bin/python scripts/bench_worker.py [--rounds 3] [--jobs 400] [--postgres URL]
-        [--redis URL] [--only start,stop,jobs,enqueue,ready,wait]
+        [--redis URL] [--only start,stop,jobs,enqueue,ready,wait,floors]
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -305,7 +309,27 @@ async def paired(rounds: int, measure: Callable[[bool], Awaitable[float]]) -> tu
     return statistics.median(ours), statistics.median(base)
 
 
-MEASURES = ("start", "stop", "jobs", "enqueue", "ready", "wait")
+MEASURES = ("start", "stop", "jobs", "enqueue", "ready", "wait", "floors")
+
+# What each side of `worker start` and `ready` imports before it can do anything: the
+# libraries only, none of this project's code. Their ratio is a floor under the measured one.
+FLOORS = {
+    "start": ("arq.worker, arq.connections",
+              "arq.worker, arq.connections, sqlalchemy.ext.asyncio, asyncpg, pydantic_settings, "
+              "fastapi, uvloop"),
+    "ready": ("fastapi, uvicorn, asyncpg, redis.asyncio",
+              "fastapi, uvicorn, asyncpg, redis.asyncio, sqlalchemy.ext.asyncio, "
+              "pydantic_settings, arq.connections, prometheus_client, uvloop"),
+}
+
+
+async def import_seconds(modules: str) -> float:
+    """Wall time of a fresh interpreter importing `modules` and exiting."""
+    began = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", f"import {modules}")
+    if await proc.wait():
+        raise SystemExit(f"importing {modules} failed")
+    return time.monotonic() - began
 
 
 async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, float]:
@@ -334,6 +358,12 @@ async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, fl
             await bench.redis.delete(*keys)
 
 
+async def floors(rounds: int) -> dict[str, tuple[float, float]]:
+    """Per floor, the medians of (the libraries ours imports, those its baseline imports)."""
+    return {name: await paired(rounds * 2, lambda bare, mods=mods: import_seconds(
+        mods[0] if bare else mods[1])) for name, mods in FLOORS.items()}
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
@@ -346,7 +376,7 @@ async def main() -> None:
     only = args.only.split(",")
     if unknown := set(only) - set(MEASURES):
         parser.error(f"unknown measures: {', '.join(sorted(unknown))}")
-    found: dict[str, tuple[float, float]] = {}
+    found: dict[str, Any] = {}
     waits: list[float] = []
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as folder:
         bench = Bench(args.postgres, args.redis, Path(folder))
@@ -358,6 +388,7 @@ async def main() -> None:
                 "jobs": lambda: paired(args.rounds,
                                        lambda bare: bench.jobs_per_second(bare, args.jobs)),
                 "ready": lambda: paired(args.rounds, bench.start_to_ready),
+                "floors": lambda: floors(args.rounds),
                 "enqueue": lambda: enqueue_pair(bench, args.rounds, args.jobs),
             }
             for name in only:
@@ -381,8 +412,12 @@ async def main() -> None:
         f"app {base:.2f} s, start to /ready 200)",
     }
     for name in only:
-        if name in found:
+        if name in lines and name in found:
             print(lines[name](*found[name]))
+    for name, (ours, base) in found.get("floors", {}).items():
+        label = {"start": "worker start", "ready": "ready"}[name]
+        print(f"{label} floor: {ours / base:.2f}x  (an interpreter importing only the libraries "
+              f"its side imports, no code of ours: {ours:.2f} s against {base:.2f} s)")
     if waits:
         print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
               f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS "
