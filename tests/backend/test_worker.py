@@ -65,6 +65,8 @@ def milestone_steps(records: list[dict[str, Any]], phase: str) -> list[str]:
     return [r["step"] for r in records if r.get("phase") == phase and "step" in r]
 
 
+# A database the API already initialised (schema and default presets): the worker seeds none.
+@pytest.mark.template_db
 async def test_worker_runs_its_plan_inside_arq_and_imports_presets(
     test_database, redis_namespace, backend_processes, env
 ) -> None:

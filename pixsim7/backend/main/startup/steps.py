@@ -420,7 +420,8 @@ API = Profile(
 
 # A background worker: no HTTP surface, so no route plugins, no middleware and no routes;
 # Redis is required (it carries the jobs). Feature plugins load as in the API, since their job
-# kinds run here, with the registries they fill.
+# kinds run here, with the registries they fill. No seeding: the default presets are the API's
+# to offer, and no job reads them.
 WORKER = Profile(
     "worker",
     Plan((
@@ -428,7 +429,6 @@ WORKER = Profile(
         setup_embedded_services,
         setup_domain_registry,
         setup_database,
-        seed_presets,
         setup_redis.with_policy(Policy.REQUIRED),
         setup_providers,
         setup_event_handlers,
