@@ -210,17 +210,7 @@ class Bench:
         began = time.monotonic()
         proc = subprocess.Popen(argv, env=self.env(self.prefix()), cwd=self.folder, stdout=log,
                                 stderr=subprocess.STDOUT)
-        async with httpx.AsyncClient() as client:
-            while True:
-                try:
-                    response = await client.get(f"http://127.0.0.1:{port}/ready", timeout=1)
-                    if response.status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() - began > 60:
-                    raise SystemExit(f"not ready; see {self.folder / 'ready.log'}")
-                await asyncio.sleep(0.005)
+        await until_ready(port, proc, self.folder / "ready.log")
         elapsed = time.monotonic() - began
         stop(proc)
         return elapsed
@@ -294,6 +284,22 @@ async def post_rate(port: int, count: int, job_ids: list[str]) -> float:
         writer.close()
 
 
+async def until_ready(port: int, proc: subprocess.Popen, log: Path | str) -> None:
+    """Until GET /ready on `port` answers 200; SystemExit if `proc` ends or 60 s pass."""
+    began = time.monotonic()
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/ready", timeout=1)
+                if response.status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() - began > 60:
+                raise SystemExit(f"not ready; see {log}")
+            await asyncio.sleep(0.005)
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -314,7 +320,7 @@ MEASURES = ("start", "stop", "jobs", "enqueue", "ready", "wait", "floors")
 # What each side of `worker start` and `ready` imports before it can do anything: the
 # libraries only, none of this project's code. Their ratio is a floor under the measured one.
 FLOORS = {
-    "start": ("arq.worker, arq.connections",
+    "worker start": ("arq.worker, arq.connections",
               "arq.worker, arq.connections, sqlalchemy.ext.asyncio, asyncpg, pydantic_settings, "
               "fastapi, uvloop"),
     "ready": ("fastapi, uvicorn, asyncpg, redis.asyncio",
@@ -335,27 +341,17 @@ async def import_seconds(modules: str) -> float:
 async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, float]:
     """The enqueue rates against one `serve`, started once and warmed up."""
     port = free_port()
-    prefix = bench.prefix()
+    # Its prefix is the bench's, so cleanup removes the queue as it removes the others.
     serve = subprocess.Popen(
         [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)],
-        env=bench.env(prefix, JOBS_MAX_QUEUED="1000000"), cwd=bench.folder,
+        env=bench.env(bench.prefix(), JOBS_MAX_QUEUED="1000000"), cwd=bench.folder,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-            while True:
-                with_ready = await client.get("/ready") if await _up(port) else None
-                if with_ready is not None and with_ready.status_code == 200:
-                    break
-                if serve.poll() is not None:
-                    raise SystemExit("serve did not start")
-                await asyncio.sleep(0.05)
+        await until_ready(port, serve, "(serve's output is discarded here)")
         await post_rate(port, 50, bench.job_ids)  # warm: first requests build caches
         return await paired(rounds, lambda bare: bench.enqueue_rate(not bare, count, port))
     finally:
         stop(serve)
-        keys = [key async for key in bench.redis.scan_iter(match=f"{prefix}*")]
-        if keys:
-            await bench.redis.delete(*keys)
 
 
 async def floors(rounds: int) -> dict[str, tuple[float, float]]:
@@ -415,22 +411,12 @@ async def main() -> None:
         if name in lines and name in found:
             print(lines[name](*found[name]))
     for name, (ours, base) in found.get("floors", {}).items():
-        label = {"start": "worker start", "ready": "ready"}[name]
-        print(f"{label} floor: {ours / base:.2f}x  (an interpreter importing only the libraries "
+        print(f"{name} floor: {ours / base:.2f}x  (an interpreter importing only the libraries "
               f"its side imports, no code of ours: {ours:.2f} s against {base:.2f} s)")
     if waits:
         print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
               f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS "
               "default)")
-
-
-async def _up(port: int) -> bool:
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 if __name__ == "__main__":
