@@ -82,10 +82,8 @@ def _require_writer(request: Request) -> None:
 
 
 # What Redis going away looks like from redis-py (its own classes, not the builtin ones).
-# arq enqueues under WATCH, and redis-py reports a connection lost while watching as a
-# WatchError; a real conflict cannot happen, each job id being a fresh UUID.
-_REDIS_DOWN = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError,
-               redis_errors.WatchError)
+# Nothing here runs under WATCH (enqueueing is one script), so no WatchError can stand for it.
+_REDIS_DOWN = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 async def _on_redis(
