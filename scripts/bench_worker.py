@@ -18,7 +18,14 @@ the same run, in alternating rounds (the median of each side is compared):
                    JOB_POLL_DELAY_SECONDS, jobs enqueued one at a time at random moments;
     floors         for `worker start` and `ready`, a fresh interpreter importing only the
                    libraries each side imports, none of this project's code: a floor under
-                   those two ratios that no change to our code can go below.
+                   those two ratios that no change to our code can go below. For `enqueue`
+                   (measured with it), a minimal FastAPI app under uvicorn on the HTTP protocol
+                   `serve` uses (h11): one route, the same body model, the same enqueue
+                   script, no middleware, no authentication.
+
+This project's modules are compiled to bytecode first, as installing a wheel does (an editable
+install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile them at every start, while
+every library it is compared with starts from its bytecode).
 
 Runs on PostgreSQL and Redis servers given by URL (a database is made for the run and dropped;
 keys live under fresh prefixes and are deleted).
@@ -84,6 +91,51 @@ class WorkerSettings:
     poll_delay = float(os.environ["BENCH_POLL"])
 '''
 
+# The floor under `enqueue`: what FastAPI and uvicorn cost with nothing of ours around the route.
+MINIMAL_APP = '''
+import os
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+
+from pixsim7.backend.main.infrastructure import jobs
+
+
+class JobIn(BaseModel):
+    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+$")
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobAccepted(BaseModel):
+    id: str
+    kind: str
+
+
+@asynccontextmanager
+async def lifespan(app):
+    app.state.redis = Redis.from_url(os.environ["REDIS_URL"])
+    yield
+    await app.state.redis.aclose()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/ready")
+async def ready():
+    return {"status": "ready"}
+
+
+@app.post("/api/v1/jobs", status_code=202, response_model=JobAccepted)
+async def enqueue(job: JobIn):
+    job_id = await jobs.enqueue(app.state.redis, os.environ["REDIS_KEY_PREFIX"], job.kind,
+                                job.payload, max_queued=10**9)
+    return JobAccepted(id=job_id, kind=job.kind)
+'''
+
 BARE_APP = '''
 import os
 import asyncpg
@@ -123,6 +175,7 @@ class Bench:
         self.job_ids: list[str] = []
         (folder / "bare_worker.py").write_text(BARE_WORKER)
         (folder / "bare_app.py").write_text(BARE_APP)
+        (folder / "minimal_app.py").write_text(MINIMAL_APP)
 
     def prefix(self) -> str:
         self.prefixes.append(f"bench-{uuid.uuid4().hex[:8]}:")
@@ -190,9 +243,8 @@ class Bench:
         stop(proc)
         return count / elapsed
 
-    async def enqueue_rate(self, api: bool, count: int, port: int) -> float:
-        if api:
-            return await post_rate(port, count, self.job_ids)
+    async def enqueue_job_rate(self, count: int) -> float:
+        """ArqRedis.enqueue_job itself, sequential, per second."""
         prefix = self.prefix()
         arq = jobs.arq_client(self.redis, prefix)
         began = time.monotonic()
@@ -338,26 +390,50 @@ async def import_seconds(modules: str) -> float:
     return time.monotonic() - began
 
 
-async def enqueue_pair(bench: Bench, rounds: int, count: int) -> tuple[float, float]:
-    """The enqueue rates against one `serve`, started once and warmed up."""
-    port = free_port()
-    # Its prefix is the bench's, so cleanup removes the queue as it removes the others.
-    serve = subprocess.Popen(
-        [str(BIN / "pixsim7-backend"), "serve", "--port", str(port)],
-        env=bench.env(bench.prefix(), JOBS_MAX_QUEUED="1000000"), cwd=bench.folder,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+async def enqueue_rates(bench: Bench, rounds: int, count: int) -> tuple[float, float, float]:
+    """Medians of (POST on `serve`, enqueue_job, POST on the minimal app), in alternating rounds
+    against one `serve` and one minimal app, each started once and warmed up."""
+    servers = {}
     try:
-        await until_ready(port, serve, "(serve's output is discarded here)")
-        await post_rate(port, 50, bench.job_ids)  # warm: first requests build caches
-        return await paired(rounds, lambda bare: bench.enqueue_rate(not bare, count, port))
+        for name, argv in (
+                ("serve", [str(BIN / "pixsim7-backend"), "serve"]),
+                ("minimal", [str(BIN / "uvicorn"), "minimal_app:app", "--http", "h11",
+                             "--log-level", "warning"])):
+            port = free_port()
+            # Their prefix is the bench's, so cleanup removes the queue as it removes the others.
+            servers[name] = port, subprocess.Popen(
+                [*argv, "--port", str(port)],
+                env=bench.env(bench.prefix(), JOBS_MAX_QUEUED="1000000"), cwd=bench.folder,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port, proc in servers.values():
+            await until_ready(port, proc, "(the servers' output is discarded here)")
+            await post_rate(port, 50, bench.job_ids)  # warm: first requests build caches
+        ours, base, floor = [], [], []
+        for _ in range(rounds):
+            ours.append(await post_rate(servers["serve"][0], count, bench.job_ids))
+            base.append(await bench.enqueue_job_rate(count))
+            floor.append(await post_rate(servers["minimal"][0], count, bench.job_ids))
+        return statistics.median(ours), statistics.median(base), statistics.median(floor)
     finally:
-        stop(serve)
+        for _, proc in servers.values():
+            stop(proc)
 
 
 async def floors(rounds: int) -> dict[str, tuple[float, float]]:
     """Per floor, the medians of (the libraries ours imports, those its baseline imports)."""
     return {name: await paired(rounds * 2, lambda bare, mods=mods: import_seconds(
         mods[0] if bare else mods[1])) for name, mods in FLOORS.items()}
+
+
+def compile_ours() -> None:
+    """This project's bytecode, where a wheel's install would have written it."""
+    import compileall
+
+    import pixsim7
+
+    for path in pixsim7.__path__:
+        if not compileall.compile_dir(path, quiet=1):
+            raise SystemExit(f"compiling {path} failed")
 
 
 async def main() -> None:
@@ -374,6 +450,7 @@ async def main() -> None:
         parser.error(f"unknown measures: {', '.join(sorted(unknown))}")
     found: dict[str, Any] = {}
     waits: list[float] = []
+    compile_ours()
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as folder:
         bench = Bench(args.postgres, args.redis, Path(folder))
         await bench.setup()
@@ -385,7 +462,7 @@ async def main() -> None:
                                        lambda bare: bench.jobs_per_second(bare, args.jobs)),
                 "ready": lambda: paired(args.rounds, bench.start_to_ready),
                 "floors": lambda: floors(args.rounds),
-                "enqueue": lambda: enqueue_pair(bench, args.rounds, args.jobs),
+                "enqueue": lambda: enqueue_rates(bench, args.rounds, args.jobs),
             }
             for name in only:
                 if name == "wait":
@@ -402,8 +479,10 @@ async def main() -> None:
         f"{base:.2f} s, SIGTERM to exit, idle)",
         "jobs": lambda ours, base: f"job overhead: {ours / base:.2f}x  ({ours:.0f} against "
         f"{base:.0f} trivial jobs/s, one worker, poll delay {POLL} s)",
-        "enqueue": lambda ours, base: f"enqueue: {ours / base:.2f}x  ({ours:.0f} POST "
-        f"/api/v1/jobs/s against {base:.0f} enqueue_job/s)",
+        "enqueue": lambda ours, base, floor: f"enqueue: {ours / base:.2f}x  ({ours:.0f} POST "
+        f"/api/v1/jobs/s against {base:.0f} enqueue_job/s)\nenqueue floor: {floor / base:.2f}x"
+        f"  (a minimal FastAPI app under uvicorn with h11, the same enqueue script: {floor:.0f}"
+        " POST/s)",
         "ready": lambda ours, base: f"ready: {ours / base:.2f}x  ({ours:.2f} s against a bare "
         f"app {base:.2f} s, start to /ready 200)",
     }
