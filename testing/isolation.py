@@ -149,6 +149,10 @@ async def database_exists(endpoint: PostgresEndpoint, name: str) -> bool:
 
 # Keys arq keeps per job outside the queue's name (and so outside a prefix).
 ARQ_JOB_KEYS = ("arq:job:", "arq:result:", "arq:in-progress:", "arq:retry:")
+# ARGV: the prefix, then ARQ_JOB_KEYS. Every key under the prefix; for each job a queue under it
+# holds, arq's keys of that job (arq keeps them outside the queue's name); and the results of
+# jobs that ended, which left the queue: arq's result record names its queue, so a result
+# whose record holds the prefix (unique to the namespace) is one of its jobs'.
 _CLEAR_SCRIPT = """
 local cursor, removed = "0", 0
 repeat
@@ -161,6 +165,16 @@ repeat
       end
     end
     removed = removed + redis.call("UNLINK", key)
+  end
+until cursor == "0"
+repeat
+  local found = redis.call("SCAN", cursor, "MATCH", ARGV[3] .. "*", "COUNT", 1000)  -- arq:result:
+  cursor = found[1]
+  for _, key in ipairs(found[2]) do
+    local record = redis.pcall("GET", key)
+    if type(record) == "string" and string.find(record, ARGV[1], 1, true) then
+      redis.call("UNLINK", key)
+    end
   end
 until cursor == "0"
 return removed
@@ -189,9 +203,10 @@ class RedisNamespace:
             await client.aclose()
 
     async def clear(self, client: aioredis.Redis | None = None) -> int:
-        """Delete every key under the prefix, and arq's per-job keys of the jobs a queue under
-        it held (arq keeps those outside the queue's name), in one round trip; through `client`
-        if given. How many keys under the prefix went."""
+        """Delete every key under the prefix, arq's per-job keys of the jobs a queue under it
+        holds, and the results of its jobs that ended (arq keeps those outside the queue's
+        name), in one round trip; through `client` if given. How many keys under the prefix
+        went."""
         own = client is None
         client = self.client() if client is None else client
         try:

@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 from arq.connections import RedisSettings, create_pool
-from arq.constants import expires_extra_ms, job_key_prefix
+from arq.constants import expires_extra_ms, in_progress_key_prefix, job_key_prefix
 from arq.jobs import Job
 from arq.worker import Worker, func
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
@@ -25,6 +26,7 @@ from pixsim7.backend.main.infrastructure.arq_adapter import (
     WaitForRedis,
     enqueue_bounded,
     forgive_outages_when_stopping,
+    leave_jobs_queued_when_a_watch_is_lost,
 )
 from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.worker import worker_settings
@@ -174,3 +176,79 @@ async def test_the_worker_waits_out_a_connection_lost_under_a_command(redis_name
         retry.stop()
         await pool.aclose()
         await killer.aclose()
+
+
+async def _start_a_job_losing_the_connection_after_watch(
+    redis_namespace, *, adapted: bool
+) -> tuple[Worker, str, list[int]]:
+    """arq's own `start_jobs` takes one queued job while the connection under its WATCH is
+    killed (CLIENT KILL, from another client) right after WATCH answered."""
+    queue = jobs.queue_name(redis_namespace.prefix)
+    settings = worker_settings(Settings(redis_url=redis_namespace.url, debug=True))
+    pool = await create_pool(settings["redis_settings"])
+    pool.set_retry(WaitForRedis())
+    if adapted:
+        leave_jobs_queued_when_a_watch_is_lost(pool, queue)
+    killer = redis_namespace.client()
+    killed: list[int] = []
+    pipeline = pool.pipeline
+
+    def pipeline_killed_after_watch(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        watch = pipe.watch
+
+        async def watch_then_kill(*names: Any) -> Any:
+            answer = await watch(*names)
+            if not killed:
+                killed.append(await pipe.client_id())  # on the watching connection
+                await killer.client_kill_filter(_id=killed[0])
+            return answer
+
+        pipe.watch = watch_then_kill
+        return pipe
+
+    pool.pipeline = pipeline_killed_after_watch
+    try:
+        job_id = await jobs.enqueue(killer, redis_namespace.prefix, "echo", {"value": 7})
+    finally:
+        await killer.aclose()
+    worker = Worker(functions=[func(_echo, name="echo")], queue_name=queue, redis_pool=pool,
+                    handle_signals=False, poll_delay=0.01, max_jobs=4,
+                    health_check_key=f"{redis_namespace.prefix}health")
+    return worker, job_id, killed
+
+
+async def test_without_the_adapter_a_lost_watch_ends_arqs_start_jobs(redis_namespace) -> None:
+    # What leave_jobs_queued_when_a_watch_is_lost is for: should an arq release catch this
+    # itself, this test fails and the workaround can go.
+    worker, job_id, killed = await _start_a_job_losing_the_connection_after_watch(
+        redis_namespace, adapted=False)
+    try:
+        with pytest.raises(WatchError):
+            await worker.start_jobs([job_id.encode()])
+        assert killed
+    finally:
+        worker.pool.connection_pool.connection_kwargs["retry"].stop()
+        await worker.pool.aclose()
+
+
+async def test_a_job_whose_watch_is_lost_stays_queued_and_runs_at_the_next_poll(
+    redis_namespace,
+) -> None:
+    worker, job_id, killed = await _start_a_job_losing_the_connection_after_watch(
+        redis_namespace, adapted=True)
+    queue = jobs.queue_name(redis_namespace.prefix)
+    try:
+        await worker.start_jobs([job_id.encode()])  # returns: the job was left for later
+        assert killed, "the connection under WATCH was not killed"
+        assert worker.job_counter == 0 and not worker.tasks
+        assert await worker.pool.zscore(queue, job_id) is not None
+        assert not await worker.pool.exists(in_progress_key_prefix + job_id)
+        # The next poll takes it, on a new connection, and it runs to its end.
+        await worker.start_jobs([job_id.encode()])
+        await asyncio.wait_for(worker.tasks[job_id], 10)
+        info = await Job(job_id, worker.pool, _queue_name=queue).result_info()
+        assert info is not None and info.success and info.result == {"value": 7}
+    finally:
+        worker.pool.connection_pool.connection_kwargs["retry"].stop()
+        await worker.pool.aclose()

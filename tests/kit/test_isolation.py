@@ -155,6 +155,48 @@ async def test_namespace_clear_removes_only_its_keys(kit_services: ServiceSet) -
         await client.aclose()
 
 
+async def _echo(ctx: dict, payload: dict) -> dict:
+    return payload
+
+
+async def test_namespace_clear_removes_the_results_of_its_jobs_that_ended(
+    kit_services: ServiceSet
+) -> None:
+    # A job that ended has left its queue; arq keeps its result under `arq:result:<id>`, outside
+    # any prefix. Each namespace's clear takes its own jobs' results, and only those.
+    from arq.connections import RedisSettings
+    from arq.worker import Worker, func
+
+    from pixsim7.backend.main.infrastructure import jobs
+
+    mine, other = new_namespace(kit_services.redis), new_namespace(kit_services.redis)
+    client = mine.client()
+    ids = {}
+    try:
+        for namespace in (mine, other):
+            ids[namespace.prefix] = await jobs.enqueue(client, namespace.prefix, "echo", {})
+            worker = Worker(functions=[func(_echo, name="echo")], burst=True, poll_delay=0.01,
+                            queue_name=jobs.queue_name(namespace.prefix), handle_signals=False,
+                            redis_settings=RedisSettings.from_dsn(namespace.url),
+                            health_check_key=f"{namespace.prefix}health")
+            try:
+                await worker.async_run()
+                assert worker.jobs_complete == 1
+            finally:
+                await worker.close()
+        results = {prefix: f"arq:result:{job_id}" for prefix, job_id in ids.items()}
+        assert await client.exists(*results.values()) == 2
+        await mine.clear()
+        assert not await client.exists(results[mine.prefix])
+        assert await client.exists(results[other.prefix])
+        await other.clear()
+        assert not await client.exists(results[other.prefix])
+    finally:
+        await mine.clear()
+        await other.clear()
+        await client.aclose()
+
+
 def test_ssl_negotiation_is_skipped_only_with_a_server_without_ssl(
     kit_services: ServiceSet, monkeypatch
 ) -> None:

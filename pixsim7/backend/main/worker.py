@@ -29,6 +29,7 @@ from pixsim7.backend.main.infrastructure.arq_adapter import (
     REDIS_DOWN,
     WaitForRedis,
     forgive_outages_when_stopping,
+    leave_jobs_queued_when_a_watch_is_lost,
     observe_signals,
     restore_signal_handlers,
     stop_waiting_for_redis,
@@ -111,6 +112,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     retry.main_loop = asyncio.current_task()  # arq runs on_startup in its main loop's task
     ctx["redis"].set_retry(retry)
     forgive_outages_when_stopping(ctx["redis"], retry)
+    leave_jobs_queued_when_a_watch_is_lost(ctx["redis"], jobs.queue_name(settings.redis_key_prefix))
     # Stopping begins at SIGTERM or SIGINT (see observe_signals), and at the latest when
     # arq's main loop ends: from then on nothing waits for Redis, so neither a job ending
     # during the drain nor the teardown waits on a Redis that is gone.

@@ -13,6 +13,11 @@ Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
   job's end through a pipeline and deletes its health record with DEL; when Redis is gone at
   shutdown, those raise inside arq and the process exits with a traceback. No arq hook runs
   around them.
+- `leave_jobs_queued_when_a_watch_is_lost`: arq's `start_jobs` reads a job's in-progress mark
+  and its score under WATCH, and catches WatchError only around EXEC. A connection lost after
+  WATCH makes redis-py raise WatchError at once from EXISTS or ZSCORE (a retry cannot restore
+  a WATCH), so it would leave arq's main loop and end the worker. Those two reads answer
+  "already taken" instead, which arq handles: it leaves the job queued for its next poll.
 - `observe_signals`: arq's `handle_signals` replaces SIGINT and SIGTERM with its own loop
   handlers and offers no callback; a Python-level handler chained beside them learns that
   stopping began (asyncio wakes from its wakeup fd for either).
@@ -33,14 +38,19 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from arq.constants import expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.constants import (
+    expires_extra_ms,
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger("pixsim7.worker")
@@ -158,6 +168,48 @@ def forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
     pool.pipeline = pipeline_forgiving
     pool.delete = best_effort(pool.delete, "the worker's health record expires by itself "
                               "within WORKER_HEALTH_INTERVAL_SECONDS", 0)
+
+
+def leave_jobs_queued_when_a_watch_is_lost(pool: Any, queue: str) -> None:
+    """When the connection under arq's WATCH of a job is lost, the job stays queued.
+
+    arq's `start_jobs` takes a job by WATCHing its in-progress mark, reading that mark
+    (EXISTS) and the job's score in `queue` (ZSCORE), then MULTI/EXEC. Lost after WATCH, the
+    connection cannot be retried (the WATCH went with it): redis-py raises WatchError from the
+    read. Here those two reads, and only those, answer as for a job another worker took (the
+    mark exists; no score), so arq releases its slot and takes the job at its next poll.
+    """
+
+    def lost(args: tuple[Any, ...]) -> tuple[bool, Any]:
+        name = str(args[0]).upper()
+        if name == "EXISTS" and len(args) == 2 and str(args[1]).startswith(
+                in_progress_key_prefix):
+            return True, 1
+        if name == "ZSCORE" and len(args) == 3 and args[1] == queue:
+            return True, None
+        return False, None
+
+    pipeline = pool.pipeline
+
+    def pipeline_leaving_jobs_queued(*args: Any, **kwargs: Any) -> Any:
+        pipe = pipeline(*args, **kwargs)
+        immediate = pipe.immediate_execute_command
+
+        async def immediate_or_taken(*command: Any, **options: Any) -> Any:
+            try:
+                return await immediate(*command, **options)
+            except WatchError as exc:
+                handled, answer = lost(command)
+                if not handled or not isinstance(exc.__context__, (*REDIS_DOWN, OSError)):
+                    raise
+                logger.warning("Redis connection lost while taking a job (%s); the job stays "
+                               "queued for the next poll", type(exc.__context__).__name__)
+                return answer
+
+        pipe.immediate_execute_command = immediate_or_taken
+        return pipe
+
+    pool.pipeline = pipeline_leaving_jobs_queued
 
 
 def restore_signal_handlers(ctx: dict[str, Any]) -> None:
