@@ -11,6 +11,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import redis
 
 from testing.isolation import (
     DatabaseJanitor,
@@ -103,11 +104,16 @@ def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str):
     env.update({ENV_BACKEND: "external", ENV_DATABASE_URL: services.postgres.url(),
                 ENV_REDIS_URL: services.redis.url(), "PYTHONPATH": str(REPO_ROOT),
                 "KIT_RUN_ID": tmp_path.name, **inner.ENV})
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", *inner.PLUGIN_ARGS,
-         "-q", *args, str(tmp_path / "test_inner.py")],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
-    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", *inner.PLUGIN_ARGS,
+             "-q", *args, str(tmp_path / "test_inner.py")],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
+        )
+    finally:
+        # The inner tests' barrier lies outside their namespaces: it goes here, not by expiry.
+        with redis.Redis.from_url(services.redis.url()) as client:
+            client.delete(f"kit-barrier:{tmp_path.name}")
 
 
 def test_parallel_tests_do_not_see_each_other(tmp_path, kit_services) -> None:
