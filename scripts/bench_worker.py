@@ -20,8 +20,8 @@ the same run, in alternating rounds (the median of each side is compared):
                    libraries each side imports, none of this project's code: a floor under
                    those two ratios that no change to our code can go below. For `enqueue`
                    (measured with it), a minimal FastAPI app under uvicorn on the HTTP protocol
-                   `serve` uses (h11): one route, the same body model, the same enqueue
-                   script, no middleware, no authentication.
+                   `serve` uses (h11): one route, the same body and answer models, the same
+                   enqueue script, no middleware, no authentication.
 
 This project's modules are compiled to bytecode first, as installing a wheel does (an editable
 install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile them at every start, while
@@ -95,23 +95,13 @@ class WorkerSettings:
 MINIMAL_APP = '''
 import os
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
 from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure import jobs
-
-
-class JobIn(BaseModel):
-    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+$")
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-
-class JobAccepted(BaseModel):
-    id: str
-    kind: str
+# The body and answer models of POST /api/v1/jobs.
+from pixsim7.backend.main.routes.jobs import JobAccepted, JobIn
 
 
 @asynccontextmanager
