@@ -14,8 +14,7 @@ from arq.worker import Worker
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.arq_adapter import REDIS_DOWN
-from pixsim7.backend.main.infrastructure.redis import safe_redis_url
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN, safe_redis_url
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
@@ -120,7 +119,7 @@ def _run_worker(settings: Settings) -> int:
         arq_worker.run()
     except StartupAborted as exc:
         return report_startup_failure(exc)
-    except (*REDIS_DOWN, OSError) as exc:  # arq connects before the plan runs: Redis is required
+    except REDIS_DOWN as exc:  # arq connects before the plan runs: Redis is required
         print(f"startup failed at step 'redis': {type(exc).__name__}: Redis at "
               f"{safe_redis_url(settings.redis_url or '')} is unavailable", file=sys.stderr)
         return 1

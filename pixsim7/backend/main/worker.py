@@ -26,7 +26,6 @@ from arq.worker import Function, Retry, func
 from pixsim7.backend.main.core_jobs import CORE_JOBS
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
-    REDIS_DOWN,
     WaitForRedis,
     forgive_outages_when_stopping,
     leave_jobs_queued_when_a_watch_is_lost,
@@ -36,6 +35,7 @@ from pixsim7.backend.main.infrastructure.arq_adapter import (
 )
 from pixsim7.backend.main.infrastructure.manifests import ManifestError, manifest_folders
 from pixsim7.backend.main.infrastructure.plugins.manifest import MANIFEST_FILENAME, load_manifest
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import WORKER, check_required, run_plan
@@ -153,7 +153,7 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
         # a connection's `retry_on_error` names: without them a connection lost while a
         # command runs (not found dead when taken from the pool) ends arq's main loop.
         "redis_settings": replace(RedisSettings.from_dsn(settings.redis_url),
-                                  retry_on_error=[*REDIS_DOWN, OSError]),
+                                  retry_on_error=list(REDIS_DOWN)),
         "on_startup": _startup,
         "on_shutdown": _shutdown,
         "ctx": {"settings": settings, "job_kinds": names, "redis_retry": WaitForRedis(),

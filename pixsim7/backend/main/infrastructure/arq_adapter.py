@@ -49,12 +49,11 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, WatchError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
 
 logger = logging.getLogger("pixsim7.worker")
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 # The arq releases the workarounds below were checked against (test_arq_adapter pins them).
 CHECKED_ARQ_VERSIONS = ("0.26", "0.27", "0.28")
 T = TypeVar("T")
@@ -73,8 +72,7 @@ class WaitForRedis(RedisRetry):
     __slots__ = ("stopped", "main_loop")
 
     def __init__(self) -> None:
-        super().__init__(ExponentialWithJitterBackoff(base=0.1, cap=2.0), -1,
-                         (*REDIS_DOWN, OSError))
+        super().__init__(ExponentialWithJitterBackoff(base=0.1, cap=2.0), -1, REDIS_DOWN)
         self.stopped = asyncio.Event()
         self.main_loop: asyncio.Task[Any] | None = None
 
@@ -148,7 +146,7 @@ def forgive_outages_when_stopping(pool: Any, retry: WaitForRedis) -> None:
         async def run(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await call(*args, **kwargs)
-            except (*REDIS_DOWN, OSError) as exc:
+            except REDIS_DOWN as exc:
                 if not retry.stopping:
                     raise
                 logger.warning("Redis is unavailable at shutdown (%s): %s", type(exc).__name__,
@@ -200,7 +198,7 @@ def leave_jobs_queued_when_a_watch_is_lost(pool: Any, queue: str) -> None:
                 return await immediate(*command, **options)
             except WatchError as exc:
                 handled, answer = lost(command)
-                if not handled or not isinstance(exc.__context__, (*REDIS_DOWN, OSError)):
+                if not handled or not isinstance(exc.__context__, REDIS_DOWN):
                     raise
                 logger.warning("Redis connection lost while taking a job (%s); the job stays "
                                "queued for the next poll", type(exc.__context__).__name__)

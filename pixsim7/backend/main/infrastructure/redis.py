@@ -19,6 +19,7 @@ except ImportError:
     DriverInfo = None  # type: ignore[assignment,misc]
 
 __all__ = [
+    "REDIS_DOWN",
     "RedisConfigError",
     "RedisStatus",
     "close_redis",
@@ -29,6 +30,11 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+# What Redis going away looks like from redis-py: its own classes (not the builtin ones) and a
+# socket's OSError, which covers the builtin TimeoutError of a bounded wait (asyncio.timeout).
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 _SCHEMES = ("redis", "rediss", "unix")
 _EXPECTED_FORM = "redis://[:password@]host:port/db"

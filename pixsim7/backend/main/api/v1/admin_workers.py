@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import redis.exceptions as redis_errors
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from pixsim7.backend.main.api.security import require_admin
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
 
 router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(require_admin)], tags=["admin"])
 
@@ -26,7 +26,7 @@ async def workers(request: Request) -> Any:
         found = await asyncio.wait_for(
             jobs.workers(redis.client, state.settings.redis_key_prefix),
             state.settings.ready_check_timeout)
-    except (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError) as exc:
+    except REDIS_DOWN as exc:
         redis.mark(type(exc).__name__)
         return JSONResponse({"detail": "Redis is unavailable, try again later"}, status_code=503,
                             headers={"Retry-After": "1"})

@@ -16,13 +16,13 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-import redis.exceptions as redis_errors
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from pixsim7.backend.main.api.security import require_bearer
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
 
 QUEUE_FULL_RETRY_AFTER_S = 30
 
@@ -81,9 +81,6 @@ def _require_writer(request: Request) -> None:
                    "queueing jobs is off: set JOBS_TOKEN (or ADMIN_TOKEN) to allow it")
 
 
-# What Redis going away looks like from redis-py (its own classes, not the builtin ones).
-# Nothing here runs under WATCH (enqueueing is one script), so no WatchError can stand for it.
-_REDIS_DOWN = (OSError, TimeoutError, redis_errors.ConnectionError, redis_errors.TimeoutError)
 
 
 async def _on_redis(
@@ -101,7 +98,7 @@ async def _on_redis(
     try:
         async with asyncio.timeout(settings.ready_check_timeout):  # no task per request
             result = await operation(redis.client, settings.redis_key_prefix)
-    except _REDIS_DOWN as exc:
+    except REDIS_DOWN as exc:  # nothing here runs under WATCH (enqueueing is one script)
         redis.mark(type(exc).__name__)
         return None
     redis.mark(None)
