@@ -439,7 +439,6 @@ async def main() -> None:
     if unknown := set(only) - set(MEASURES):
         parser.error(f"unknown measures: {', '.join(sorted(unknown))}")
     found: dict[str, Any] = {}
-    waits: list[float] = []
     compile_ours()
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as folder:
         bench = Bench(args.postgres, args.redis, Path(folder))
@@ -453,12 +452,10 @@ async def main() -> None:
                 "ready": lambda: paired(args.rounds, bench.start_to_ready),
                 "floors": lambda: floors(args.rounds),
                 "enqueue": lambda: enqueue_rates(bench, args.rounds, args.jobs),
+                "wait": lambda: bench.waits(40),
             }
             for name in only:
-                if name == "wait":
-                    waits = await bench.waits(40)
-                else:
-                    found[name] = await measures[name]()
+                found[name] = await measures[name]()
         finally:
             await bench.cleanup()
     print(f"load average: {os.getloadavg()[0]:.2f}; medians of {args.rounds} alternating rounds")
@@ -477,12 +474,12 @@ async def main() -> None:
         f"app {base:.2f} s, start to /ready 200)",
     }
     for name in only:
-        if name in lines and name in found:
+        if name in lines:
             print(lines[name](*found[name]))
     for name, (ours, base) in found.get("floors", {}).items():
         print(f"{name} floor: {ours / base:.2f}x  (an interpreter importing only the libraries "
               f"its side imports, no code of ours: {ours:.2f} s against {base:.2f} s)")
-    if waits:
+    if waits := found.get("wait"):
         print(f"wait: median {statistics.median(waits) * 1000:.1f} ms from enqueue to start "
               f"(max {max(waits) * 1000:.1f} ms, {len(waits)} jobs, JOB_POLL_DELAY_SECONDS "
               "default)")

@@ -98,6 +98,7 @@ async def _startup(ctx: dict[str, Any]) -> None:
     from pixsim7.backend.main.main import create_app  # the app module imports the route plugins
 
     settings: Settings = ctx["settings"]
+    queue = jobs.queue_name(settings.redis_key_prefix)
     app = create_app(settings, profile=WORKER.name)
     stack = AsyncExitStack()
     await stack.enter_async_context(run_plan(app, WORKER.plan, WORKER.name))
@@ -112,14 +113,14 @@ async def _startup(ctx: dict[str, Any]) -> None:
     retry.main_loop = asyncio.current_task()  # arq runs on_startup in its main loop's task
     ctx["redis"].set_retry(retry)
     forgive_outages_when_stopping(ctx["redis"], retry)
-    leave_jobs_queued_when_a_watch_is_lost(ctx["redis"], jobs.queue_name(settings.redis_key_prefix))
+    leave_jobs_queued_when_a_watch_is_lost(ctx["redis"], queue)
     # Stopping begins at SIGTERM or SIGINT (see observe_signals), and at the latest when
     # arq's main loop ends: from then on nothing waits for Redis, so neither a job ending
     # during the drain nor the teardown waits on a Redis that is gone.
     if ctx.get("observe_signals"):
         observe_signals(ctx)
     asyncio.current_task().add_done_callback(lambda _: stop_waiting_for_redis(ctx))
-    logger.info("worker ready; taking jobs from %s", jobs.queue_name(settings.redis_key_prefix))
+    logger.info("worker ready; taking jobs from %s", queue)
 
 
 async def _shutdown(ctx: dict[str, Any]) -> None:
