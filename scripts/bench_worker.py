@@ -60,7 +60,6 @@ from arq.constants import (
     result_key_prefix,
     retry_key_prefix,
 )
-from arq.jobs import Job
 from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure import jobs
@@ -263,13 +262,12 @@ class Bench:
         await self.enqueue(prefix, 1)
         proc = self.worker(False, prefix)
         await self.done(prefix)
-        arq = jobs.arq_client(self.redis, prefix)
         found = []
         for _ in range(count):
             await asyncio.sleep(random.uniform(0.02, 0.15))
             job_id = (await self.enqueue(prefix, 1))[0]
             await self.done(prefix)
-            info = await Job(job_id, arq, _queue_name=jobs.queue_name(prefix)).result_info()
+            info = await jobs.job_handle(self.redis, prefix, job_id).result_info()
             found.append((info.start_time - info.enqueue_time).total_seconds())
         stop(proc)
         return found

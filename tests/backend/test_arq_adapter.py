@@ -17,7 +17,7 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure import job_codec, jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
     CHECKED_ARQ_VERSIONS,
     FULL,
@@ -32,6 +32,10 @@ from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.worker import worker_settings
 
 pytestmark = pytest.mark.integration
+
+
+def stored_job(job_id: str, pool: Any, queue: str) -> Job:
+    return Job(job_id, pool, _queue_name=queue, _deserializer=job_codec.loads)
 
 
 def test_the_installed_arq_is_one_the_adapter_was_checked_against() -> None:
@@ -90,6 +94,7 @@ async def test_arq_runs_on_startup_in_its_main_task_and_ends_jobs_through_the_wr
     finally:
         await client.aclose()
     worker = Worker(functions=[func(_echo, name="echo")], queue_name=queue, burst=True,
+                    **job_codec.ARQ_CODEC,
                     redis_settings=RedisSettings.from_dsn(redis_namespace.url),
                     on_startup=startup, handle_signals=False, poll_delay=0.01,
                     health_check_key=f"{redis_namespace.prefix}health")
@@ -121,8 +126,7 @@ async def test_a_bounded_enqueue_is_stored_as_arq_stores_a_job(redis_namespace) 
         assert await enqueue_bounded(client, queue, ours, "echo", {"value": 1}) == QUEUED
         theirs = await arq.enqueue_job("echo", {"value": 1}, _job_id="b" * 32,
                                        _queue_name=queue)
-        infos = [await Job(job_id, arq, _queue_name=queue).info()
-                 for job_id in (ours, theirs.job_id)]
+        infos = [await stored_job(job_id, arq, queue).info() for job_id in (ours, theirs.job_id)]
         assert [(i.function, i.args, i.kwargs, i.job_try) for i in infos] == [
             ("echo", ({"value": 1},), {}, None)] * 2
         scores = [await client.zscore(queue, job_id) for job_id in (ours, theirs.job_id)]
@@ -132,7 +136,7 @@ async def test_a_bounded_enqueue_is_stored_as_arq_stores_a_job(redis_namespace) 
         assert all(expires_extra_ms - 5_000 < ttl <= expires_extra_ms for ttl in ttls), ttls
         # An id already queued, or with a result, is not queued again (as enqueue_job).
         assert await enqueue_bounded(client, queue, ours, "echo", {"value": 2}) == TAKEN
-        assert (await Job(ours, arq, _queue_name=queue).info()).args == ({"value": 1},)
+        assert (await stored_job(ours, arq, queue).info()).args == ({"value": 1},)
     finally:
         await client.aclose()
 
@@ -213,6 +217,7 @@ async def _start_a_job_losing_the_connection_after_watch(
     finally:
         await killer.aclose()
     worker = Worker(functions=[func(_echo, name="echo")], queue_name=queue, redis_pool=pool,
+                    **job_codec.ARQ_CODEC,
                     handle_signals=False, poll_delay=0.01, max_jobs=4,
                     health_check_key=f"{redis_namespace.prefix}health")
     return worker, job_id, killed
@@ -247,7 +252,7 @@ async def test_a_job_whose_watch_is_lost_stays_queued_and_runs_at_the_next_poll(
         # The next poll takes it, on a new connection, and it runs to its end.
         await worker.start_jobs([job_id.encode()])
         await asyncio.wait_for(worker.tasks[job_id], 10)
-        info = await Job(job_id, worker.pool, _queue_name=queue).result_info()
+        info = await stored_job(job_id, worker.pool, queue).result_info()
         assert info is not None and info.success and info.result == {"value": 7}
     finally:
         worker.pool.connection_pool.connection_kwargs["retry"].stop()

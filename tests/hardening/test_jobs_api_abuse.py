@@ -10,7 +10,7 @@ import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure import job_codec, jobs
 from pixsim7.backend.main.presets import PresetImport, import_presets
 from testing.apps import started
 from testing.polling import wait_until_async
@@ -74,6 +74,7 @@ async def test_a_job_id_answers_only_in_the_deployment_that_queued_it(
     assert await status(other) == (404, "not_found")
     # Run by arq itself, from this deployment's queue.
     worker = Worker(functions=[func(_sleep_then_echo, name="noop")], burst=True,
+                    **job_codec.ARQ_CODEC,
                     queue_name=jobs.queue_name(mine.settings.redis_key_prefix),
                     redis_settings=RedisSettings.from_dsn(redis_namespace.url),
                     handle_signals=False, poll_delay=0.01)

@@ -173,7 +173,7 @@ async def test_namespace_clear_removes_the_results_of_its_jobs_that_ended(
     from arq.connections import RedisSettings
     from arq.worker import Worker, func
 
-    from pixsim7.backend.main.infrastructure import jobs
+    from pixsim7.backend.main.infrastructure import job_codec, jobs
 
     mine, other = new_namespace(kit_services.redis), new_namespace(kit_services.redis)
     client = mine.client()
@@ -182,6 +182,7 @@ async def test_namespace_clear_removes_the_results_of_its_jobs_that_ended(
         for namespace in (mine, other):
             ids[namespace.prefix] = await jobs.enqueue(client, namespace.prefix, "echo", {})
             worker = Worker(functions=[func(_echo, name="echo")], burst=True, poll_delay=0.01,
+                            **job_codec.ARQ_CODEC,
                             queue_name=jobs.queue_name(namespace.prefix), handle_signals=False,
                             redis_settings=RedisSettings.from_dsn(namespace.url),
                             health_check_key=f"{namespace.prefix}health")

@@ -24,7 +24,7 @@ from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
 
 from pixsim7.backend.main.core_jobs import CORE_JOBS
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure import job_codec, jobs
 from pixsim7.backend.main.infrastructure.arq_adapter import (
     WaitForRedis,
     forgive_outages_when_stopping,
@@ -167,6 +167,8 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
         "health_check_interval": settings.worker_health_interval_seconds,
         "poll_delay": settings.job_poll_delay_seconds,
         "job_completion_wait": settings.shutdown_drain_seconds,
+        # Jobs and results are JSON: a record in any other form fails, unread (job_codec).
+        **job_codec.ARQ_CODEC,
     }
 
 

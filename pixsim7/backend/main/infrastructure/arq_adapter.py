@@ -24,8 +24,8 @@ Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
 - `enqueue_bounded`: arq's `enqueue_job` cannot refuse a job when the queue is full, and
   takes three round trips (WATCH, EXISTS, MULTI/EXEC). A bound read before it (ZCARD) is a
   fourth, and two requests at once can both pass it. One Lua script checks the bound and
-  writes the job as `enqueue_job` writes it (arq's key prefixes, `serialize_job`, the default
-  expiry), atomically, in one round trip.
+  writes the job as `enqueue_job` writes it (arq's key prefixes, `serialize_job` with the
+  JSON codec, the default expiry), atomically, in one round trip.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, WatchError
 
+from pixsim7.backend.main.infrastructure import job_codec
 from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
 
 logger = logging.getLogger("pixsim7.worker")
@@ -239,7 +240,7 @@ async def enqueue_bounded(client: Redis, queue: str, job_id: str, function: str,
     QUEUED, TAKEN (a job or result with this id exists; nothing written) or FULL.
     """
     now = timestamp_ms()
-    job = serialize_job(function, (payload,), {}, None, now)
+    job = serialize_job(function, (payload,), {}, None, now, serializer=job_codec.dumps)
     keys_and_args = (queue, job_key_prefix + job_id, result_key_prefix + job_id,
                      max_queued, expires_extra_ms, job, now, job_id)
     try:

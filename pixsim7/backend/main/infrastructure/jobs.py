@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.jobs import Job, JobStatus
+from arq.jobs import DeserializationError, Job, JobStatus
 from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
+from pixsim7.backend.main.infrastructure import job_codec
 from pixsim7.backend.main.infrastructure.arq_adapter import FULL, QUEUED, enqueue_bounded
 from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
 
@@ -154,7 +155,14 @@ async def workers(client: Redis, prefix: str) -> list[dict[str, Any]]:
 
 def arq_client(client: Redis, prefix: str) -> ArqRedis:
     """An arq view of `client`: same connection pool, this app's queue."""
-    return ArqRedis(connection_pool=client.connection_pool, default_queue_name=queue_name(prefix))
+    return ArqRedis(connection_pool=client.connection_pool, default_queue_name=queue_name(prefix),
+                    **job_codec.ARQ_CODEC)
+
+
+def job_handle(client: Redis, prefix: str, job_id: str) -> Job:
+    """arq's view of job `job_id` of this deployment's queue, read with the JSON codec."""
+    return Job(job_id, arq_client(client, prefix), _queue_name=queue_name(prefix),
+               _deserializer=job_codec.loads)
 
 
 async def enqueue(client: Redis, prefix: str, kind: str, payload: dict[str, Any], *,
@@ -181,9 +189,12 @@ async def job_state(client: Redis, prefix: str, job_id: str) -> dict[str, Any]:
     """Status of job `job_id` in this deployment's queue and, once it ended, its result or its
     error's class; `not_found` for a job of another queue (another REDIS_KEY_PREFIX)."""
     queue = queue_name(prefix)
-    job = Job(job_id, arq_client(client, prefix), _queue_name=queue)
+    job = job_handle(client, prefix, job_id)
     status = await job.status()
-    info = await job.result_info() if status == JobStatus.complete else None
+    try:
+        info = await job.result_info() if status == JobStatus.complete else None
+    except DeserializationError:  # not JSON: written by something else than our worker
+        return {"id": job_id, "status": "failed", "error": "DeserializationError"}
     # arq keeps a job in its queue until it ends; its result names the queue it ran from.
     if (status == JobStatus.in_progress and await client.zscore(queue, job_id) is None) or (
             info is not None and info.queue_name != queue):
@@ -197,5 +208,5 @@ async def job_state(client: Redis, prefix: str, job_id: str) -> dict[str, Any]:
             state["result"] = info.result
         else:
             state["status"] = "failed"
-            state["error"] = type(info.result).__name__
+            state["error"] = job_codec.error_name(info.result)
     return state
