@@ -9,13 +9,16 @@ settings, inside a transaction rolled back after it; see `testing.rollback`), `m
 service), `app_factory` (build an app, run its lifespan, give a client, milestones and
 app.state inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots),
 `backend_env` / `backend_services_env` (a subprocess environment without the parent's backend
-settings, the second aimed at this test's database and Redis) and `backend_processes` (start
-the real CLI, stopped after the test).
+settings, the second aimed at this test's database and Redis), `backend_processes` (start
+the real CLI, stopped after the test) and `servers_data_dir` (a PIXSIM7_DATA_DIR for embedded
+servers, removed after the test).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -25,6 +28,7 @@ import pytest
 import pytest_asyncio
 from syrupy.extensions.json import JSONSnapshotExtension
 
+from pixsim7.backend.main.infrastructure.embedded import private_folder
 from pixsim7.backend.main.startup.trace import write_trace
 from testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
 from testing.inventory import Normalizer
@@ -436,6 +440,16 @@ def backend_services_env(request: pytest.FixtureRequest, kit_tier: str,
         "REDIS_URL": redis_namespace.url,
         "REDIS_KEY_PREFIX": redis_namespace.prefix,
     }
+
+
+@pytest.fixture
+def servers_data_dir() -> Iterator[Path]:
+    """A PIXSIM7_DATA_DIR for the backend's embedded servers, private to them, removed after
+    the test. Not under pytest's tmp_path: pytest keeps its temp root 0700, and under root the
+    servers run as an unprivileged user that must reach their folder."""
+    folder = private_folder(Path(tempfile.mkdtemp(prefix="pixsim7-data-")))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pixsim7.backend.main.infrastructure.embedded import (
     EmbeddedServerError,
     find_postgres_binaries,
     find_redis_server,
+    private_folder,
 )
 from testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSet, ServiceStartError
 from testing.host import ENV_SERVICES_DIR, memory_dir
@@ -32,7 +33,8 @@ class EmbeddedBackend:
 
     def start(self) -> ServiceSet:
         base = self.base_dir or os.environ.get(ENV_SERVICES_DIR) or memory_dir()
-        root = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base))
+        # Only the servers' user enters it (they run as an unprivileged user under root).
+        root = private_folder(Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX, dir=base)))
         stops: list = [lambda: shutil.rmtree(root, ignore_errors=True)]
         SessionOwner.current().mark(root)
         try:
@@ -47,8 +49,8 @@ class EmbeddedBackend:
             raise ServiceStartError(f"embedded backend: {exc}") from exc
         services = ServiceSet(
             self.name,
-            PostgresEndpoint(postgres.host, postgres.port),
-            RedisEndpoint(redis_server.host, redis_server.port),
+            PostgresEndpoint(postgres.host, postgres.port, password=postgres.password),
+            RedisEndpoint(redis_server.host, redis_server.port, password=redis_server.password),
             postgres.version,
             redis_server.version,
             detail=f"{postgres.binaries.source}; {redis_server.source}",

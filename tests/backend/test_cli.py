@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,12 +20,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def data_dir() -> Iterator[Path]:
-    """A PIXSIM7_DATA_DIR for embedded servers, outside pytest's tmp tree: the unprivileged
-    PostgreSQL user must traverse every parent folder."""
-    folder = Path(tempfile.mkdtemp(prefix="pixsim7-cli-"))
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
+def data_dir(servers_data_dir: Path) -> Path:
+    return servers_data_dir
 
 
 @pytest.mark.parametrize(("profile", "plan"), [("api", API_PLAN), ("worker", WORKER_PLAN)])

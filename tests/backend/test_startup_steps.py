@@ -481,10 +481,11 @@ async def test_the_runner_hands_each_step_its_inputs_publishes_outputs_and_tears
     assert torn == ["source:source"]
 
 
-async def test_the_settings_published_carry_the_embedded_servers_urls(make_settings,
-                                                                       tmp_path) -> None:
+async def test_the_settings_published_carry_the_embedded_servers_urls(
+    make_settings, servers_data_dir
+) -> None:
     # DATABASE_URL is the kit's; REDIS_URL unset in debug starts an embedded Redis.
-    configured = make_settings(debug=True, redis_url=None, data_dir=tmp_path)
+    configured = make_settings(debug=True, redis_url=None, data_dir=servers_data_dir)
     app = bare_app(configured)
     plan = Plan((validate_settings, setup_embedded_services, setup_redis))
     async with run_plan(app, plan, "test"):

@@ -11,10 +11,8 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -202,11 +200,9 @@ def _port_open(port: int) -> bool:
 
 
 async def test_sigterm_with_embedded_services_stops_postgres_and_redis(
-    backend_env, backend_processes
+    backend_env, backend_processes, servers_data_dir
 ) -> None:
-    # Outside pytest's tmp tree: the embedded PostgreSQL runs as an unprivileged user that must
-    # reach its folder, and pytest keeps its tmp root private.
-    data_dir = tempfile.mkdtemp(prefix="pixsim7-shutdown-")
+    data_dir = str(servers_data_dir)
     env = {**backend_env, "ADMIN_TOKEN": ADMIN_TOKEN, "DEBUG": "true",
            "PIXSIM7_DATA_DIR": data_dir, "SHUTDOWN_DRAIN_SECONDS": "0.2"}
     serve = None
@@ -245,7 +241,6 @@ async def test_sigterm_with_embedded_services_stops_postgres_and_redis(
         for pid in [*_alive(servers), *_processes_mentioning(data_dir)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 async def test_a_plugin_teardown_that_raises_is_logged_and_the_other_teardowns_still_run(

@@ -8,9 +8,7 @@ PostgreSQL and Redis servers were started (they must be stopped on the way out).
 from __future__ import annotations
 
 import re
-import shutil
 import socket
-import tempfile
 import time
 from pathlib import Path
 
@@ -160,13 +158,11 @@ def on_load(ctx):
 """
 
 
-def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path, env) -> None:
+def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path, env,
+                                                           servers_data_dir: Path) -> None:
     plugins = bundled_with_plugin(tmp_path / "plugins", "plugins", "zz_boom", FAILING_PLUGIN,
                                   name="Boom", required=True)
-    # Not under pytest's tmp_path: when run as root the embedded PostgreSQL runs as an
-    # unprivileged user that must traverse every parent folder, and each new pytest session
-    # resets pytest's own temp root to 0700.
-    data_dir = Path(tempfile.mkdtemp(prefix="pixsim7-outage-data-"))
+    data_dir = servers_data_dir
     env = {**env, "DEBUG": "true", "PIXSIM7_DATA_DIR": str(data_dir),
            "FEATURE_PLUGINS_DIR": str(plugins)}
     port = free_port()
@@ -190,4 +186,3 @@ def test_failure_after_embedded_servers_started_stops_them(tmp_path: Path, env) 
         assert list((tmp_path / "tmp").iterdir()) == []
     finally:
         kill_all([*processes_using(tmp_path, parent_pid=pid), *processes_using(data_dir)])
-        shutil.rmtree(data_dir, ignore_errors=True)

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
+from pixsim7.backend.main.infrastructure.embedded import private_folder
 from testing.services import (
     ENV_BACKEND,
     ENV_DATABASE_URL,
@@ -114,9 +115,9 @@ async def _roundtrip(services: ServiceSet) -> tuple[int, bytes]:
 
 
 async def test_embedded_backend_starts_and_stops_cleanly() -> None:
-    # Not under pytest's tmp_path: each new pytest session (the inner runs of other tests)
-    # resets pytest-of-<user> to 0700, which the unprivileged server user must traverse.
-    base = Path(tempfile.mkdtemp(prefix="pixsim7-kit-test-"))
+    # Not under pytest's tmp_path: pytest-of-<user> is 0700, which the unprivileged server user
+    # (under root) cannot traverse; a folder of the servers' own is made private to them.
+    base = private_folder(Path(tempfile.mkdtemp(prefix="pixsim7-kit-test-")))
     services = EmbeddedBackend(base_dir=base).start()
     try:
         (root,) = list(base.iterdir())

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.infrastructure.embedded import free_port, private_folder
 from testing.host import ENV_SERVICES_DIR
 from testing.ownership import OWNER_LABEL, SessionOwner
 from testing.polling import wait_until
@@ -53,8 +53,8 @@ def port_is_open(port: int) -> bool:
 @pytest.fixture
 def services_dir() -> Iterator[Path]:
     # A cleanup scope of its own, so no concurrent session elsewhere removes what these inner
-    # sessions leave. Not under tmp_path: the unprivileged PostgreSQL user must traverse it.
-    path = Path(tempfile.mkdtemp(prefix="pixsim7-kit-scope-"))
+    # sessions leave. Not under tmp_path: the unprivileged servers' user must traverse it.
+    path = private_folder(Path(tempfile.mkdtemp(prefix="pixsim7-kit-scope-")))
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -14,20 +14,23 @@ import logging
 import os
 import pwd
 import re
+import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger("pixsim7.embedded")
 
-# PostgreSQL refuses to run as root; the server is then run as this unprivileged user.
-PG_SYSTEM_USER = "pixsim7-postgres"
+# Servers started by root run as this unprivileged system user (PostgreSQL refuses root, and
+# neither server needs it); its name predates Redis running as it too.
+SERVER_USER = "pixsim7-postgres"
 USERADD_LOCK = "/tmp/pixsim7-useradd.lock"
+PASSWORD_FILE = "password"  # in each server's data folder, 0600: the URL's password
 
 
 class EmbeddedServerError(RuntimeError):
@@ -113,46 +116,103 @@ def find_postgres_binaries() -> PostgresBinaries:
     )
 
 
-def _unprivileged_user() -> pwd.struct_passwd | None:
+def server_user() -> pwd.struct_passwd | None:
+    """The user the embedded servers run as: None (the current user) unless this is root."""
     if os.geteuid() != 0:
         return None
     with contextlib.suppress(KeyError):
-        return pwd.getpwnam(PG_SYSTEM_USER)  # the usual case: no lock, no lock file
+        return pwd.getpwnam(SERVER_USER)  # the usual case: no lock, no lock file
     # Several processes may start embedded servers at once on a fresh machine: two concurrent
     # useradd runs can leave a user whose uid is then gone from /etc/passwd, so one at a time.
-    # A fixed path, not TMPDIR: every process must agree on it.
-    with open(USERADD_LOCK, "a") as lock:
+    # A fixed path, not TMPDIR: every process must agree on it (never through a planted link).
+    fd = os.open(USERADD_LOCK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    with open(fd, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            return pwd.getpwnam(PG_SYSTEM_USER)
+            return pwd.getpwnam(SERVER_USER)
         except KeyError:
             subprocess.run(
                 ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 PG_SYSTEM_USER],
+                 SERVER_USER],
                 check=True, capture_output=True, text=True,
             )
-            return pwd.getpwnam(PG_SYSTEM_USER)
+            return pwd.getpwnam(SERVER_USER)
 
 
-def _allow_traversal(path: Path) -> None:
-    # The unprivileged server user must be able to reach its data folder and the binaries.
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only the servers' user enters (0700; owned by SERVER_USER when run
+    by root, who enters it anyway). An existing folder is tightened; no parent is touched."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    user = server_user()
+    if user is not None:
+        os.chown(path, user.pw_uid, user.pw_gid)
+    return path
 
 
-def _allow_reading(root: Path) -> None:
-    for dirpath, _dirs, files in os.walk(root):
-        current = Path(dirpath)
-        current.chmod(current.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)
-        for name in files:
-            file = current / name
-            file.chmod(file.stat().st_mode | stat.S_IROTH)
+def private_file(path: Path) -> None:
+    """An existing file of the servers made private (0600; SERVER_USER's when run by root)."""
+    with contextlib.suppress(FileNotFoundError):
+        path.chmod(0o600)
+        user = server_user()
+        if user is not None:
+            os.chown(path, user.pw_uid, user.pw_gid)
+
+
+def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
+    # Whatever a server creates is private to it (umask 077), whoever starts it.
+    if user is None:
+        return {"umask": 0o077}
+    return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "umask": 0o077}
+
+
+def _check_reachable(user: pwd.struct_passwd | None, path: Path, what: str) -> None:
+    # Run as root, the servers run as SERVER_USER, which must reach its folder and binaries;
+    # a folder above that is closed to other users is not opened for it.
+    if user is None:
+        return
+    reached = subprocess.run(["test", "-x", str(path)], **_run_as(user), capture_output=True)
+    if reached.returncode != 0:
+        raise EmbeddedServerError(
+            f"user {user.pw_name}, which runs the embedded servers when the backend runs as "
+            f"root, cannot reach {what} {path} (a folder above it is closed to other users): "
+            "set PIXSIM7_DATA_DIR to a folder it can reach, or run as a non-root user")
+
+
+def server_password(data_dir: Path) -> str:
+    """The password of the server in `data_dir`, made on first use and kept in a 0600 file."""
+    path = data_dir / PASSWORD_FILE
+    with contextlib.suppress(FileNotFoundError):
+        return path.read_text().strip()
+    password = secrets.token_urlsafe(24)  # URL-safe: needs no quoting in a URL
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with open(fd, "w") as file:
+        file.write(password + "\n")
+    private_file(path)
+    return password
+
+
+def process_running(pid: int) -> bool:
+    """Whether process `pid` runs (an exited child not yet reaped, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user (the servers' own, as root)
+        pass
+    with contextlib.suppress(OSError):
+        # /proc/<pid>/stat: "pid (name) state ...": Z is a zombie.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server in `data_dir`, initialised on first start and kept between starts."""
+    """A PostgreSQL server in `data_dir`, initialised on first start and kept between starts.
+
+    Loopback only; superuser `postgres` with a password (scram-sha-256) kept in
+    `data_dir/password`; a cluster an earlier version initialised with trust gets it at its
+    next start.
+    """
 
     def __init__(self, data_dir: Path, *, fast: bool = False, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -161,42 +221,65 @@ class EmbeddedPostgres:
         self.port = port or 0
         self.binaries = find_postgres_binaries()
         self._proc: subprocess.Popen | None = None
-        self._user = _unprivileged_user()
+        self._user = server_user()
         self.version = self.binaries.version()
+        self.password = ""
 
     @property
     def log_file(self) -> Path:
         return self.data_dir / "server.log"
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
 
-    def _run_as(self) -> dict:
-        if self._user is None:
-            return {}
-        return {"user": self._user.pw_uid, "group": self._user.pw_gid, "extra_groups": []}
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres:{self.password}@{self.host}:{self.port}/{database}"
 
     def _prepare(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self._user is not None:
-            _allow_traversal(self.data_dir)
-            _allow_traversal(self.binaries.bin_dir)
-            _allow_reading(self.binaries.bin_dir.parent)
-            os.chown(self.data_dir, self._user.pw_uid, self._user.pw_gid)
-        pgdata = self.data_dir / "pgdata"
-        if (pgdata / "PG_VERSION").exists():
+        _check_reachable(self._user, self.binaries.tool("postgres"), "the PostgreSQL server")
+        private_folder(self.data_dir)
+        _check_reachable(self._user, self.data_dir, "the data folder")
+        self.password = server_password(self.data_dir)
+        private_file(self.log_file)
+        if (self.pgdata / "PG_VERSION").exists():
+            self._require_passwords()
             return
-        if pgdata.exists():
-            shutil.rmtree(pgdata)  # a half-made cluster from an interrupted initdb
+        if self.pgdata.exists():
+            shutil.rmtree(self.pgdata)  # a half-made cluster from an interrupted initdb
         result = subprocess.run(
-            [self.binaries.tool("initdb"), "-D", str(pgdata), "-U", "postgres", "-A", "trust",
+            [self.binaries.tool("initdb"), "-D", str(self.pgdata), "-U", "postgres",
+             "--auth=scram-sha-256", f"--pwfile={self.data_dir / PASSWORD_FILE}",
              "-E", "UTF8", "--no-locale", "--no-sync"],
-            capture_output=True, text=True, **self._run_as(),
+            capture_output=True, text=True, **_run_as(self._user),
         )
         if result.returncode != 0:
             raise EmbeddedServerError(
-                f"initdb failed for {pgdata} ({self.binaries.source}): {result.stderr.strip()}"
-            )
+                f"initdb failed for {self.pgdata} ({self.binaries.source}): "
+                f"{result.stderr.strip()}")
+
+    def _require_passwords(self) -> None:
+        # A cluster initialised with `-A trust` (earlier versions): the superuser gets the
+        # password (single-user mode: nothing listens meanwhile), then pg_hba.conf asks for it.
+        hba = self.pgdata / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        rules = [line.split("#", 1)[0].split() for line in lines]
+        if not any(rule and rule[-1] == "trust" for rule in rules):
+            return
+        result = subprocess.run(
+            [self.binaries.tool("postgres"), "--single", "-D", str(self.pgdata), "postgres"],
+            input=f"ALTER ROLE postgres PASSWORD '{self.password}';\n",
+            capture_output=True, text=True, **_run_as(self._user),
+        )
+        if result.returncode != 0 or "ERROR" in result.stderr:
+            raise EmbeddedServerError(
+                f"could not set the superuser's password in {self.pgdata}: "
+                f"{result.stderr.strip()[-500:]}")
+        hba.write_text("\n".join(
+            line if not (rule and rule[-1] == "trust") else line.rsplit("trust", 1)[0]
+            + "scram-sha-256" for line, rule in zip(lines, rules, strict=True)) + "\n")
+        logger.info("embedded PostgreSQL in %s now wants its password (scram-sha-256)",
+                    self.data_dir)
 
     def start(self, timeout: float = 30.0) -> EmbeddedPostgres:
         """Initialise if needed and start the server; returns once it accepts connections."""
@@ -206,19 +289,19 @@ class EmbeddedPostgres:
         if self.fast:
             settings += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                          "-c", "full_page_writes=off"]
-        pgdata = self.data_dir / "pgdata"
-        stale_pid = pgdata / "postmaster.pid"
-        if stale_pid.exists() and not _postmaster_running(stale_pid):
+        stale_pid = self.pgdata / "postmaster.pid"
+        if stale_pid.exists() and not postmaster_running(self.pgdata):
             stale_pid.unlink()
-        with open(self.log_file, "ab") as log:
-            if self._user is not None:
-                os.chown(self.log_file, self._user.pw_uid, self._user.pw_gid)
+        fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                     0o600)
+        with open(fd, "ab") as log:
+            private_file(self.log_file)
             self._proc = subprocess.Popen(
                 # TCP only: a socket path inside a deep data folder can exceed the OS limit.
-                [self.binaries.tool("postgres"), "-D", str(pgdata), "-p", str(self.port),
+                [self.binaries.tool("postgres"), "-D", str(self.pgdata), "-p", str(self.port),
                  "-c", "unix_socket_directories=", *settings],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, **self._run_as(),
+                start_new_session=True, **_run_as(self._user),
             )
         try:
             _wait_for_port(self.host, self.port, self._proc, timeout)
@@ -266,13 +349,13 @@ class EmbeddedPostgres:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def _postmaster_running(pid_file: Path) -> bool:
+def postmaster_running(pgdata: Path) -> bool:
+    """Whether the postmaster that `pgdata/postmaster.pid` names runs (a zombie does not)."""
     try:
-        pid = int(pid_file.read_text().splitlines()[0])
-        os.kill(pid, 0)
+        pid = int((pgdata / "postmaster.pid").read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return False
-    return True
+    return process_running(pid)
 
 
 def find_redis_server() -> tuple[str, str]:
@@ -300,7 +383,9 @@ def find_redis_server() -> tuple[str, str]:
 
 
 class EmbeddedRedis:
-    """A Redis server whose files live in `data_dir`; `persist` keeps data between starts."""
+    """A Redis server whose files live in `data_dir`, wanting the password kept in
+    `data_dir/password`; `persist` keeps what it acknowledged between starts (append-only file,
+    read back from the running server)."""
 
     def __init__(self, data_dir: Path, *, persist: bool = False, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -309,7 +394,9 @@ class EmbeddedRedis:
         self.port = port or 0
         self.executable, self.source = find_redis_server()
         self._proc: subprocess.Popen | None = None
+        self._user = server_user()
         self.version = self.binary_version(self.executable)
+        self.password = ""
 
     @staticmethod
     def binary_version(executable: str) -> str:
@@ -325,23 +412,45 @@ class EmbeddedRedis:
     def log_file(self) -> Path:
         return self.data_dir / "redis.log"
 
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "redis.conf"
+
     def url(self, db: int = 0) -> str:
-        return f"redis://{self.host}:{self.port}/{db}"
+        return f"redis://:{self.password}@{self.host}:{self.port}/{db}"
+
+    def _write_config(self) -> None:
+        # A file, not arguments: other local users read a process's command line. RDB
+        # snapshots stay off; with `persist`, every write goes to the append-only file before
+        # it is acknowledged (fsync each second: a crash of the machine may lose one second,
+        # a killed server nothing), and a write that cannot reach the disk is refused.
+        lines = [f"port {self.port}", f"bind {self.host}", "protected-mode yes",
+                 f'dir "{self.data_dir}"', f'logfile "{self.log_file}"', "daemonize no",
+                 'save ""', f"requirepass {self.password}",
+                 f"appendonly {'yes' if self.persist else 'no'}", "appendfsync everysec"]
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                     0o600)
+        with open(fd, "w") as file:
+            file.write("\n".join(lines) + "\n")
+        private_file(self.config_file)
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        _check_reachable(self._user, Path(self.executable), "the Redis server")
+        private_folder(self.data_dir)
+        _check_reachable(self._user, self.data_dir, "the data folder")
+        for name in ("redis.log", "dump.rdb", "appendonly.aof"):
+            private_file(self.data_dir / name)
+        self.password = server_password(self.data_dir)
         self.port = self.port or free_port(self.host)
-        persistence = ["--save", "60 1", "--dbfilename", "dump.rdb"] if self.persist else [
-            "--save", ""]
+        self._write_config()
         self._proc = subprocess.Popen(
-            [self.executable, "--port", str(self.port), "--bind", self.host,
-             "--dir", str(self.data_dir), "--appendonly", "no", "--daemonize", "no",
-             "--logfile", str(self.log_file), *persistence],
+            [self.executable, str(self.config_file)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, **_run_as(self._user),
         )
         try:
             _wait_for_port(self.host, self.port, self._proc, timeout)
+            self._check_config()
         except EmbeddedServerError as exc:
             self.stop()
             raise EmbeddedServerError(
@@ -349,6 +458,19 @@ class EmbeddedRedis:
             ) from exc
         logger.info("embedded Redis %s on %s:%s", self.version, self.host, self.port)
         return self
+
+    def _check_config(self) -> None:
+        # What matters is read back from the running server, not assumed from its arguments.
+        import redis
+
+        with redis.Redis(self.host, self.port, password=self.password,
+                         socket_timeout=5) as client:
+            config = client.config_get("appendonly") | client.config_get("requirepass")
+        if not config.get("requirepass"):
+            raise EmbeddedServerError("the server runs without a password (requirepass)")
+        if self.persist and config.get("appendonly") != "yes":
+            raise EmbeddedServerError(
+                f"the server keeps nothing on disk (appendonly is {config.get('appendonly')!r})")
 
     @property
     def running(self) -> bool:
@@ -359,7 +481,7 @@ class EmbeddedRedis:
         return self._proc.pid if self._proc is not None else None
 
     def stop(self, timeout: float = 10.0) -> None:
-        # SIGTERM makes redis save first when persistence is on.
+        # SIGTERM makes Redis flush and fsync its append-only file first.
         _stop_process(self._proc, signal.SIGTERM, timeout)
         self._proc = None
 

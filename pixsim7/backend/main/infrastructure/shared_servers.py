@@ -27,6 +27,8 @@ from pixsim7.backend.main.infrastructure.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,
+    private_folder,
+    process_running,
 )
 
 logger = logging.getLogger("pixsim7.embedded")
@@ -36,20 +38,6 @@ STATE_FILE, LOCK_FILE = "servers.json", "servers.lock"
 # How a server that must stop is asked to (PostgreSQL: fast shutdown; Redis: save, then exit).
 STOP_SIGNALS = {"postgres": signal.SIGINT, "redis": signal.SIGTERM}
 STOP_TIMEOUT = 15.0
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` runs (an exited child not yet reaped does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, run by another user (PostgreSQL's own, as root)
-        pass
-    with contextlib.suppress(OSError):
-        # /proc/<pid>/stat: "pid (name) state ...": Z is a zombie.
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True
 
 
 def _listening(url: str) -> bool:
@@ -87,8 +75,11 @@ class SharedServers:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / LOCK_FILE, "a") as lock:
+        private_folder(self.data_dir)
+        lock_fd = os.open(self.data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                          0o600)
+        with open(lock_fd, "a") as lock:
+            os.fchmod(lock_fd, 0o600)  # a folder an earlier version made kept it 0644
             fcntl.flock(lock, fcntl.LOCK_EX)  # held while a server starts, too: one starter
             path = self.data_dir / STATE_FILE
             try:
@@ -96,8 +87,13 @@ class SharedServers:
             except (OSError, ValueError):
                 state = {}
             yield state
+            # The URLs carry the servers' passwords: the state is written private, then moved.
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with open(fd, "w") as file:
+                file.write(json.dumps(state, indent=2, sort_keys=True))
             tmp.replace(path)
 
     def acquire(self, services: Iterable[str]) -> dict[str, str]:
@@ -107,7 +103,7 @@ class SharedServers:
             try:
                 for service in services:
                     record = state.get(service)
-                    if record is not None and not (_alive(record["pid"])
+                    if record is not None and not (process_running(record["pid"])
                                                    and _listening(record["url"])):
                         record = None  # died with the machine or was killed: start anew
                     if record is None:
@@ -117,7 +113,7 @@ class SharedServers:
                     else:
                         logger.info("embedded %s of %s already runs (pid %d): using it",
                                     service, self.data_dir, record["pid"])
-                    record["users"] = [pid for pid in record["users"] if _alive(pid)]
+                    record["users"] = [pid for pid in record["users"] if process_running(pid)]
                     record["users"].append(os.getpid())
                     self.urls[service] = record["url"]
             except BaseException:
@@ -138,7 +134,7 @@ class SharedServers:
             if record is None:
                 continue
             record["users"] = [pid for pid in record["users"]
-                               if pid != os.getpid() and _alive(pid)]
+                               if pid != os.getpid() and process_running(pid)]
             if record["users"]:
                 logger.info("embedded %s of %s stays up: still used by pid %s", service,
                             self.data_dir, ", ".join(map(str, record["users"])))
@@ -156,8 +152,8 @@ class SharedServers:
         # Started by a process that has gone: ask it by pid and wait for it to exit.
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, STOP_SIGNALS[service])
-        _wait_until(lambda: not _alive(pid), STOP_TIMEOUT)
-        if _alive(pid):
+        _wait_until(lambda: not process_running(pid), STOP_TIMEOUT)
+        if process_running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

@@ -49,6 +49,10 @@ class Redactor(logging.Filter):
         self.secrets = sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH},
                               key=len, reverse=True)
 
+    def add(self, secrets: Iterable[str | None]) -> None:
+        """Redact `secrets` too (those learnt after logging was set up)."""
+        self.secrets = Redactor([*self.secrets, *secrets]).secrets
+
     def redact(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
@@ -109,6 +113,15 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             data["stack"] = self.formatStack(record.stack_info)
         return json.dumps(data, default=str)
+
+
+def redact_also(secrets: Iterable[str | None]) -> None:
+    """Add `secrets` to what the root logger's handlers redact: the passwords of the embedded
+    servers, for one, which exist only once those servers have started."""
+    for handler in logging.getLogger().handlers:
+        for each in handler.filters:
+            if isinstance(each, Redactor):
+                each.add(secrets)
 
 
 # The loggers a server may have set up its own way before the app was imported.

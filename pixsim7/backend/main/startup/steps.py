@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
@@ -47,6 +48,7 @@ from pixsim7.backend.main.infrastructure.redis import (
 from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
 from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
+from pixsim7.backend.main.shared.logs import redact_also
 from pixsim7.backend.main.startup.runner import Plan, Policy, Step, StepOutcome, step
 
 logger = logging.getLogger("pixsim7.startup")
@@ -146,6 +148,7 @@ async def setup_embedded_services(settings: Settings) -> tuple[SharedServers, Se
     resolved = {}
     try:
         urls = await asyncio.shield(acquiring)
+        redact_also(urlsplit(url).password for url in urls.values())
         if "postgres" in urls:
             await _ensure_database(urls["postgres"], EMBEDDED_DATABASE)
             resolved["database_url"] = f"{urls['postgres'].rsplit('/', 1)[0]}/{EMBEDDED_DATABASE}"
