@@ -56,10 +56,10 @@ def _function(name: str) -> Function:
                 "failed or was not enabled here (see the worker's plugins step)")
         try:
             return await kind.run(ctx["app"], kind.payload.model_validate(payload))
-        except (jobs.RetryableJobError, *kind.retry_on) as exc:
+        except Exception as exc:
             settings: Settings = ctx["settings"]
-            if ctx["job_try"] >= settings.job_max_tries:
-                raise  # the last try: the job ends failed with this error's class
+            if not kind.retries(exc) or ctx["job_try"] >= settings.job_max_tries:
+                raise  # not worth another try, or the last: the job ends failed with its class
             delay = settings.job_retry_backoff_seconds * 2 ** (ctx["job_try"] - 1)
             logger.warning("job %s (%s) try %d failed with %s; retrying in %.1f s",
                            ctx["job_id"], name, ctx["job_try"], type(exc).__name__, delay)

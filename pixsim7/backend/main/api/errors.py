@@ -17,23 +17,50 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_errors
 
 from pixsim7.backend.main.api.request_guard import excerpt
-from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
+from pixsim7.backend.main.infrastructure.database import cannot_write, is_database_outage
 
 logger = logging.getLogger("pixsim7.errors")
 
 
 
-def _unavailable(service: str) -> JSONResponse:
-    return JSONResponse({"detail": f"{service} unavailable, try again later"}, status_code=503,
-                        headers={"Retry-After": "1"})
+def _unavailable(service: str, detail: str | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail or f"{service} unavailable, try again later"},
+                        status_code=503, headers={"Retry-After": "1"})
 
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
-    if isinstance(exc, DATABASE_OUTAGES) or getattr(exc, "connection_invalidated", False):
+    if is_database_outage(exc):
         logger.warning("%s %s: database unavailable (%s)", request.method, request.url.path,
                        type(exc).__name__)
         return _unavailable("database")
+    reason = cannot_write(exc)
+    if reason is not None:
+        db = getattr(request.app.state, "db", None)
+        if db is not None:
+            db.note_write_failure(reason)
+        logger.error("%s %s: the database cannot write (%s, %s)", request.method,
+                     request.url.path, reason, type(exc).__name__)
+        return _unavailable("database", f"the database cannot write right now ({reason}), "
+                                        "try again later")
     return await _internal_error(request, exc)
+
+
+def _redis_cannot_write(exc: Exception) -> str | None:
+    # What Redis answers when it is up but cannot take a write: its disk failed (MISCONF, for
+    # the append-only file too), maxmemory reached (OOM), a replica (READONLY).
+    if isinstance(exc, redis_errors.ReadOnlyError):
+        return "read-only"
+    if isinstance(exc, redis_errors.OutOfMemoryError):
+        return "out of memory"
+    return "disk" if str(exc).startswith("MISCONF") else None
+
+
+async def _redis_response_error(request: Request, exc: Exception) -> JSONResponse:
+    reason = _redis_cannot_write(exc)
+    if reason is None:
+        return await _internal_error(request, exc)
+    logger.error("%s %s: Redis cannot write (%s)", request.method, request.url.path, reason)
+    return _unavailable("redis", f"Redis cannot write right now ({reason}), try again later")
 
 
 async def _connection_error(request: Request, exc: Exception) -> JSONResponse:
@@ -93,6 +120,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_errors.TimeoutError, _database_error)
     app.add_exception_handler(redis_errors.ConnectionError, _redis_error)
     app.add_exception_handler(redis_errors.TimeoutError, _redis_error)
+    app.add_exception_handler(redis_errors.ResponseError, _redis_response_error)
     app.add_exception_handler(OSError, _connection_error)
     app.add_exception_handler(TimeoutError, _connection_error)
     app.add_exception_handler(Exception, _internal_error)

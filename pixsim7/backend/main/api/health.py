@@ -151,14 +151,18 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
         await checker.observe("unavailable", lifecycle)
         return 503, body
     deps = await checker.dependencies()
+    db = getattr(app.state, "db", None)
+    writes = db.write_failure() if db is not None else None
     if deps["database"] != "connected" or required_failed:
         status = "unavailable"
-    elif deps["redis"] != "connected" or plugins["failed"]:
+    elif deps["redis"] != "connected" or plugins["failed"] or writes:
         status = "degraded"
     else:
         status = "ready"
     body = {"status": status, "lifecycle": lifecycle, **deps,
             "plugins_loaded": not required_failed, "plugins": plugins}
+    if writes:  # reads still work, so the instance stays in rotation
+        body["database_writes"] = f"failing: {writes}"
     await checker.observe(status, lifecycle)
     return (503 if status == "unavailable" else 200), body
 

@@ -48,6 +48,10 @@ class Readiness(BaseModel):
     plugins_loaded: bool
     lifecycle: Lifecycle
     plugins: PluginCounts
+    database_writes: str | None = Field(
+        None, pattern=r"^failing: [\w /-]+$", examples=["failing: disk full"],
+        description="only while the database refuses writes (disk full, read-only, ...): "
+                    "`degraded` for WRITE_FAILURE_MEMORY_S (30 s) after the last refusal")
     checks: dict[str, CheckDetail] | None = Field(
         None, description="only with `?verbose`; empty before the first check")
 

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure import job_codec
 from pixsim7.backend.main.infrastructure.arq_adapter import FULL, QUEUED, enqueue_bounded
-from pixsim7.backend.main.infrastructure.database import DATABASE_OUTAGES
+from pixsim7.backend.main.infrastructure.database import is_database_outage
 
 QUEUE = "arq:queue"
 
@@ -33,15 +33,18 @@ class RetryableJobError(Exception):
     """A failure worth another try: the worker retries it with backoff, up to JOB_MAX_TRIES."""
 
 
-# What a database or network outage looks like to a job: retried when the kind asks for it.
-OUTAGES: tuple[type[BaseException], ...] = (*DATABASE_OUTAGES, OSError)
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is a database or network outage: retried when the kind asks for it. The
+    database's own word counts (shutting down, starting up), as does a refused connection."""
+    return is_database_outage(exc) or isinstance(exc, OSError)
 
 
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: its name, the model its payload must validate against, and its function.
 
-    `retry_on` lists the exceptions that are retried like RetryableJobError (outages);
+    `retry_on` lists the exceptions that are retried like RetryableJobError, and with
+    `retry_on_outage` database and network outages are too (`is_outage`);
     `owner` is "core" or the id of the feature plugin that declared the kind; a `debug_only`
     kind (a test's) is not offered by the API of a production app (DEBUG=false).
     """
@@ -51,8 +54,14 @@ class JobKind:
     run: JobFunction
     description: str = ""
     retry_on: tuple[type[BaseException], ...] = ()
+    retry_on_outage: bool = False
     owner: str = "core"
     debug_only: bool = False
+
+    def retries(self, exc: BaseException) -> bool:
+        """Whether a try that raised `exc` is worth another."""
+        return isinstance(exc, (RetryableJobError, *self.retry_on)) or (
+            self.retry_on_outage and is_outage(exc))
 
     def schema(self) -> dict[str, Any]:
         return self.payload.model_json_schema()

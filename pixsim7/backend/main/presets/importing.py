@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind
+from pixsim7.backend.main.infrastructure.jobs import JobKind
 from pixsim7.backend.main.presets.schemas import MODEL_NAME, PresetCreate
 
 
@@ -44,4 +44,4 @@ async def import_presets(app: FastAPI, payload: PresetImport) -> dict[str, int]:
 
 IMPORT_JOB = JobKind("presets.import", PresetImport, import_presets,
                      "stores a batch of generation presets, skipping names already taken",
-                     retry_on=OUTAGES)
+                     retry_on_outage=True)

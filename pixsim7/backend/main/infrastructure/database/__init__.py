@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from typing import Any
@@ -27,6 +28,8 @@ from .base import Base
 
 __all__ = [
     "DATABASE_OUTAGES",
+    "cannot_write",
+    "is_database_outage",
     "SCHEMA_LOCK_KEY",
     "Base",
     "Database",
@@ -40,6 +43,50 @@ logger = logging.getLogger(__name__)
 # What a lost or unreachable database looks like through SQLAlchemy.
 DATABASE_OUTAGES: tuple[type[Exception], ...] = (
     sa_errors.OperationalError, sa_errors.InterfaceError, sa_errors.TimeoutError)
+
+# What the database itself says (SQLSTATE) when it cannot serve now: a connection exception
+# (class 08), shutting down, crashed, starting up, not yet accepting connections (57P0x), too
+# many connections (53300). asyncpg raises some of these (CannotConnectNowError while starting
+# up or shutting down) as errors SQLAlchemy wraps as a plain DBAPIError.
+_UNAVAILABLE_SQLSTATES = ("08", "57P", "53300")
+# ... and when it answers but cannot write: the reason, for the 503's sentence and readiness.
+_CANNOT_WRITE_SQLSTATES = {"53100": "disk full", "53200": "out of memory",
+                           "58030": "I/O error", "25006": "read-only"}
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE the database gave for `exc`, from SQLAlchemy's wrapper or the driver's
+    error beneath it."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        state = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(state, str) and state:
+            return state
+        pending += [getattr(current, "orig", None), current.__cause__, current.__context__]
+    return None
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc` means the database is unreachable or not serving now (worth a retry)."""
+    if isinstance(exc, DATABASE_OUTAGES) or getattr(exc, "connection_invalidated", False):
+        return True
+    state = sqlstate(exc)
+    return state is not None and state.startswith(_UNAVAILABLE_SQLSTATES)
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why the database refused to write (`disk full`, ...), or None for any other error."""
+    state = sqlstate(exc)
+    return _CANNOT_WRITE_SQLSTATES.get(state) if state else None
+
+
+# How long a write the database refused (disk full, ...) keeps readiness `degraded`.
+WRITE_FAILURE_MEMORY_S = 30.0
 
 _EXPECTED_FORM = "postgresql://user:password@host:port/dbname"
 _POSTGRES_DRIVERS = frozenset({"postgresql", "postgres", "postgresql+asyncpg"})
@@ -133,6 +180,7 @@ class Database:
         self._gate: Callable[[], AbstractAsyncContextManager[Any]] = nullcontext
         self._abandoned: set[asyncio.Task[None]] = set()
         self.created_tables: list[str] = []  # what create_schema created on this start
+        self._write_failure: tuple[str, float] | None = None  # (reason, monotonic time)
 
     def __repr__(self) -> str:
         return f"<Database {self.safe_url}>"
@@ -140,6 +188,17 @@ class Database:
     def summary(self) -> dict[str, object]:
         return {"url": self.safe_url, "connect_timeout": self.connect_timeout,
                 "statement_timeout": self.statement_timeout}
+
+    def note_write_failure(self, reason: str) -> None:
+        """The database refused a write for `reason` (`cannot_write`): readiness says so."""
+        self._write_failure = (reason, time.monotonic())
+
+    def write_failure(self) -> str | None:
+        """Why a write was refused within the last WRITE_FAILURE_MEMORY_S seconds, or None."""
+        if self._write_failure is None:
+            return None
+        reason, when = self._write_failure
+        return reason if time.monotonic() - when < WRITE_FAILURE_MEMORY_S else None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from pixsim7.backend.main.infrastructure.folder_manager import FolderItem, ManifestFolderManager
-from pixsim7.backend.main.infrastructure.jobs import OUTAGES, JobKind, JobRegistry
+from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import (
     ManifestError,
     dependency_cycles,
@@ -360,7 +360,7 @@ class PluginManager(ManifestFolderManager[PluginState]):
                 raise PluginManifestError(state.manifest_path, (
                     f"field 'jobs.{index}.payload': {job.payload!r} {found} in {source}"))
             kinds.append(JobKind(job.kind, payload, function, job.description,
-                                 retry_on=OUTAGES if job.retry_on_outage else (),
+                                 retry_on_outage=job.retry_on_outage,
                                  owner=state.id))
         return kinds
 

@@ -1,0 +1,91 @@
+"""A database whose disk is full: 503 with a sentence, never a bare 500, and readiness says so.
+
+The PostgreSQL is the test's own, on a small tmpfs the test mounts and fills, so only its disk
+is full; `pixsim7-backend serve` writes to it over a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import subprocess
+
+import asyncpg
+import httpx
+import pytest
+
+from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, private_folder
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small disk of its own needs root"),
+]
+
+PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}
+
+
+def _fill(path: str) -> None:
+    chunk = b"\0" * (1 << 20)
+    with open(path, "wb") as filler:
+        try:
+            while True:
+                filler.write(chunk)
+                filler.flush()
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC, exc
+
+
+@pytest.mark.slow(seconds=6)
+async def test_a_full_disk_answers_503_with_a_sentence_and_readiness_reports_it(
+    backend_env, redis_namespace, backend_processes, servers_data_dir
+) -> None:
+    disk = servers_data_dir / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=0700", "tmpfs", str(disk)],
+                   check=True)
+    server = None
+    try:
+        private_folder(disk)  # the mounted disk's root: the servers' user's, like its parent
+        server = EmbeddedPostgres(disk / "pg").start()
+        admin = await asyncpg.connect(server.url())
+        await admin.execute("CREATE DATABASE full_disk")
+        await admin.close()
+        serve = backend_processes("serve", {
+            **backend_env, "DATABASE_URL": server.url("full_disk"),
+            "REDIS_URL": redis_namespace.url, "REDIS_KEY_PREFIX": redis_namespace.prefix,
+            "SHUTDOWN_DRAIN_SECONDS": "0"})
+        await asyncio.to_thread(serve.wait_ready, 60)
+        await asyncio.to_thread(_fill, str(disk / "filler"))
+
+        answers: list[httpx.Response] = []
+        async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+            big = {"blob": "x" * 200_000}  # each row takes pages of its own (TOAST)
+            for n in range(400):
+                response = await client.post("/api/v1/presets", json={
+                    "name": f"p{n}", **PRESET, "params": big})
+                answers.append(response)
+                if response.status_code == 503:
+                    break
+            refused = answers[-1]
+            ready = await client.get("/ready")
+            os.unlink(disk / "filler")
+            after = await client.post("/api/v1/presets", json={"name": "after", **PRESET})
+
+        assert refused.status_code == 503, [r.status_code for r in answers]
+        assert {r.status_code for r in answers[:-1]} <= {201}
+        assert refused.headers["Retry-After"]
+        assert refused.json() == {
+            "detail": "the database cannot write right now (disk full), try again later"}
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["database_writes"] == "failing: disk full"
+        assert after.status_code == 201, after.text
+        assert "Traceback" not in serve.output()
+        assert serve.stop() == 0, serve.describe()
+    finally:
+        if server is not None:
+            server.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", str(disk)], check=True)
