@@ -168,7 +168,8 @@ def worker_settings(settings: Settings, *, owns_process: bool = False) -> dict[s
         "poll_delay": settings.job_poll_delay_seconds,
         "job_completion_wait": settings.shutdown_drain_seconds,
         # Jobs and results are JSON: a record in any other form fails, unread (job_codec).
-        **job_codec.ARQ_CODEC,
+        **job_codec.worker_codec(settings.job_max_result_bytes),
+        "keep_result": settings.job_result_ttl_seconds,
     }
 
 

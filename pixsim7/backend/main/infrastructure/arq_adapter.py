@@ -25,7 +25,9 @@ Checked against arq 0.26 to 0.28 and redis-py 5 (pyproject pins arq below 0.29):
   takes three round trips (WATCH, EXISTS, MULTI/EXEC). A bound read before it (ZCARD) is a
   fourth, and two requests at once can both pass it. One Lua script checks the bound and
   writes the job as `enqueue_job` writes it (arq's key prefixes, `serialize_job` with the
-  JSON codec, the default expiry), atomically, in one round trip.
+  JSON codec, the default expiry), atomically, in one round trip. arq keeps every result until
+  it expires; the same script drops the oldest results past the bound (an index of the jobs
+  it queued), so what results take in Redis is bounded by the settings, not by throughput.
 """
 
 from __future__ import annotations
@@ -217,15 +219,32 @@ def restore_signal_handlers(ctx: dict[str, Any]) -> None:
         signal.signal(signum, handler)
 
 
-# KEYS: the queue, the job's key, its result's key. ARGV: the bound (0: none), the expiry in
-# ms, the serialized job, its score, its id. 1: queued; 0: the id is taken; -1: the queue is
-# full. What arq's enqueue_job does under WATCH, plus the bound, in one atomic step.
+# KEYS: the queue, the job's key, its result's key, the index of the jobs queued here (by
+# enqueue time). ARGV: the bound (0: none), the expiry in ms, the serialized job, its score, its
+# id, arq's result key prefix. 1: queued; 0: the id is taken; -1: the queue is full. What arq's
+# enqueue_job does under WATCH, plus the bound, in one atomic step; and with a bound, the
+# results kept stay within it too: past `bound` jobs that ended, the oldest ones' results go.
 _ENQUEUE_BOUNDED = """
 local bound = tonumber(ARGV[1])
 if bound > 0 and redis.call('ZCARD', KEYS[1]) >= bound then return -1 end
 if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then return 0 end
 redis.call('PSETEX', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[5])
+if bound > 0 then
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+  local over = redis.call('ZCARD', KEYS[4]) - redis.call('ZCARD', KEYS[1]) - bound
+  if over > 0 then
+    local oldest = redis.call('ZRANGE', KEYS[4], 0, over + redis.call('ZCARD', KEYS[1]) - 1)
+    for _, id in ipairs(oldest) do
+      if over == 0 then break end
+      if not redis.call('ZSCORE', KEYS[1], id) then
+        redis.call('UNLINK', ARGV[6] .. id)
+        redis.call('ZREM', KEYS[4], id)
+        over = over - 1
+      end
+    end
+  end
+end
 return 1
 """
 _ENQUEUE_BOUNDED_SHA = hashlib.sha1(_ENQUEUE_BOUNDED.encode()).hexdigest()
@@ -235,15 +254,22 @@ QUEUED, TAKEN, FULL = 1, 0, -1
 async def enqueue_bounded(client: Redis, queue: str, job_id: str, function: str,
                           payload: Any, *, max_queued: int = 0) -> int:
     """Queue job `job_id` running `function(payload)` on `queue`, stored exactly as arq's
-    `enqueue_job` stores it, unless `max_queued` (> 0) jobs already wait or run there.
+    `enqueue_job` stores it, unless `max_queued` (> 0) jobs already wait or run there; with
+    that bound, at most `max_queued` jobs that ended keep their results (the newest).
 
     QUEUED, TAKEN (a job or result with this id exists; nothing written) or FULL.
     """
     now = timestamp_ms()
     job = serialize_job(function, (payload,), {}, None, now, serializer=job_codec.dumps)
     keys_and_args = (queue, job_key_prefix + job_id, result_key_prefix + job_id,
-                     max_queued, expires_extra_ms, job, now, job_id)
+                     kept_index(queue), max_queued, expires_extra_ms, job, now, job_id,
+                     result_key_prefix)
     try:
-        return int(await client.evalsha(_ENQUEUE_BOUNDED_SHA, 3, *keys_and_args))
+        return int(await client.evalsha(_ENQUEUE_BOUNDED_SHA, 4, *keys_and_args))
     except NoScriptError:  # the first call on this server (or after SCRIPT FLUSH)
-        return int(await client.eval(_ENQUEUE_BOUNDED, 3, *keys_and_args))
+        return int(await client.eval(_ENQUEUE_BOUNDED, 4, *keys_and_args))
+
+
+def kept_index(queue: str) -> str:
+    """The key of the index of jobs queued on `queue` whose results may be kept."""
+    return f"{queue}:kept"

@@ -5,8 +5,9 @@ worker. Here a job and its result are JSON (arq's `job_serializer` and `job_dese
 record in any other form does not decode, and arq ends that job failed with
 `DeserializationError` (logged) without running anything.
 
-A finished job's record keeps its status and result, not its payload: what Redis holds for
-results is bounded by the results' own size (GETTING_STARTED, "Background jobs").
+A finished job's record keeps its status and result, not its payload, and the worker stores a
+result over JOB_MAX_RESULT_BYTES as the failure `ResultTooLarge`: with the count the jobs API
+keeps (JOBS_MAX_QUEUED), what results take in Redis is bounded (GETTING_STARTED).
 A payload decodes as a `Payload`, a dict whose repr shows its size, not its content, so that
 arq's log line of a starting job does not carry it.
 """
@@ -14,6 +15,7 @@ arq's log line of a starting job does not carry it.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 # A failed job's result is its error's class name under this key (an exception is not data).
@@ -46,10 +48,18 @@ def _encode_other(value: Any) -> Any:
     raise TypeError(f"a job's data must be JSON, not {type(value).__name__}")
 
 
-def dumps(record: dict[str, Any]) -> bytes:
-    """arq's job or result record as JSON; a result's record without the payload."""
+def dumps(record: dict[str, Any], *, max_result_bytes: int | None = None) -> bytes:
+    """arq's job or result record as JSON; a result's record without the payload, and with
+    `max_result_bytes`, a larger result stored as the failure `ResultTooLarge`."""
     if "r" in record:  # a result (a job's record has no "r")
         record = {**record, "a": [], "k": {}}
+    encoded = _encode(record)
+    if max_result_bytes is not None and "r" in record and len(encoded) > max_result_bytes:
+        encoded = _encode({**record, "s": False, "r": {ERROR_KEY: "ResultTooLarge"}})
+    return encoded
+
+
+def _encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, default=_encode_other, separators=(",", ":"),
                       allow_nan=False).encode()
 
@@ -68,3 +78,8 @@ def loads(raw: bytes) -> dict[str, Any]:
 
 # arq's keyword arguments (Worker, ArqRedis) for this codec.
 ARQ_CODEC: dict[str, Any] = {"job_serializer": dumps, "job_deserializer": loads}
+
+
+def worker_codec(max_result_bytes: int) -> dict[str, Any]:
+    """ARQ_CODEC for a worker: results over `max_result_bytes` are stored as a failure."""
+    return {**ARQ_CODEC, "job_serializer": partial(dumps, max_result_bytes=max_result_bytes)}

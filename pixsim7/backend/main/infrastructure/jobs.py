@@ -134,6 +134,20 @@ class JobRegistry:
                 "kinds": {kind.name: kind.owner for kind in self.kinds()}}
 
 
+# Redis's allocator rounds a value up to its size class (at most a quarter more, above 16 KiB);
+# keys, the queue's and the index's entries and a record's own fields add about 2 KiB a job.
+ALLOCATOR_ROUNDING, PER_JOB_OVERHEAD = 1.25, 2048
+
+
+def redis_worst_case_bytes(max_queued: int, max_payload_bytes: int,
+                           max_result_bytes: int) -> int:
+    """The most memory jobs take in Redis (GETTING_STARTED): JOBS_MAX_QUEUED jobs waiting with
+    payloads of JOB_MAX_PAYLOAD_BYTES, and JOBS_MAX_QUEUED kept results of
+    JOB_MAX_RESULT_BYTES."""
+    return int(max_queued * (ALLOCATOR_ROUNDING * (max_payload_bytes + max_result_bytes)
+                             + PER_JOB_OVERHEAD))
+
+
 def queue_name(prefix: str) -> str:
     return f"{prefix}{QUEUE}"
 

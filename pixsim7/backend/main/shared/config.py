@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     jobs_token: str | None = None
     jobs_max_queued: int = Field(default=1000, gt=0)
     job_max_payload_bytes: int = Field(default=64 * 1024, gt=0)
+    # A finished job's result: its largest stored size, and how long it is kept (at most
+    # JOBS_MAX_QUEUED results are kept at once, the newest).
+    job_max_result_bytes: int = Field(default=64 * 1024, gt=0)
+    job_result_ttl_seconds: float = Field(default=3600.0, gt=0)
     ws_max_message_bytes: int = Field(default=4096, gt=0)
     ws_max_connections: int = Field(default=100, gt=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)
