@@ -111,7 +111,14 @@ def test_in_production_only_the_jobs_token_may_queue_and_noop_is_not_offered(
         {"Authorization": f"Bearer {ADMIN_TOKEN}"},  # JOBS_TOKEN is set: it alone is taken
         {"Authorization": f"Basic {token}"}, {"Authorization": token})]
     assert refused == [401] * 5
+    # The credential comes before the body: a stranger learns nothing of the schema, and the
+    # 401 names the token it needs.
+    for body in ({"content": b"{not json"}, {"json": {"kind": "??", "payload": 1}}):
+        stranger = httpx.post(url, **body)
+        assert (stranger.status_code, stranger.json()) == (401, {
+            "detail": "jobs authentication required: Authorization: Bearer <JOBS_TOKEN>"})
     writer = {"Authorization": f"Bearer {token}"}
+    assert httpx.post(url, json={"kind": "??"}, headers=writer).status_code == 422
     accepted = httpx.post(url, json=IMPORT, headers=writer)
     assert accepted.status_code == 202, accepted.text
     assert httpx.get(f"{url}/{accepted.json()['id']}").json()["status"] == "queued"

@@ -12,10 +12,10 @@ _UNAUTHORIZED_DETAIL = "admin authentication required"
 ADMIN_OFF_DETAIL = "the admin API is off: set ADMIN_TOKEN to use it"
 
 
-def _unauthorized() -> HTTPException:
+def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
-        detail=_UNAUTHORIZED_DETAIL,
+        detail=detail,
         headers={"WWW-Authenticate": "Bearer"},
     )
 
@@ -26,17 +26,19 @@ def require_admin(request: HTTPConnection) -> None:
     require_bearer(request, getattr(request.app.state, "admin_token", None), ADMIN_OFF_DETAIL)
 
 
-def require_bearer(request: HTTPConnection, expected: str | None, off_detail: str) -> None:
+def require_bearer(request: HTTPConnection, expected: str | None, off_detail: str,
+                   unauthorized_detail: str = _UNAUTHORIZED_DETAIL) -> None:
     """Allow only `Authorization: Bearer <expected>` (compared in constant time), else 401 with
-    one answer for every wrong credential; 503 with `off_detail` when `expected` is unset."""
+    one answer (`unauthorized_detail`) for every wrong credential; 503 with `off_detail` when
+    `expected` is unset."""
     if not expected:
         raise HTTPException(status_code=status.HTTP_503_SERVICE_UNAVAILABLE, detail=off_detail)
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     credentials = credentials.strip()
     if scheme.lower() != "bearer" or not credentials:
-        raise _unauthorized()
+        raise _unauthorized(unauthorized_detail)
     if not hmac.compare_digest(credentials.encode("utf-8"), str(expected).encode("utf-8")):
-        raise _unauthorized()
+        raise _unauthorized(unauthorized_detail)
 
 
 ADMIN_PREFIX = "/api/v1/admin"

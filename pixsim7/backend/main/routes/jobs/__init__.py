@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
@@ -78,7 +79,23 @@ def _require_writer(request: Request) -> None:
         return
     expected = settings.jobs_token or getattr(request.app.state, "admin_token", None)
     require_bearer(request, expected,
-                   "queueing jobs is off: set JOBS_TOKEN (or ADMIN_TOKEN) to allow it")
+                   "queueing jobs is off: set JOBS_TOKEN (or ADMIN_TOKEN) to allow it",
+                   "jobs authentication required: Authorization: Bearer <JOBS_TOKEN>")
+
+
+async def _job_in(request: Request) -> JobIn:
+    """The body, read only once the caller may queue: a client without the credential learns
+    nothing of the schema. Errors as FastAPI reports a body's."""
+    raw = await request.body()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, detail="There was an error parsing the body") from None
+    try:
+        return JobIn.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]) from None
 
 
 
@@ -150,16 +167,19 @@ async def job_kinds(request: Request) -> list[JobKindOut]:
             for k in _offered(request)]
 
 
-@router.post("", status_code=202, response_model=JobAccepted, responses={
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra={
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": JobIn.model_json_schema()}}}}, responses={
     400: {"description": "the body could not be read (not UTF-8)"},
     401: {"description": "queueing needs `Authorization: Bearer <JOBS_TOKEN>` (production)"},
     413: {"description": "the payload is larger than JOB_MAX_PAYLOAD_BYTES"},
     422: {"description": "unknown job kind, or a payload its kind refuses; nothing is queued"},
     503: {"description": "background jobs are off, or the queue is full (Retry-After)"},
 })
-async def enqueue_job(job: JobIn, request: Request) -> Any:
+async def enqueue_job(request: Request) -> Any:
     """Queue a job for the worker (202 with its id), or 503 saying why background jobs are off."""
     _require_writer(request)
+    job = await _job_in(request)
     settings = request.app.state.settings
     payload = _validated_payload(job, _offered(request))
     size = len(json.dumps(payload, separators=(",", ":")).encode())
