@@ -155,6 +155,39 @@ def test_redaction_replaces_credentials_and_leaves_ordinary_words_alone() -> Non
         "GET /x?a=1&access_token=***&password=*** Bearer *** *** short")
 
 
+@pytest.mark.parametrize(("line", "redacted"), [
+    ("?admin_token=q8Zr%2B3&client_secret=a1&refresh_token=b2&db_password=c3&page=2",
+     "?admin_token=***&client_secret=***&refresh_token=***&db_password=***&page=2"),
+    ('{"password": "hunter22", "name": "ok"}', '{"password": "***", "name": "ok"}'),
+    ("{'api_key': 'sk-12345', 'x': 1}", "{'api_key': '***', 'x': 1}"),
+    ("Authorization: Token abcdef123456", "Authorization: Token ***"),
+    ("X-Api-Key: zzz12345", "X-Api-Key: ***"),
+    ("got q8Zr%2B3%2Fadm1n%3Dtok here", "got *** here"),  # the app's token, percent-encoded
+    ("got cThaciszL2FkbTFuPXRvaw== here", "got *** here"),  # ... and base64-encoded
+    ("redis_key_prefix=pixsim7: keep_alive_timeout=5", "redis_key_prefix=pixsim7: "
+                                                       "keep_alive_timeout=5"),
+])
+def test_redaction_covers_every_form_a_credential_takes(line: str, redacted: str) -> None:
+    from pixsim7.backend.main.shared.logs import Redactor
+
+    assert Redactor(["q8Zr+3/adm1n=tok"]).redact(line) == redacted
+
+
+def test_a_traceback_is_redacted_in_both_formats() -> None:
+    from pixsim7.backend.main.shared.logs import JsonFormatter, Redactor, TextFormatter
+
+    try:
+        raise RuntimeError("failed with s3cret-value-123 and password=hunter22")
+    except RuntimeError:
+        record = logging.getLogger("t").makeRecord("t", logging.ERROR, "f", 1, "boom", (),
+                                                   sys.exc_info())
+    Redactor(["s3cret-value-123"]).filter(record)
+    for formatter in (TextFormatter(), JsonFormatter()):
+        text = formatter.format(record)
+        assert "Traceback" in text and "s3cret-value-123" not in text
+        assert "hunter22" not in text and "password=***" in text
+
+
 async def test_plain_uvicorn_logs_as_log_level_and_log_format_say(
     backend_services_env, backend_processes
 ) -> None:

@@ -162,6 +162,8 @@ class Database:
             self.url,
             pool_pre_ping=True,
             pool_timeout=connect_timeout,
+            # A statement's parameters are a client's values: never in an error's text or a log.
+            hide_parameters=True,
             connect_args={
                 # asyncpg's own bound covers TCP connect plus the startup/auth exchange, so a
                 # server that accepts connections but never answers cannot stall a checkout.
