@@ -71,6 +71,45 @@ def test_serve_writes_its_trace_when_it_stops(backend_processes, backend_service
     assert {e["args"]["status"] for e in phases["startup"]} == {"ok", "skipped"}
 
 
+def test_serve_replaces_a_link_planted_at_its_trace_path_instead_of_following_it(
+    backend_processes, backend_services_env, tmp_path: Path
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("not yours")
+    victim.chmod(0o600)
+    trace = tmp_path / "shared" / "trace.json"
+    trace.parent.mkdir()
+    trace.symlink_to(victim)  # planted in a folder others can write to
+    serve = backend_processes("serve", {**backend_services_env,
+                                        "STARTUP_TRACE_FILE": str(trace)})
+    serve.wait_ready()
+    assert serve.stop() == 0, serve.describe()
+    assert victim.read_text() == "not yours"
+    assert not trace.is_symlink() and (trace.stat().st_mode & 0o077) == 0
+    assert checked_trace(json.loads(trace.read_text()))["shutdown"]
+
+
+@pytest.mark.parametrize("where", ["folder", "under_a_file", "proc"])
+def test_a_trace_path_that_cannot_be_written_stops_serve_at_startup_in_one_sentence(
+    backend_env, backend_services_env, tmp_path: Path, where: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    path = {"folder": tmp_path, "under_a_file": tmp_path / "a-file" / "trace.json",
+            "proc": Path("/proc/self/trace.json")}[where]
+    run = run_backend(["serve", "--port", "0"], {**backend_services_env,
+                                                 "STARTUP_TRACE_FILE": str(path)}, tmp_path)
+    assert run.returncode == 3, run.output
+    assert "Traceback" not in run.output
+    assert "startup failed at step 'settings': SettingsError: STARTUP_TRACE_FILE: " in (
+        run.stderr), run.output
+    assert str(path) in run.stderr
+    # check --trace says the same of the same path, before starting anything.
+    check = run_backend(["check", "--trace", str(path)], backend_env, tmp_path)
+    assert check.returncode == 2, check.output
+    assert check.stderr.startswith("check --trace: ") and "Traceback" not in check.output
+    assert check.stdout == ""
+
+
 @pytest.mark.rollback_db
 async def test_the_admin_startup_endpoint_gives_the_trace(app_factory) -> None:
     running = await started(app_factory)

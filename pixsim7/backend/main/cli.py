@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from arq.worker import Worker
+from fastapi import FastAPI
 from pydantic import ValidationError
 
 from pixsim7.backend.main.infrastructure import jobs
@@ -24,6 +25,8 @@ from pixsim7.backend.main.startup import (
     SettingsError,
     StartupAborted,
     StartupTimeline,
+    TraceFileError,
+    check_trace_path,
     run_plan,
     setup_embedded_services,
     write_trace,
@@ -85,11 +88,23 @@ def serve(host: str, port: int) -> int:
         if reporter.failure is None:
             raise
     finally:
-        if app.state.settings.startup_trace_file is not None:
-            write_trace(app.state.startup, app.state.settings.startup_trace_file)
+        _write_trace_file(app)
     if reporter.failure is not None:
         return report_startup_failure(reporter.failure, SERVE_STARTUP_FAILED)
     return 0 if server.started else SERVE_STARTUP_FAILED
+
+
+def _write_trace_file(app: FastAPI) -> None:
+    # Checked at startup (the settings step); should the folder go away meanwhile, the trace is
+    # lost with one sentence, not a traceback, and the exit code stays the run's.
+    path = app.state.settings.startup_trace_file
+    if path is None:
+        return
+    try:
+        write_trace(app.state.startup, path)
+    except (TraceFileError, OSError) as exc:
+        logging.getLogger("pixsim7.startup").error("the startup trace was not written to %s: %s",
+                                                   path, exc)
 
 
 def worker() -> int:
@@ -181,6 +196,12 @@ def check(name: str, trace: str | None = None, graph: bool = False) -> int:
     With `trace`, also write the startup and shutdown there as Chrome Trace Event JSON; with
     `graph`, print the plan's steps with their needs and provides and start nothing."""
     profile = PROFILES[name]
+    if trace:
+        try:
+            check_trace_path(trace)
+        except TraceFileError as exc:
+            print(f"check --trace: {exc}", file=sys.stderr)
+            return 2
     if graph:
         print(f"profile {profile.name}: given {', '.join(profile.plan.given)}")
         print(format_graph(profile.plan))

@@ -59,7 +59,12 @@ from pixsim7.backend.main.startup.timeline import (
     app_id,
     startup_timeline,
 )
-from pixsim7.backend.main.startup.trace import trace_events, write_trace
+from pixsim7.backend.main.startup.trace import (
+    TraceFileError,
+    check_trace_path,
+    trace_events,
+    write_trace,
+)
 
 __all__ = [
     "API", "API_PLAN", "EMBEDDED_DATABASE", "PROFILES", "RESOURCES", "WORKER", "WORKER_PLAN",
@@ -74,4 +79,6 @@ __all__ = [
     "teardown_database", "teardown_embedded_services", "teardown_event_handlers",
     "teardown_middleware_lifecycle", "teardown_redis", "trace_events", "validate_settings",
     "write_trace",
+    "TraceFileError",
+    "check_trace_path",
 ]

@@ -50,6 +50,7 @@ from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
 from pixsim7.backend.main.shared.logs import redact_also
 from pixsim7.backend.main.startup.runner import Plan, Policy, Step, StepOutcome, step
+from pixsim7.backend.main.startup.trace import TraceFileError, check_trace_path
 
 logger = logging.getLogger("pixsim7.startup")
 EMBEDDED_DATABASE = "pixsim7"
@@ -105,6 +106,11 @@ async def validate_settings(settings: Settings, *,
         parse_database_url(settings.database_url)
     if settings.redis_url:
         check_redis_url(settings.redis_url)
+    if settings.startup_trace_file is not None:  # found now, not when the process stops
+        try:
+            check_trace_path(settings.startup_trace_file)
+        except TraceFileError as exc:
+            raise SettingsError(f"STARTUP_TRACE_FILE: {exc}") from None
     for name in DISCOVERY_DIRS:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
     if settings.admin_token:

@@ -8,7 +8,10 @@ milestone, at the moment it was logged. Times are microseconds from the first st
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +49,40 @@ def trace_events(timeline: StartupTimeline) -> dict[str, Any]:
             "otherData": {"profile": timeline.profile, "app_id": timeline.app_id}}
 
 
+class TraceFileError(ValueError):
+    """The trace cannot be written where asked; the message says why."""
+
+
+def check_trace_path(path: Path | str) -> Path:
+    """`path` as a file a trace can be written to (its folder made if need be), or a
+    TraceFileError saying why not: a folder, a folder that takes no file, a file as a folder."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise TraceFileError(f"{target} is a folder; name a file in it")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise TraceFileError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return target
+
+
 def write_trace(timeline: StartupTimeline, path: Path | str) -> Path:
-    """Write the trace of `timeline` to `path` (its folder made if need be); the path."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(trace_events(timeline), default=str))
+    """Write the trace of `timeline` to `path` (its folder made if need be); the path.
+
+    Written to a new private file beside it, then renamed over it: a link planted at `path`
+    is replaced, never followed.
+    """
+    target = check_trace_path(path)
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(trace_events(timeline), default=str))
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
     return target
