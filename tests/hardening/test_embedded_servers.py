@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import stat
 import subprocess
 from pathlib import Path
@@ -27,6 +28,7 @@ from pixsim7.backend.main.infrastructure.embedded import (
     private_folder,
     server_user,
 )
+from testing.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -166,3 +168,49 @@ def test_under_root_a_folder_the_servers_user_cannot_reach_is_one_sentence(tmp_p
     with pytest.raises(EmbeddedServerError, match=r"cannot reach the data folder .*closed"):
         EmbeddedPostgres(closed / "inner" / "postgres").start()
     assert _mode(closed) == 0o700  # not loosened
+
+
+def _ready_with(serve, pid_of_postgres: int, data_dir: Path) -> bool:
+    body = httpx.get(f"{serve.base_url}/ready", timeout=5).json()
+    state = json.loads((data_dir / "servers.json").read_text())
+    return body["database"] == "connected" and state["postgres"]["pid"] != pid_of_postgres
+
+
+async def test_a_killed_embedded_postgres_is_started_again_by_the_serve_that_owns_it(
+    backend_env, backend_processes, servers_data_dir
+) -> None:
+    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
+           "SHUTDOWN_DRAIN_SECONDS": "0"}
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    killed = json.loads((servers_data_dir / "servers.json").read_text())["postgres"]["pid"]
+    os.kill(killed, signal.SIGKILL)  # its parent, serve, has not reaped it: a zombie for now
+    await wait_until_async(
+        lambda: asyncio.to_thread(_ready_with, serve, killed, servers_data_dir), timeout=30,
+        interval=0.2, message=lambda: serve.describe(3000))
+    async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+        created = await client.post("/api/v1/presets", json={
+            "name": "after-a-kill", "provider_id": "pixverse", "operation": "text_to_video"})
+    assert created.status_code == 201, created.text
+    assert any("stopped unexpectedly" in r["message"] for r in serve.records())
+    assert serve.stop() == 0, serve.describe()
+
+
+async def test_the_next_command_on_the_folder_takes_over_from_a_killed_one(
+    backend_env, backend_processes, servers_data_dir
+) -> None:
+    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
+           "SHUTDOWN_DRAIN_SECONDS": "0"}
+    first = backend_processes("serve", env)
+    await asyncio.to_thread(first.wait_ready, 60)
+    state = json.loads((servers_data_dir / "servers.json").read_text())
+    # The owner is killed, then its PostgreSQL: nobody is left to start it again.
+    first.proc.kill()
+    first.proc.wait(10)
+    os.kill(state["postgres"]["pid"], signal.SIGKILL)
+    second = backend_processes("serve", env)
+    body = await asyncio.to_thread(second.wait_ready, 60)
+    assert body["database"] == "connected" and body["redis"] == "connected", body
+    assert second.stop() == 0, second.describe()
+    # It took over the Redis the killed one left, and stopped it as the last user.
+    assert not json.loads((servers_data_dir / "servers.json").read_text())

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ STATE_FILE, LOCK_FILE = "servers.json", "servers.lock"
 # How a server that must stop is asked to (PostgreSQL: fast shutdown; Redis: save, then exit).
 STOP_SIGNALS = {"postgres": signal.SIGINT, "redis": signal.SIGTERM}
 STOP_TIMEOUT = 15.0
+SUPERVISE_INTERVAL = 0.5  # how often a process looks at the servers it started
 
 
 def _listening(url: str) -> bool:
@@ -62,6 +64,8 @@ class SharedServers:
     data_dir: Path
     urls: dict[str, str] = field(default_factory=dict)  # what this process uses, by service
     _servers: dict[str, Any] = field(default_factory=dict, repr=False)  # what it started
+    _releasing: threading.Event = field(default_factory=threading.Event, repr=False)
+    _supervisor: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def started(self) -> list[str]:
@@ -121,8 +125,38 @@ class SharedServers:
                 raise
         return dict(self.urls)
 
+    def supervise(self, interval: float = SUPERVISE_INTERVAL) -> None:
+        """Watch the servers this process started: one that dies (killed, crashed) is started
+        again on its port, with its data, until `release`."""
+        if self._supervisor is None and self._servers:
+            self._supervisor = threading.Thread(target=self._restart_dead, args=(interval,),
+                                                name="embedded-servers", daemon=True)
+            self._supervisor.start()
+
+    def _restart_dead(self, interval: float) -> None:
+        while not self._releasing.wait(interval):
+            for service, server in list(self._servers.items()):
+                if server.running:
+                    continue
+                logger.warning("embedded %s of %s stopped unexpectedly (pid %s); starting it "
+                               "again on port %s", service, self.data_dir, server.pid,
+                               server.port)
+                try:
+                    with self._locked() as state:
+                        if self._releasing.is_set():
+                            return
+                        server.start()
+                        if service in state:
+                            state[service]["pid"] = server.pid
+                except Exception as exc:  # its old processes may still hold the port: retried
+                    logger.error("embedded %s of %s did not start again: %s", service,
+                                 self.data_dir, str(exc).splitlines()[0])
+
     def release(self) -> None:
         """Stop using the servers; stop those nobody else uses any more."""
+        self._releasing.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
         if not self.urls:
             return
         with self._locked() as state:

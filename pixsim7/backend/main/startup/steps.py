@@ -155,6 +155,7 @@ async def setup_embedded_services(settings: Settings) -> tuple[SharedServers, Se
     try:
         urls = await asyncio.shield(acquiring)
         redact_also(urlsplit(url).password for url in urls.values())
+        embedded.supervise()  # what this process started is started again should it die
         if "postgres" in urls:
             await _ensure_database(urls["postgres"], EMBEDDED_DATABASE)
             resolved["database_url"] = f"{urls['postgres'].rsplit('/', 1)[0]}/{EMBEDDED_DATABASE}"
