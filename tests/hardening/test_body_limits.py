@@ -7,9 +7,12 @@ an honest Content-Length, chunked encoding with no length at all, and a lying le
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -159,4 +162,24 @@ def test_a_client_that_leaves_mid_upload_is_counted_as_gone_not_as_a_server_erro
     assert (f'pixsim7_http_requests_total{{method="POST",route="unmatched",'
             f'status="{CLIENT_CLOSED_REQUEST}"}} 5.0') in metrics, metrics
     assert 'status="500"' not in metrics
+    assert client_input_failures(serve) == [], serve.describe()
+
+
+def test_a_client_that_sends_its_whole_body_before_reading_gets_the_413(served_api) -> None:
+    # Python's urllib sends all of a body, then reads: closed at once with its data unread,
+    # the server's socket would answer with a reset, and the client would see that instead.
+    serve = served_api()  # the default limit, 1 MiB
+    body = b"x" * (20 * 1024 * 1024)
+    answers = []
+    for _ in range(5):
+        request = urllib.request.Request(f"{serve.base_url}/api/v1/presets", data=body,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(request, timeout=20)
+        except urllib.error.HTTPError as exc:
+            answers.append((exc.code, json.loads(exc.read())["detail"]))
+    assert [code for code, _ in answers] == [413] * 5, answers
+    assert "MAX_BODY_BYTES" in answers[0][1]
+    # The connections were closed after their lingering: the server still answers at once.
+    assert httpx.get(f"{serve.base_url}/ready").status_code == 200
     assert client_input_failures(serve) == [], serve.describe()

@@ -26,30 +26,91 @@ from wsproto.events import CloseConnection
 
 from pixsim7.backend.main.startup import StartupAborted, begin_shutdown
 
+# A lingering close (nginx's lingering_close): an answer given before the request's body has
+# all arrived (413 and the like) is followed by a FIN, then what the client still sends is read
+# and thrown away, for at most this long and this much, before the connection closes. Closed
+# at once, unread data makes the kernel send a reset, and a client that sends its whole body
+# before reading (Python's urllib) sees the reset instead of the answer.
+LINGER_SECONDS = 5.0
+LINGER_MAX_BYTES = 64 * 1024 * 1024
 
-class ReadTimeoutH11Protocol(H11Protocol):
-    """h11 with a deadline for each request head, which uvicorn itself does not have.
+
+class _LingeringTransport:
+    """The connection's transport, except that `close` lingers while the client is still
+    sending its request body."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: ServedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self._protocol.lingering:
+            return
+        if (self._protocol.conn.their_state is h11.SEND_BODY
+                and not self._transport.is_closing() and self._transport.can_write_eof()):
+            self._protocol.linger()
+        else:
+            self._transport.close()
+
+
+class ServedH11Protocol(H11Protocol):
+    """h11 with a deadline for each request head, which uvicorn itself does not have, and a
+    lingering close.
 
     A client that connects, or starts a request, and does not finish its head within
-    `read_timeout` seconds is disconnected (slowloris, half request lines).
+    `read_timeout` seconds is disconnected (slowloris, half request lines). An answer given
+    before the body arrived is followed by LINGER_SECONDS / LINGER_MAX_BYTES of reading.
     """
 
     def __init__(self, *args: Any, read_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
         self._head_deadline: asyncio.TimerHandle | None = None
+        self.lingering = False
+        self._linger_left = LINGER_MAX_BYTES
+        self._linger_end: asyncio.TimerHandle | None = None
+        self._socket: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._socket = transport
+        self.transport = _LingeringTransport(transport, self)  # type: ignore[assignment]
         self._follow_head()
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            self._linger_left -= len(data)
+            if self._linger_left <= 0:
+                self._socket.close()
+            return
         super().data_received(data)
         self._follow_head()
 
+    def eof_received(self) -> bool | None:
+        if self.lingering:  # the client sent all it had: done
+            self._socket.close()
+            return None
+        return super().eof_received()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._linger_end is not None:
+            self._linger_end.cancel()
         super().connection_lost(exc)
+
+    def linger(self) -> None:
+        """Send FIN after the answer, then read and discard until the client is done."""
+        self.lingering = True
+        self._disarm()
+        self._socket.write_eof()  # after what is still buffered: the answer goes first
+        self._socket.resume_reading()
+        self._linger_end = self.loop.call_later(LINGER_SECONDS, self._socket.close)
 
     def _follow_head(self) -> None:
         # IDLE on their side: the next request head has not fully arrived yet.
@@ -89,7 +150,7 @@ def server_config(app: FastAPI, host: str, port: int,
     return uvicorn.Config(
         # pixsim7.requests writes the one access line per request; uvicorn's would repeat it.
         asgi or app, host=host, port=port, log_config=None, access_log=False, lifespan="on",
-        http=functools.partial(ReadTimeoutH11Protocol,
+        http=functools.partial(ServedH11Protocol,
                                read_timeout=settings.request_read_timeout),
         ws=ClosingWSProtocol,
         ws_max_size=settings.ws_max_message_bytes,
