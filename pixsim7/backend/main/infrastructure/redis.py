@@ -106,13 +106,15 @@ def safe_redis_url(url: str) -> str:
     """`url` with its password replaced by ***, for logs and status pages."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
+        if parts.password is None and parts.username is None:
             return url
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"
         if parts.port is not None:
             host = f"{host}:{parts.port}"
+        if parts.password is None:  # `redis://SECRET@host`: a password where the user goes
+            return urlunsplit(parts._replace(netloc=f"***@{host}"))
         user = parts.username or ""
         return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     except ValueError:

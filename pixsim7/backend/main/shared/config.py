@@ -121,8 +121,10 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """What no log line may show: the tokens, the secret key and the URLs' passwords."""
-        passwords = [urlsplit(url).password for url in (self.database_url, self.redis_url)
-                     if url]
+        parts = [urlsplit(url) for url in (self.database_url, self.redis_url) if url]
+        # A Redis URL's user alone is its password (`redis://SECRET@host`, as some write it).
+        passwords = [part.password or (part.username if part.scheme.startswith("redis")
+                                       else None) for part in parts]
         return [value for value in (self.admin_token, self.events_token, self.jobs_token,
                                     self.secret_key, *passwords) if value]
 

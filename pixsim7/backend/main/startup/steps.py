@@ -20,7 +20,11 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI
 
 from pixsim7.backend.main.core_jobs import job_registry
-from pixsim7.backend.main.infrastructure.database import Database, parse_database_url
+from pixsim7.backend.main.infrastructure.database import (
+    Database,
+    connect_failure,
+    parse_database_url,
+)
 from pixsim7.backend.main.infrastructure.domain_registry import (
     DomainModelRegistry,
     init_domain_registry,
@@ -204,7 +208,10 @@ async def setup_database(settings: Settings, domain_registry: DomainModelRegistr
     db = Database(settings.database_url, connect_timeout=settings.database_connect_timeout,
                   statement_timeout=settings.database_statement_timeout)
     try:
-        await db.ping(settings.database_connect_timeout)
+        try:
+            await db.ping(settings.database_connect_timeout)
+        except Exception as exc:
+            raise connect_failure(db.url, exc) from exc
         await db.create_schema(domain_registry.tables)
     except BaseException:
         await db.dispose()

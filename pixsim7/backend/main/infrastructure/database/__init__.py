@@ -34,6 +34,7 @@ __all__ = [
     "Base",
     "Database",
     "DatabaseConfigError",
+    "DatabaseUnavailable",
     "get_session",
     "parse_database_url",
 ]
@@ -98,6 +99,82 @@ class DatabaseConfigError(ValueError):
     """DATABASE_URL (or a database setting) cannot be used; the message says what to change."""
 
 
+class DatabaseUnavailable(ConnectionError):
+    """The database could not be reached or refused us; one sentence naming where and why."""
+
+
+# libpq's names for connection options, which hosting platforms write into DATABASE_URL
+# (`?sslmode=require`), and what asyncpg calls them; those asyncpg has no use for are dropped.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+_LIBPQ_DROPPED = ("channel_binding", "gssencmode", "connect_timeout", "sslcompression")
+_LIBPQ_CERTS = ("sslrootcert", "sslcert", "sslkey")
+
+
+def _libpq_to_asyncpg(url: URL) -> tuple[URL, dict[str, Any]]:
+    """`url` without libpq's option names, and the connect arguments they stand for."""
+    query = dict(url.query)
+    args: dict[str, Any] = {}
+    mode = query.pop("sslmode", None)
+    certs = {name: query.pop(name) for name in _LIBPQ_CERTS if name in query}
+    for name in _LIBPQ_DROPPED:
+        query.pop(name, None)
+    if "application_name" in query:
+        args["server_settings"] = {"application_name": str(query.pop("application_name"))}
+    if mode is not None and str(mode) not in SSL_MODES:
+        raise DatabaseConfigError(
+            f"DATABASE_URL has sslmode={mode!r}; use one of {', '.join(SSL_MODES)}")
+    if certs:
+        args["ssl"] = _ssl_context(str(mode or "verify-full"), certs)
+    elif mode is not None:
+        args["ssl"] = str(mode)  # asyncpg takes libpq's mode names as they are
+    return url.set(query=query), args
+
+
+def _ssl_context(mode: str, certs: dict[str, Any]) -> Any:
+    import ssl
+
+    if mode in ("disable", "allow", "prefer"):
+        raise DatabaseConfigError(
+            f"DATABASE_URL names certificates with sslmode={mode}; use require, verify-ca "
+            "or verify-full")
+    try:
+        context = ssl.create_default_context(cafile=certs.get("sslrootcert"))
+        if "sslcert" in certs:
+            context.load_cert_chain(certs["sslcert"], certs.get("sslkey"))
+    except (OSError, ssl.SSLError) as exc:
+        raise DatabaseConfigError(
+            f"DATABASE_URL's certificates cannot be read: {exc.strerror or exc}") from None
+    context.check_hostname = mode == "verify-full"
+    if mode == "require" and "sslrootcert" not in certs:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect_failure(url: URL, exc: BaseException) -> DatabaseUnavailable:
+    """One sentence for a failed connection to `url`: where (host, port, database, user; never
+    the password) and why, in the server's or the system's words."""
+    where = (f"the database {url.database or '(default)'} at {url.host or 'localhost'}:"
+             f"{url.port or 5432} as user {url.username or '(default)'}")
+    return DatabaseUnavailable(f"cannot connect to {where}: {_reason(exc)}")
+
+
+def _reason(exc: BaseException) -> str:
+    # The driver's own error, beneath SQLAlchemy's wrapper (whose text adds a class name and a
+    # "Background on this error" line).
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror.lower()
+        if isinstance(current, TimeoutError):
+            return str(current) or "timed out"
+        if getattr(current, "sqlstate", None):
+            return str(current).splitlines()[0]
+        current = current.__cause__ or getattr(current, "orig", None) or current.__context__
+    return str(exc).splitlines()[0] or type(exc).__name__
+
+
 def parse_database_url(url: str) -> URL:
     """Parse DATABASE_URL into an asyncpg URL; raise DatabaseConfigError without echoing it."""
     if not isinstance(url, str) or not url.strip():
@@ -115,7 +192,9 @@ def parse_database_url(url: str) -> URL:
             f"DATABASE_URL uses the scheme {parsed.drivername!r}; pixsim7 needs PostgreSQL "
             f"through asyncpg: use {_EXPECTED_FORM} or postgresql+asyncpg://..."
         )
-    return parsed.set(drivername="postgresql+asyncpg")
+    parsed = parsed.set(drivername="postgresql+asyncpg")
+    _libpq_to_asyncpg(parsed)  # an sslmode it cannot use stops startup at the settings step
+    return parsed
 
 
 def _mask(url: URL) -> str:
@@ -154,7 +233,7 @@ class Database:
             if not value > 0:
                 raise DatabaseConfigError(
                     f"database timeouts must be positive, got {value!r}; check {name}")
-        self.url: URL = parse_database_url(url)
+        self.url, libpq_args = _libpq_to_asyncpg(parse_database_url(url))
         self.safe_url: str = _mask(self.url)
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
@@ -170,9 +249,11 @@ class Database:
                 "timeout": connect_timeout,
                 # Every command, the pool's pre-ping included, on a connection gone silent.
                 "command_timeout": statement_timeout,
+                **libpq_args,
                 # The server stops a slow statement itself, so it holds no locks past the bound.
-                "server_settings": {"statement_timeout": str(max(1, round(
-                    statement_timeout * 1000)))},
+                "server_settings": {**libpq_args.get("server_settings", {}),
+                                    "statement_timeout": str(max(1, round(
+                                        statement_timeout * 1000)))},
             },
         )
         self._sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
