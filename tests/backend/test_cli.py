@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import socket
 from pathlib import Path
 
 import httpx
@@ -256,3 +258,53 @@ def shared_servers_listen(state: dict) -> bool:
     listening = [_listening(record["url"]) for record in state.values()]
     assert len(set(listening)) == 1, state  # both up or both down
     return listening[0]
+
+
+def test_a_port_in_use_is_one_sentence_before_anything_starts(backend_services_env,
+                                                              tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = run_backend(["serve", "--port", str(port)], backend_services_env, tmp_path)
+    assert run.returncode == 3, run.output
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"startup failed at step 'listen': PortUnavailable: cannot listen on 127.0.0.1:{port}: "
+        "address already in use")
+    assert "startup settings" not in run.output  # found before any step ran
+    assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize(("command", "code"), [("check", 1), ("serve", 3)])
+def test_a_bad_setting_is_the_startup_failure_sentence_quoting_the_value_given(
+    backend_services_env, tmp_path, command: str, code: int
+) -> None:
+    run = run_backend([command], {**backend_services_env, "LOG_LEVEL": "verbose"}, tmp_path)
+    assert run.returncode == code, run.output
+    assert run.stderr.strip() == (
+        "startup failed at step 'settings': InvalidSettings: LOG_LEVEL: Input should be 'DEBUG',"
+        " 'INFO', 'WARNING', 'ERROR' or 'CRITICAL' (got 'verbose')")
+
+
+async def test_ctrl_c_stops_serve_quietly_with_exit_zero(backend_services_env,
+                                                         backend_processes) -> None:
+    serve = backend_processes("serve", {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "0"})
+    await asyncio.to_thread(serve.wait_ready, 60)
+    assert serve.stop(signal.SIGINT) == 0, serve.describe()
+    output = serve.output()
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-2000:]
+    assert "shutdown database: ok" in " ".join(r["message"] for r in serve.records())
+
+
+async def test_the_worker_makes_no_admin_token_and_says_which_servers_it_started_and_stopped(
+    backend_env, backend_processes, data_dir
+) -> None:
+    env = {**backend_env, "PIXSIM7_DATA_DIR": str(data_dir), "SHUTDOWN_DRAIN_SECONDS": "0"}
+    worker = backend_processes("worker", env)
+    await wait_until_async(lambda: worker.has_logged("worker ready"), timeout=60)
+    assert worker.stop() == 0, worker.describe()
+    assert "admin token" not in worker.output().lower()
+    embedded = [(r["phase"], r.get("started"), r.get("stopped")) for r in worker.records()
+                if r.get("step") == "embedded_services" and r.get("status") == "ok"]
+    assert embedded == [("startup", ["postgres", "redis"], None),
+                        ("shutdown", None, ["redis", "postgres"])], worker.describe()

@@ -6,8 +6,11 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
+import socket
 import sys
+import time
 from collections.abc import Sequence
 
 from arq.worker import Worker
@@ -22,9 +25,11 @@ from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
     Plan,
+    Policy,
     SettingsError,
     StartupAborted,
     StartupTimeline,
+    StepRecord,
     TraceFileError,
     check_trace_path,
     run_plan,
@@ -48,23 +53,48 @@ _SECRET_SETTINGS = frozenset(
 
 
 def _settings_problems(exc: Exception) -> str:
-    """One line per bad setting, named by its environment variable (DEBUG, not debug)."""
+    """Each bad setting, named by its environment variable (DEBUG, not debug), with the value
+    as it was given (never a secret's)."""
     if not isinstance(exc, ValidationError):
         return str(exc)
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         env = "PIXSIM7_DATA_DIR" if field == "data_dir" else (field.upper() or "settings")
+        given = os.environ.get(env, error.get("input"))  # before validators changed its case
         shown = field and field not in _SECRET_SETTINGS and "input" in error
-        problems.append(f"{env}: {error['msg']}" + (f" (got {error['input']!r})" if shown else ""))
-    return "\n  ".join(problems)
+        problems.append(f"{env}: {error['msg']}" + (f" (got {given!r})" if shown else ""))
+    return "; ".join(problems)
+
+
+class InvalidSettings(ValueError):
+    """The settings cannot be read; the message names each variable at fault."""
+
+
+class PortUnavailable(OSError):
+    """`serve` cannot listen where it was asked to; the message says where and why."""
 
 
 def _load_settings() -> Settings:
     try:
         return get_settings()
     except Exception as exc:
-        raise SystemExit(f"invalid settings:\n  {_settings_problems(exc)}") from None
+        raise InvalidSettings(_settings_problems(exc)) from None
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The socket `serve` listens on, bound before anything starts: a port in use is found
+    here, not after a whole startup and teardown."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise PortUnavailable(f"cannot listen on {host}:{port}: "
+                              f"{(exc.strerror or str(exc)).lower()}") from None
+    return sock
 
 
 def serve(host: str, port: int) -> int:
@@ -73,17 +103,23 @@ def serve(host: str, port: int) -> int:
     from pixsim7.backend.main.serving import DrainingServer, StartupReporter, server_config
 
     try:
+        sock = _listening_socket(host, port)
+    except PortUnavailable as exc:
+        return report_refusal("listen", exc, SERVE_STARTUP_FAILED)
+    try:
         app = create_app(_load_settings())
     except StartupAborted as exc:
+        sock.close()
         return report_startup_failure(exc, SERVE_STARTUP_FAILED)
     reporter = StartupReporter(app)
     server = DrainingServer(server_config(app, host, port, asgi=reporter), app)
-    # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM that led to
-    # a clean shutdown is a normal end of service, so the process exits 0.
-    signal.signal(signal.SIGTERM,
-                  lambda *_: sys.exit(0 if server.started else SERVE_STARTUP_FAILED))
+    # uvicorn re-raises the signal it stopped on once shutdown is done; a SIGTERM or a Ctrl-C
+    # (SIGINT) that led to a clean shutdown is a normal end of service: the process exits 0,
+    # quietly. A second Ctrl-C while it stops makes uvicorn stop at once.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: sys.exit(0 if server.started else SERVE_STARTUP_FAILED))
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit:  # uvicorn's own exit when the startup failed (or the port is taken)
         if reporter.failure is None:
             raise
@@ -113,14 +149,28 @@ def worker() -> int:
     # Before arq, which connects to Redis first: in debug, the data folder's embedded servers
     # (those `serve` runs, or started here), so the worker plan finds its URLs set. Outside
     # debug nothing starts here, and worker_settings refuses settings the worker cannot run on.
+    # The worker plan's own step then has nothing to do; these milestones say what happened.
+    timeline, began = StartupTimeline(), time.perf_counter()
     try:
         embedded, settings = asyncio.run(setup_embedded_services(settings))
     except Exception as exc:
         return report_refusal(setup_embedded_services.name, exc)
+    _milestone(timeline, "startup", began, {"started": sorted(embedded.started),
+                                            "shared": sorted(set(embedded.urls)
+                                                             - set(embedded.started))})
     try:
         return _run_worker(settings)
     finally:
-        embedded.release()  # no event loop here: arq's stays as it left it
+        began = time.perf_counter()
+        stopped = embedded.release()  # no event loop here: arq's stays as it left it
+        _milestone(timeline, "shutdown", began, {"stopped": stopped})
+
+
+def _milestone(timeline: StartupTimeline, phase: str, began: float,
+               counts: dict[str, list[str]]) -> None:
+    if any(counts.values()):
+        timeline.add(StepRecord(phase, setup_embedded_services.name, str(Policy.REQUIRED), "ok",
+                                (time.perf_counter() - began) * 1000, counts))
 
 
 def _run_worker(settings: Settings) -> int:
@@ -322,7 +372,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a stop took 0.2 s longer without this, all of it after the last log line.
     gc.freeze()
     args = _parser().parse_args(argv)
-    settings = _load_settings()
+    try:
+        settings = _load_settings()
+    except InvalidSettings as exc:  # in the form of every startup failure
+        return report_refusal("settings", exc,
+                              SERVE_STARTUP_FAILED if args.command == "serve" else 1)
     level = getattr(args, "log_level", None) or settings.log_level
     configure_logging(level, settings.log_format, settings.secret_values())
     if args.command == "serve":

@@ -152,17 +152,18 @@ class SharedServers:
                     logger.error("embedded %s of %s did not start again: %s", service,
                                  self.data_dir, str(exc).splitlines()[0])
 
-    def release(self) -> None:
-        """Stop using the servers; stop those nobody else uses any more."""
+    def release(self) -> list[str]:
+        """Stop using the servers; stop those nobody else uses any more (returned)."""
         self._releasing.set()
         if self._supervisor is not None:
             self._supervisor.join()
         if not self.urls:
-            return
+            return []
         with self._locked() as state:
-            self._let_go(state)
+            return self._let_go(state)
 
-    def _let_go(self, state: dict[str, Any]) -> None:
+    def _let_go(self, state: dict[str, Any]) -> list[str]:
+        stopped = []
         for service in reversed(list(self.urls)):
             record = state.get(service)
             if record is None:
@@ -175,8 +176,10 @@ class SharedServers:
                 continue
             self._stop(service, record["pid"])
             del state[service]
+            stopped.append(service)
         self.urls.clear()
         self._servers.clear()
+        return stopped
 
     def _stop(self, service: str, pid: int) -> None:
         server = self._servers.get(service)

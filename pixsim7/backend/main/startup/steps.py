@@ -97,9 +97,11 @@ WORKER_REQUIRED = MappingProxyType(
 @step("settings", Policy.REQUIRED, provides="admin_token",
       report=lambda settings: StepOutcome(counts={"debug": settings.debug}))
 async def validate_settings(settings: Settings, *,
-                            required: Mapping[str, str] = MappingProxyType({})) -> str | None:
+                            required: Mapping[str, str] = MappingProxyType({}),
+                            admin_api: bool = True) -> str | None:
     """Refuse unsafe production settings, settings the profile needs (`required`) left unset,
-    and missing discovery directories; the admin API's token (None: the admin API is off)."""
+    and missing discovery directories; the admin API's token (None: the admin API is off, or
+    the profile has none: `admin_api` false, and no token is made or logged)."""
     check_required(settings, required)
     if not settings.debug and settings.secret_key == DEFAULT_SECRET_KEY:
         raise SettingsError("SECRET_KEY is left at its default; set SECRET_KEY when DEBUG=false")
@@ -117,6 +119,8 @@ async def validate_settings(settings: Settings, *,
             raise SettingsError(f"STARTUP_TRACE_FILE: {exc}") from None
     for name in DISCOVERY_DIRS:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
+    if not admin_api:
+        return None
     if settings.admin_token:
         return settings.admin_token
     if settings.debug:
@@ -442,7 +446,7 @@ API = Profile(
 WORKER = Profile(
     "worker",
     Plan((
-        validate_settings.with_options(required=WORKER_REQUIRED),
+        validate_settings.with_options(required=WORKER_REQUIRED, admin_api=False),
         setup_embedded_services,
         setup_domain_registry,
         setup_database,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -165,8 +166,9 @@ def _reason(exc: BaseException) -> str:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, OSError) and current.strerror:
-            return current.strerror.lower()
+        if isinstance(current, OSError) and (current.errno or current.strerror):
+            # The system's words for the errno: the same whatever event loop connected.
+            return (os.strerror(current.errno) if current.errno else current.strerror).lower()
         if isinstance(current, TimeoutError):
             return str(current) or "timed out"
         if getattr(current, "sqlstate", None):
