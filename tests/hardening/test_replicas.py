@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.arq_adapter import kept_index
 from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
@@ -158,9 +159,16 @@ async def test_serve_replicas_and_a_worker_start_together_and_the_worker_takes_j
         body = wait_until(done, timeout=15.0, interval=0.1,
                           message=lambda: "job not run:\n" + _describe(worker))
     assert body["result"] == {"value": 7} and body["tries"] == 1
-    # The queue is empty again; what is left under the prefix is the worker's health record.
+    # The queue is empty again; what is left under the prefix is the worker's health record
+    # and the index of the jobs whose results are kept (the one ended job).
     health = jobs.health_key(redis_namespace.prefix, f"{socket.gethostname()}-{worker.proc.pid}")
-    assert await redis_namespace.keys() == [health.encode()]
+    kept = kept_index(jobs.queue_name(redis_namespace.prefix))
+    assert sorted(await redis_namespace.keys()) == sorted([health.encode(), kept.encode()])
+    index = redis_namespace.client()
+    try:
+        assert await index.zrange(kept, 0, -1) == [job_id.encode()]
+    finally:
+        await index.aclose()
     codes = stop_all(started)
     assert codes == {r.name: 0 for r in started}, "\n".join(_describe(r) for r in started)
     assert_clean_logs(started)
