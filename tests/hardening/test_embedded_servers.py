@@ -33,6 +33,13 @@ from testing.polling import wait_until_async
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture
+def env(backend_env, servers_data_dir) -> dict[str, str]:
+    """`serve` on embedded servers in the test's own data folder."""
+    return {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
+            "SHUTDOWN_DRAIN_SECONDS": "0"}
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -45,10 +52,8 @@ def _uid(pid: int) -> int:
 
 
 async def test_a_job_acknowledged_before_serve_restarts_is_still_queued_after_it(
-    backend_env, backend_processes, servers_data_dir
+    env, backend_processes, servers_data_dir
 ) -> None:
-    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
-           "SHUTDOWN_DRAIN_SECONDS": "0"}
     serve = backend_processes("serve", env)
     await asyncio.to_thread(serve.wait_ready, 60)
     async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
@@ -68,10 +73,8 @@ async def test_a_job_acknowledged_before_serve_restarts_is_still_queued_after_it
 
 
 async def test_the_embedded_servers_want_their_passwords_and_keep_their_files_private(
-    backend_env, backend_processes, servers_data_dir
+    env, backend_processes, servers_data_dir
 ) -> None:
-    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
-           "SHUTDOWN_DRAIN_SECONDS": "0"}
     serve = backend_processes("serve", env)
     await asyncio.to_thread(serve.wait_ready, 60)
     state = json.loads((servers_data_dir / "servers.json").read_text())
@@ -177,10 +180,8 @@ def _ready_with(serve, pid_of_postgres: int, data_dir: Path) -> bool:
 
 
 async def test_a_killed_embedded_postgres_is_started_again_by_the_serve_that_owns_it(
-    backend_env, backend_processes, servers_data_dir
+    env, backend_processes, servers_data_dir
 ) -> None:
-    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
-           "SHUTDOWN_DRAIN_SECONDS": "0"}
     serve = backend_processes("serve", env)
     await asyncio.to_thread(serve.wait_ready, 60)
     killed = json.loads((servers_data_dir / "servers.json").read_text())["postgres"]["pid"]
@@ -197,10 +198,8 @@ async def test_a_killed_embedded_postgres_is_started_again_by_the_serve_that_own
 
 
 async def test_the_next_command_on_the_folder_takes_over_from_a_killed_one(
-    backend_env, backend_processes, servers_data_dir
+    env, backend_processes, servers_data_dir
 ) -> None:
-    env = {**backend_env, "PIXSIM7_DATA_DIR": str(servers_data_dir),
-           "SHUTDOWN_DRAIN_SECONDS": "0"}
     first = backend_processes("serve", env)
     await asyncio.to_thread(first.wait_ready, 60)
     state = json.loads((servers_data_dir / "servers.json").read_text())
