@@ -16,7 +16,11 @@ import asyncpg
 import httpx
 import pytest
 
-from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, private_folder
+from pixsim7.backend.main.infrastructure.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    private_folder,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -82,6 +86,43 @@ async def test_a_full_disk_answers_503_with_a_sentence_and_readiness_reports_it(
         assert ready.json()["status"] == "degraded"
         assert ready.json()["database_writes"] == "failing: disk full"
         assert after.status_code == 201, after.text
+        assert "Traceback" not in serve.output()
+        assert serve.stop() == 0, serve.describe()
+    finally:
+        if server is not None:
+            server.stop()
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.mark.slow(seconds=4)
+async def test_a_redis_whose_disk_is_full_refuses_jobs_with_503_not_202(
+    backend_services_env, backend_processes, servers_data_dir
+) -> None:
+    disk = servers_data_dir / "redis-disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
+                   check=True)
+    server = None
+    try:
+        private_folder(disk)
+        server = EmbeddedRedis(disk / "redis", persist=True).start()  # as `serve` starts it
+        serve = backend_processes("serve", {**backend_services_env, "REDIS_URL": server.url(),
+                                            "SHUTDOWN_DRAIN_SECONDS": "0"})
+        await asyncio.to_thread(serve.wait_ready, 60)
+        await asyncio.to_thread(_fill, str(disk / "filler"))
+        answers = []
+        async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
+            for n in range(200):
+                response = await client.post("/api/v1/jobs", json={
+                    "kind": "noop", "payload": {"value": n}})
+                answers.append(response)
+                if response.status_code != 202:
+                    break
+        refused = answers[-1]
+        assert refused.status_code == 503, [r.status_code for r in answers]
+        assert refused.json()["detail"] == "Redis cannot write right now (disk), try again later"
+        assert refused.headers["Retry-After"]
         assert "Traceback" not in serve.output()
         assert serve.stop() == 0, serve.describe()
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from typing import Any
 
 import redis.exceptions as redis_errors
@@ -45,14 +46,20 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _internal_error(request, exc)
 
 
+# What Redis answers when it is up but cannot take a write: its disk failed (MISCONF, for the
+# append-only file too), maxmemory reached (OOM), a replica (READONLY). Inside a script (the
+# enqueue is one) the code comes after the script's own words: `... @user_script:5: -MISCONF`.
+_REDIS_CANNOT_WRITE = {"MISCONF": "disk", "OOM": "out of memory", "READONLY": "read-only"}
+_REDIS_CODE = re.compile(r"(?:^|-)(MISCONF|OOM|READONLY)\b")
+
+
 def _redis_cannot_write(exc: Exception) -> str | None:
-    # What Redis answers when it is up but cannot take a write: its disk failed (MISCONF, for
-    # the append-only file too), maxmemory reached (OOM), a replica (READONLY).
-    if isinstance(exc, redis_errors.ReadOnlyError):
+    if isinstance(exc, redis_errors.ReadOnlyError):  # redis-py strips these codes itself
         return "read-only"
     if isinstance(exc, redis_errors.OutOfMemoryError):
         return "out of memory"
-    return "disk" if str(exc).startswith("MISCONF") else None
+    found = _REDIS_CODE.search(str(exc))
+    return _REDIS_CANNOT_WRITE[found.group(1)] if found else None
 
 
 async def _redis_response_error(request: Request, exc: Exception) -> JSONResponse:
