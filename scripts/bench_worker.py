@@ -69,6 +69,7 @@ BIN = Path(sys.executable).parent
 POLL = 0.01  # the poll delay both workers get where they are compared
 
 BARE_WORKER = '''
+import json
 import os
 from arq.connections import RedisSettings
 from arq.worker import func
@@ -88,6 +89,9 @@ class WorkerSettings:
     queue_name = os.environ["BENCH_QUEUE"]
     redis_settings = RedisSettings.from_dsn(os.environ["REDIS_URL"])
     poll_delay = float(os.environ["BENCH_POLL"])
+    # Jobs are queued as JSON, as the jobs API queues them (arq's own default is pickle).
+    job_serializer = staticmethod(lambda record: json.dumps(record).encode())
+    job_deserializer = staticmethod(json.loads)
 '''
 
 # The floor under `enqueue`: what FastAPI and uvicorn cost with nothing of ours around the route.
