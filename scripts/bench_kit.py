@@ -36,11 +36,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pixsim7.backend.main.main import create_app  # noqa: E402
-from pixsim7.backend.main.shared.config import Settings  # noqa: E402
-from testing.apps import start_app  # noqa: E402
-from testing.inventory import Normalizer  # noqa: E402
-from testing.isolation import (  # noqa: E402
+from pixsim7_testing.apps import start_app  # noqa: E402
+from pixsim7_testing.inventory import Normalizer  # noqa: E402
+from pixsim7_testing.isolation import (  # noqa: E402
     DatabaseJanitor,
     IsolatedDatabase,
     admin_connection,
@@ -49,8 +47,8 @@ from testing.isolation import (  # noqa: E402
     new_namespace,
     ssl_negotiation_skipped,
 )
-from testing.rollback import RollbackScope, SharedApps  # noqa: E402
-from testing.services import (  # noqa: E402
+from pixsim7_testing.rollback import RollbackScope, SharedApps  # noqa: E402
+from pixsim7_testing.services import (  # noqa: E402
     ENV_BACKEND,
     ENV_DATABASE_URL,
     ENV_POSTGRES_IMAGE,
@@ -62,7 +60,10 @@ from testing.services import (  # noqa: E402
     TestcontainersBackend,
     docker_available,
 )
-from testing.template import TemplateClones, TemplateDatabase, template_name  # noqa: E402
+from pixsim7_testing.template import TemplateClones, TemplateDatabase, template_name  # noqa: E402
+
+from pixsim7.backend.main.main import create_app  # noqa: E402
+from pixsim7.backend.main.shared.config import Settings  # noqa: E402
 
 DATA_DIR = Path(tempfile.gettempdir()) / "pixsim7-bench"
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}

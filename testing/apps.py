@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-
-from testing.inventory import Normalizer, state_inventory
-from testing.milestones import MilestoneRecorder
+from pixsim7_testing.inventory import Normalizer, state_inventory
+from pixsim7_testing.milestones import MilestoneRecorder
 
 AppFactory = Callable[[Any], FastAPI]
 DEFAULT_FACTORY = "pixsim7.backend.main.main:create_app"
@@ -140,6 +139,9 @@ async def start_app(factory: AppFactory, settings: Any,
                          normalizer=normalizer or Normalizer())
     try:
         running.app = recorder.app = factory(settings)
+        # What building the app logged (the build phase) came before the recorder was bound.
+        timeline = getattr(running.app.state, "startup", None)
+        recorder.records += [record.milestone() for record in getattr(timeline, "records", ())]
         recorder.attach()
         lifespan = running.app.router.lifespan_context(running.app)
         await lifespan.__aenter__()

@@ -10,8 +10,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import redis.asyncio as aioredis
-
-from testing.host import run_sync
+from pixsim7_testing.host import run_sync
 
 
 class ServiceStartError(RuntimeError):

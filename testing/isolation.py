@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import asyncpg
 import redis.asyncio as aioredis
+from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint
+from pixsim7_testing.host import run_sync
 
 from pixsim7.backend.main.infrastructure.redis import client_identity
-from testing.endpoints import PostgresEndpoint, RedisEndpoint
-from testing.host import run_sync
 
 
 def unique_suffix() -> str:

@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from testing.host import ENV_SERVICES_DIR, docker_available, memory_dir
+from pixsim7_testing.host import ENV_SERVICES_DIR, docker_available, memory_dir
 
 MARKER = "owner.json"
 FOLDER_PREFIX = "pixsim7-kit-"

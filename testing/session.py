@@ -10,7 +10,7 @@ from __future__ import annotations
 import atexit
 import time
 
-from testing.services import ServiceSet, ServiceStartError, select_backend
+from pixsim7_testing.services import ServiceSet, ServiceStartError, select_backend
 
 WORKERINPUT_KEY = "pixsim7_services"
 HINT = ("(the pixsim7 testing kit could not start its services; "

@@ -13,10 +13,9 @@ from __future__ import annotations
 import hashlib
 
 import asyncpg
-
-from testing.endpoints import PostgresEndpoint
-from testing.host import SyncRunner
-from testing.isolation import (
+from pixsim7_testing.endpoints import PostgresEndpoint
+from pixsim7_testing.host import SyncRunner
+from pixsim7_testing.isolation import (
     DatabaseJanitor,
     IsolatedDatabase,
     admin_connection,

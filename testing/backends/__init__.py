@@ -1,12 +1,12 @@
 """The kit's service backends, one module each: `external`, `containers` (testcontainers),
-`embedded`. Each is a class with `name`, `start()` and `describe()`; `testing.services`
+`embedded`. Each is a class with `name`, `start()` and `describe()`; `pixsim7_testing.services`
 chooses one."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from testing.endpoints import ServiceSet
+from pixsim7_testing.endpoints import ServiceSet
 
 ENV_BACKEND = "PIXSIM7_TEST_SERVICES"
 ENV_DATABASE_URL = "PIXSIM7_TEST_DATABASE_URL"

@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 
-from testing.backends import ENV_BACKEND, ENV_POSTGRES_IMAGE, ENV_REDIS_IMAGE
-from testing.endpoints import (
+from pixsim7_testing.backends import ENV_BACKEND, ENV_POSTGRES_IMAGE, ENV_REDIS_IMAGE
+from pixsim7_testing.endpoints import (
     PostgresEndpoint,
     RedisEndpoint,
     ServiceSet,
     ServiceStartError,
     probe_versions,
 )
-from testing.host import docker_available
-from testing.ownership import container_labels
+from pixsim7_testing.host import docker_available
+from pixsim7_testing.ownership import container_labels
 
 POSTGRES_IMAGE = "postgres:16.4-alpine"
 REDIS_IMAGE = "redis:7.4.1-alpine"

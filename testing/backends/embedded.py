@@ -9,6 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSet, ServiceStartError
+from pixsim7_testing.host import ENV_SERVICES_DIR, memory_dir
+from pixsim7_testing.ownership import FOLDER_PREFIX, SessionOwner
+
 from pixsim7.backend.main.infrastructure.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -17,9 +21,6 @@ from pixsim7.backend.main.infrastructure.embedded import (
     find_redis_server,
     private_folder,
 )
-from testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSet, ServiceStartError
-from testing.host import ENV_SERVICES_DIR, memory_dir
-from testing.ownership import FOLDER_PREFIX, SessionOwner
 
 
 class EmbeddedBackend:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pixsim7.backend.main.infrastructure.redis import safe_redis_url
-from testing.backends import ENV_DATABASE_URL, ENV_REDIS_URL
-from testing.endpoints import (
+from pixsim7_testing.backends import ENV_DATABASE_URL, ENV_REDIS_URL
+from pixsim7_testing.endpoints import (
     PostgresEndpoint,
     RedisEndpoint,
     ServiceSet,
     ServiceStartError,
     probe_versions,
 )
+
+from pixsim7.backend.main.infrastructure.redis import safe_redis_url
 
 
 class ExternalBackend:

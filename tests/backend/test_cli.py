@@ -11,12 +11,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pixsim7_testing.plugins import copy_bundled, write_plugin
+from pixsim7_testing.polling import wait_until_async
+from pixsim7_testing.processes import run_backend
 
 from pixsim7.backend.main.cli import SERVE_STARTUP_FAILED
 from pixsim7.backend.main.startup import API_PLAN, PROFILES, WORKER_PLAN
-from testing.plugins import copy_bundled, write_plugin
-from testing.polling import wait_until_async
-from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
 

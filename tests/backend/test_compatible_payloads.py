@@ -11,8 +11,7 @@ import re
 from datetime import datetime
 
 import pytest
-
-from testing.apps import started
+from pixsim7_testing.apps import started
 
 pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 from arq.worker import Worker, func
+from pixsim7_testing.milestones import record_milestones
+from pixsim7_testing.plugins import bundled_with_plugin
+from pixsim7_testing.snapshots import subtrees
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.main import create_app
@@ -22,9 +25,6 @@ from pixsim7.backend.main.shared.config import DISCOVERY_DIRS as DIRECTORIES
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 from pixsim7.backend.main.startup import StartupAborted
 from pixsim7.backend.main.worker import worker_settings
-from testing.milestones import record_milestones
-from testing.plugins import bundled_with_plugin
-from testing.snapshots import subtrees
 
 pytestmark = pytest.mark.integration
 

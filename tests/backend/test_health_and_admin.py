@@ -10,13 +10,13 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.apps import started
+from pixsim7_testing.polling import wait_until
 from starlette.testclient import TestClient
 
 from pixsim7.backend.main.api.health import readiness
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import API_PLAN, Policy, Step, run_plan
-from testing.apps import started
-from testing.polling import wait_until
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
 pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]

@@ -12,9 +12,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from pixsim7_testing.processes import parse_log, run_backend
 
 from pixsim7.backend.main.shared.logs import JsonFormatter
-from testing.processes import parse_log, run_backend
 
 pytestmark = pytest.mark.integration
 

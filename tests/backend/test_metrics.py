@@ -8,9 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pixsim7_testing.apps import started
 from prometheus_client.parser import text_string_to_metric_families
-
-from testing.apps import started
 
 pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 

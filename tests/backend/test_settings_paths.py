@@ -55,9 +55,11 @@ async def test_effective_paths_are_logged_at_startup(app_factory, make_settings,
         assert f"{name.upper()} = {getattr(running.settings, name)}" in logged
 
 
-def test_the_wheel_carries_every_manifest(tmp_path) -> None:
+def test_the_wheels_carry_every_manifest_and_claim_no_generic_name(tmp_path) -> None:
     # An installed package must find its plugins: their manifest.toml files ship in the wheel.
-    # Built from a copy, so the working tree gets no build/ or egg-info folders.
+    # The kit is a wheel of its own, `pixsim7_testing`, registered with pytest; neither wheel
+    # installs a top-level `testing`. Built from a copy, so the working tree gets no build/ or
+    # egg-info folders.
     source = tmp_path / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for name in ("pixsim7", "testing"):
@@ -66,10 +68,18 @@ def test_the_wheel_carries_every_manifest(tmp_path) -> None:
         shutil.copy2(REPO_ROOT / name, source / name)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
-         "-w", str(tmp_path / "dist"), str(source)],
+         "-w", str(tmp_path / "dist"), str(source), str(source / "testing")],
         check=True, capture_output=True, timeout=300,
     )
     (wheel,) = (tmp_path / "dist").glob("pixsim7-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {p.relative_to(REPO_ROOT).as_posix() for p in PACKAGE_DIR.rglob("manifest.toml")}
     assert expected and expected <= names
+    (kit,) = (tmp_path / "dist").glob("pixsim7_testing-*.whl")
+    kit_names = set(zipfile.ZipFile(kit).namelist())
+    assert {"pixsim7_testing/plugin.py", "pixsim7_testing/backends/embedded.py"} <= kit_names
+    tops = {name.split("/")[0] for name in names | kit_names}
+    assert "testing" not in tops and not any(top.endswith(".toml") for top in tops), tops
+    (entry_points,) = [n for n in kit_names if n.endswith(".dist-info/entry_points.txt")]
+    text = zipfile.ZipFile(kit).read(entry_points).decode()
+    assert "[pytest11]\npixsim7 = pixsim7_testing.plugin" in text, text

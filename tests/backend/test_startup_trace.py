@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pixsim7_testing.apps import started
+from pixsim7_testing.processes import run_backend
 
 from pixsim7.backend.main.startup import API_PLAN
-from testing.apps import started
-from testing.processes import run_backend
 from tests.kit.test_isolation import run_inner
 
 pytestmark = pytest.mark.integration

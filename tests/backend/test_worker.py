@@ -15,14 +15,14 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pixsim7_testing.apps import started
+from pixsim7_testing.plugins import bundled_with_plugin
+from pixsim7_testing.polling import wait_until, wait_until_async
+from pixsim7_testing.processes import BackendProcess, run_backend
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.startup import WORKER_PLAN
-from testing.apps import started
-from testing.plugins import bundled_with_plugin
-from testing.polling import wait_until, wait_until_async
-from testing.processes import BackendProcess, run_backend
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from testing.processes import BackendProcess
+from pixsim7_testing.processes import BackendProcess
 
 ADMIN_TOKEN = "hardening-admin-token"
 # `served_api(**PRODUCTION)`: production mode, as an attacker meets the backend.

@@ -22,12 +22,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.apps import started
+from pixsim7_testing.plugins import bundled_with_plugin
+from pixsim7_testing.processes import run_backend
 
 from pixsim7.backend.main.api import security
 from pixsim7.backend.main.startup import StartupAborted
-from testing.apps import started
-from testing.plugins import bundled_with_plugin
-from testing.processes import run_backend
 
 try:
     from fastapi.routing import iter_route_contexts

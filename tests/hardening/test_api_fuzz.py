@@ -35,6 +35,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from pixsim7_testing.apps import started
+from pixsim7_testing.polling import wait_until_async
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.transport import Response
@@ -45,9 +47,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-
-from testing.apps import started
-from testing.polling import wait_until_async
 
 from .conftest import client_input_failures
 

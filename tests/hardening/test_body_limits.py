@@ -17,9 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+from pixsim7_testing.polling import wait_until
 
 from pixsim7.backend.main.api.observing import CLIENT_CLOSED_REQUEST
-from testing.polling import wait_until
 
 from .conftest import client_input_failures, rss_mib
 

@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from pixsim7_testing.polling import wait_until, wait_until_async
 
 from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, process_running
-from testing.polling import wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 

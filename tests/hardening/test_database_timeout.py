@@ -10,9 +10,8 @@ import asyncio
 import time
 
 import pytest
+from pixsim7_testing.apps import started
 from sqlalchemy import text
-
-from testing.apps import started
 
 pytestmark = pytest.mark.integration
 

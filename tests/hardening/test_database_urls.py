@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pixsim7_testing.isolation import server_offers_ssl
+from pixsim7_testing.processes import run_backend
 
 from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, free_port
-from testing.isolation import server_offers_ssl
-from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
 

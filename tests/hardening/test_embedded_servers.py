@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 import pytest
 import redis
+from pixsim7_testing.polling import wait_until_async
 
 from pixsim7.backend.main.infrastructure.embedded import (
     PASSWORD_FILE,
@@ -28,7 +29,6 @@ from pixsim7.backend.main.infrastructure.embedded import (
     private_folder,
     server_user,
 )
-from testing.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 

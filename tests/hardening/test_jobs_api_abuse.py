@@ -9,11 +9,11 @@ import httpx
 import pytest
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
+from pixsim7_testing.apps import started
+from pixsim7_testing.polling import wait_until_async
 
 from pixsim7.backend.main.infrastructure import job_codec, jobs
 from pixsim7.backend.main.presets import PresetImport, import_presets
-from testing.apps import started
-from testing.polling import wait_until_async
 
 from .conftest import ADMIN_TOKEN, PRODUCTION, client_input_failures
 

@@ -15,9 +15,9 @@ import pytest
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
+from pixsim7_testing.polling import wait_until_async
 
 from pixsim7.backend.main.infrastructure import job_codec, jobs
-from testing.polling import wait_until_async
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from pixsim7_testing.apps import started
 
 from pixsim7.backend.main.presets import DEFAULT_PRESETS, PresetImport, import_presets
 from pixsim7.backend.main.routes.presets import PAGE_DEFAULT, PAGE_MAX
-from testing.apps import started
 
 pytestmark = [pytest.mark.integration, pytest.mark.rollback_db]
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from pixsim7_testing.polling import wait_until
+from pixsim7_testing.processes import BackendProcess
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
-from testing.polling import wait_until
-from testing.processes import BackendProcess
 
 pytestmark = pytest.mark.integration
 

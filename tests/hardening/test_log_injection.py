@@ -10,10 +10,9 @@ from urllib.parse import quote, quote_plus
 
 import httpx
 import pytest
+from pixsim7_testing.plugins import bundled_with_plugin
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
-
-from testing.plugins import bundled_with_plugin
 
 from .conftest import ADMIN_TOKEN, PRODUCTION
 

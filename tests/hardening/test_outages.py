@@ -14,11 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from pixsim7_testing.apps import started
+from pixsim7_testing.polling import wait_until_async
 
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.jobs import arq_client
-from testing.apps import started
-from testing.polling import wait_until_async
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
 pytestmark = [pytest.mark.integration, pytest.mark.template_db]

@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import pytest
-
-from testing.apps import started
+from pixsim7_testing.apps import started
 
 pytestmark = pytest.mark.integration
 

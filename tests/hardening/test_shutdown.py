@@ -18,11 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pixsim7_testing.plugins import bundled_with_plugin, write_plugin
+from pixsim7_testing.polling import wait_until_async
+from pixsim7_testing.processes import BackendProcess
 
 from pixsim7.backend.main.startup import API_PLAN
-from testing.plugins import bundled_with_plugin, write_plugin
-from testing.polling import wait_until_async
-from testing.processes import BackendProcess
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
 pytestmark = [pytest.mark.integration, pytest.mark.template_db]

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pixsim7_testing.plugins import bundled_with_plugin
+from pixsim7_testing.processes import run_backend
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
-from testing.plugins import bundled_with_plugin
-from testing.processes import run_backend
 
 pytestmark = pytest.mark.integration
 

@@ -14,6 +14,10 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from pixsim7_testing.isolation import IsolatedDatabase
+from pixsim7_testing.polling import wait_until_async
+from pixsim7_testing.proxy import FaultProxy
+from pixsim7_testing.services import ServiceSet
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,10 +37,6 @@ from pixsim7.backend.main.presets import (
     seed_default_presets,
 )
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
-from testing.isolation import IsolatedDatabase
-from testing.polling import wait_until_async
-from testing.proxy import FaultProxy
-from testing.services import ServiceSet
 
 pytestmark = pytest.mark.integration
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.polling import wait_until
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -15,7 +16,6 @@ from pixsim7.backend.main.infrastructure.events import (
 )
 from pixsim7.backend.main.infrastructure.events.websocket import router
 from pixsim7.backend.main.shared.config import Settings
-from testing.polling import wait_until
 
 TOKEN = "listener-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

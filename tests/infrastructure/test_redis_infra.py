@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 
 import pytest
+from pixsim7_testing.isolation import RedisNamespace
+from pixsim7_testing.proxy import FaultProxy
 
 from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.infrastructure.redis import (
@@ -15,8 +17,6 @@ from pixsim7.backend.main.infrastructure.redis import (
     ping_redis,
     safe_redis_url,
 )
-from testing.isolation import RedisNamespace
-from testing.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 

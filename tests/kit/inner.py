@@ -6,5 +6,5 @@ from __future__ import annotations
 # plugin (schemathesis and hypothesis among them, with their assertions rewritten) took about
 # 2.7 of the 4 s an inner session cost.
 PLUGIN_ARGS = ("-p", "xdist.plugin", "-p", "pytest_asyncio.plugin", "-p", "syrupy",
-               "-p", "testing.plugin", "-p", "no:cacheprovider")
+               "-p", "pixsim7_testing.plugin", "-p", "no:cacheprovider")
 ENV = {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from pixsim7_testing.inventory import Normalizer, dumps, state_inventory
 from syrupy.filters import paths
 
 from pixsim7.backend.main.main import create_app as create_backend_app
-from testing.inventory import Normalizer, dumps, state_inventory
 from tests.kit.sample_app import create_app
 
 
@@ -79,9 +79,9 @@ def test_normalizer_hides_volatile_values(tmp_path) -> None:
 
 async def test_record_milestones_around_a_plan_run_directly(app_settings) -> None:
     from fastapi import FastAPI
+    from pixsim7_testing.milestones import record_milestones
 
     from pixsim7.backend.main.startup import Policy, Step, run_plan
-    from testing.milestones import record_milestones
 
     async def noop(app: FastAPI) -> None:
         return None

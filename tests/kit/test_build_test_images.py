@@ -14,8 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-
-from testing.services import docker_available
+from pixsim7_testing.services import docker_available
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis
-
-from testing.isolation import (
+from pixsim7_testing.isolation import (
     DatabaseJanitor,
     create_database,
     database_exists,
@@ -22,7 +21,8 @@ from testing.isolation import (
     server_offers_ssl,
     ssl_negotiation_skipped,
 )
-from testing.services import ENV_BACKEND, ENV_DATABASE_URL, ENV_REDIS_URL, ServiceSet
+from pixsim7_testing.services import ENV_BACKEND, ENV_DATABASE_URL, ENV_REDIS_URL, ServiceSet
+
 from tests.kit import inner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ import os
 import asyncpg
 import redis.asyncio as aioredis
 
-from testing.polling import wait_until_async
+from pixsim7_testing.polling import wait_until_async
 
 RUN = os.environ["KIT_RUN_ID"]
 
@@ -95,11 +95,12 @@ async def test_second_sees_nothing(test_database, redis_namespace, kit_services)
 '''
 
 
-def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str):
+def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str,
+              asyncio_settings: bool = True):
     (tmp_path / "test_inner.py").write_text(textwrap.dedent(source))
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
-    )
+        if asyncio_settings else "[pytest]\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSIM7_")}
     env.update({ENV_BACKEND: "external", ENV_DATABASE_URL: services.postgres.url(),
                 ENV_REDIS_URL: services.redis.url(), "PYTHONPATH": str(REPO_ROOT),
@@ -114,6 +115,36 @@ def run_inner(tmp_path: Path, services: ServiceSet, source: str, *args: str):
         # The inner tests' barrier lies outside their namespaces: it goes here, not by expiry.
         with redis.Redis.from_url(services.redis.url()) as client:
             client.delete(f"kit-barrier:{tmp_path.name}")
+
+
+TIERS_WITHOUT_ASYNCIO_SETTINGS = '''
+import pytest
+from pixsim7_testing.apps import started
+
+@pytest.mark.rollback_db
+async def test_rollback_tier(app_factory):
+    running = await started(app_factory)
+    assert (await running.get("/ready")).json()["status"] == "ready"
+
+@pytest.mark.template_db
+async def test_template_tier(app_factory):
+    running = await started(app_factory)
+    assert (await running.get("/api/v1/presets")).status_code == 200
+
+async def test_empty_tier(app_factory):
+    running = await started(app_factory)
+    assert (await running.get("/ready")).json()["database"] == "connected"
+'''
+
+
+def test_the_tiers_run_with_no_asyncio_settings_in_the_users_configuration(
+    tmp_path, kit_services
+) -> None:
+    # pytest-asyncio's defaults (strict mode, function loops): the kit arranges its own loop.
+    result = run_inner(tmp_path, kit_services, TIERS_WITHOUT_ASYNCIO_SETTINGS,
+                       asyncio_settings=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 passed" in result.stdout
 
 
 def test_parallel_tests_do_not_see_each_other(tmp_path, kit_services) -> None:

@@ -6,7 +6,7 @@ import socket
 import subprocess
 import sys
 
-from testing.ownership import SessionOwner, process_start_time
+from pixsim7_testing.ownership import SessionOwner, process_start_time
 
 
 def exited_pid() -> int:

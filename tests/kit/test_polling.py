@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from testing.polling import WaitTimeout, wait_until, wait_until_async
+from pixsim7_testing.polling import WaitTimeout, wait_until, wait_until_async
 
 
 def test_wait_until_returns_the_first_truthy_value() -> None:

@@ -13,13 +13,12 @@ import asyncpg
 import pytest
 import redis
 import redis.asyncio as aioredis
+from pixsim7_testing.polling import wait_until_async
+from pixsim7_testing.proxy import FaultProxy
+from pixsim7_testing.services import ServiceSet
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-
-from testing.polling import wait_until_async
-from testing.proxy import FaultProxy
-from testing.services import ServiceSet
 
 pytestmark = pytest.mark.integration
 

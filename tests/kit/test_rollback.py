@@ -6,10 +6,15 @@ import asyncio
 
 import asyncpg
 import pytest
+from pixsim7_testing.rollback import (
+    RollbackScope,
+    RollbackTierError,
+    SharedApps,
+    SharedConnectionBusy,
+)
 from sqlalchemy import text
 
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
-from testing.rollback import RollbackScope, RollbackTierError, SharedApps, SharedConnectionBusy
 
 pytestmark = pytest.mark.integration
 

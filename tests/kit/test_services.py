@@ -13,9 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-
-from pixsim7.backend.main.infrastructure.embedded import private_folder
-from testing.services import (
+from pixsim7_testing.services import (
     ENV_BACKEND,
     ENV_DATABASE_URL,
     ENV_POSTGRES_IMAGE,
@@ -30,6 +28,8 @@ from testing.services import (
     TestcontainersBackend,
     select_backend,
 )
+
+from pixsim7.backend.main.infrastructure.embedded import private_folder
 from tests.kit import inner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ def test_image_settings_choose_the_images() -> None:
 
 
 def test_testcontainers_without_docker_names_the_fix(monkeypatch) -> None:
-    monkeypatch.setattr("testing.backends.containers.docker_available",
+    monkeypatch.setattr("pixsim7_testing.backends.containers.docker_available",
                         lambda timeout=2.0: False)
     with pytest.raises(ServiceStartError, match="no Docker engine answered.*embedded"):
         TestcontainersBackend().start()
@@ -168,15 +168,26 @@ def test_external_backend_rejects_a_bad_url() -> None:
         ExternalBackend("mysql://root@127.0.0.1/x", "redis://127.0.0.1:6379/0").start()
 
 
-def test_broken_configuration_fails_the_run_with_the_message(tmp_path) -> None:
-    # A port nothing listens on: the whole pytest run must fail and say what to fix.
+def test_broken_configuration_fails_the_run_once_with_the_message(tmp_path) -> None:
+    # A port nothing listens on: the whole pytest run must fail, once, and say what to fix;
+    # the snapshots of the tests that never ran are not called unused.
     from pixsim7.backend.main.infrastructure.embedded import free_port
 
     port = free_port()
     (tmp_path / "test_needs_services.py").write_text(textwrap.dedent("""
         def test_uses_database(test_database):
             assert test_database.name
+
+        def test_uses_redis(redis_namespace):
+            assert redis_namespace.prefix
+
+        def test_snapshot(test_database, snapshot):
+            assert snapshot == 1
     """))
+    snapshots = tmp_path / "__snapshots__" / "test_needs_services"
+    snapshots.mkdir(parents=True)
+    (snapshots / "test_snapshot.ambr").write_text(
+        "# serializer version: 1\n# name: test_snapshot\n  1\n# ---\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSIM7_")}
     env.update({ENV_BACKEND: "external",
                 ENV_DATABASE_URL: f"postgresql://postgres:hunter2@127.0.0.1:{port}/postgres",
@@ -188,7 +199,8 @@ def test_broken_configuration_fails_the_run_with_the_message(tmp_path) -> None:
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0
-    assert "external backend: cannot reach the servers" in output
+    assert result.returncode == pytest.ExitCode.USAGE_ERROR, output
+    assert output.count("external backend: cannot reach the servers") == 1, output
     assert f"Fix: start them, or correct {ENV_DATABASE_URL}" in output
+    assert "unused" not in output and "--snapshot-update" not in output, output
     assert "hunter2" not in output

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pixsim7_testing.host import ENV_SERVICES_DIR
+from pixsim7_testing.ownership import OWNER_LABEL, SessionOwner
+from pixsim7_testing.polling import wait_until
+from pixsim7_testing.services import ENV_BACKEND, docker_available
 
 from pixsim7.backend.main.infrastructure.embedded import free_port, private_folder
-from testing.host import ENV_SERVICES_DIR
-from testing.ownership import OWNER_LABEL, SessionOwner
-from testing.polling import wait_until
-from testing.services import ENV_BACKEND, docker_available
 from tests.kit import inner as inner_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

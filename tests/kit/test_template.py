@@ -6,11 +6,11 @@ import asyncio
 
 import asyncpg
 import pytest
+from pixsim7_testing.isolation import database_exists, drop_database
+from pixsim7_testing.services import ServiceSet
+from pixsim7_testing.template import TemplateDatabase, TemplateError, template_name
 
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
-from testing.isolation import database_exists, drop_database
-from testing.services import ServiceSet
-from testing.template import TemplateDatabase, TemplateError, template_name
 from tests.kit.test_isolation import run_inner
 
 pytestmark = pytest.mark.integration

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.api.v1.admin_plugins import router
 from pixsim7.backend.main.infrastructure.middleware import MiddlewareManager
@@ -17,7 +18,6 @@ from pixsim7.backend.main.infrastructure.plugins import (
     set_plugin_manager,
     set_routes_manager,
 )
-from testing.plugins import write_plugin
 
 TOKEN = "s3cret-admin-token"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI, Request
+from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.infrastructure.middleware import (
     MiddlewareError,
@@ -16,7 +17,6 @@ from pixsim7.backend.main.infrastructure.middleware import (
     MiddlewareManifestError,
 )
 from pixsim7.backend.main.shared.config import PACKAGE_DIR, Settings
-from testing.plugins import write_plugin
 
 TAGGING_MIDDLEWARE = """
 from starlette.datastructures import MutableHeaders

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.core_jobs import job_registry
 from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistryLocked
@@ -25,7 +26,6 @@ from pixsim7.backend.main.startup import (
     plugins_step,
     setup_behavior_registry_lock,
 )
-from testing.plugins import write_plugin
 
 HEADER = 'id = "{id}"\nname = "N"\nversion = "1.0.0"\nkind = "{kind}"\n'
 

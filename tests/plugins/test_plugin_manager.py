@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
 from pixsim7.backend.main.infrastructure.plugins import (
@@ -19,7 +20,6 @@ from pixsim7.backend.main.infrastructure.plugins import (
     PluginStartupError,
     plugin_logger,
 )
-from testing.plugins import write_plugin
 
 RECORDING_HOOKS = """
 def on_load(ctx):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.infrastructure.plugins.manifest import (
     PluginManifestError,
     load_manifest,
 )
-from testing.plugins import write_plugin
 
 
 def manifest_at(tmp_path: Path, text: str) -> Path:
