@@ -7,7 +7,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-PACKAGE_DIR = Path(__file__).resolve().parent.parent / "pixsim7" / "backend" / "main"
+import pixsim7.backend.main
+
+# The installed backend package, wherever it is (a checkout, site-packages).
+PACKAGE_DIR = Path(pixsim7.backend.main.__file__).resolve().parent
 
 
 def toml_value(value: Any) -> str:

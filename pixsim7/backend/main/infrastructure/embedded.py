@@ -166,7 +166,12 @@ def _run_as(user: pwd.struct_passwd | None) -> dict[str, Any]:
     return {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": [], "umask": 0o077}
 
 
-def _check_reachable(user: pwd.struct_passwd | None, path: Path, what: str) -> None:
+_DATA_FIX = "set PIXSIM7_DATA_DIR to a folder it can reach"
+_BINARY_FIX = "install the Python environment where other users can read it"
+
+
+def _check_reachable(user: pwd.struct_passwd | None, path: Path, what: str,
+                     fix: str = _DATA_FIX) -> None:
     # Run as root, the servers run as SERVER_USER, which must reach its folder and binaries;
     # a folder above that is closed to other users is not opened for it.
     if user is None:
@@ -176,7 +181,7 @@ def _check_reachable(user: pwd.struct_passwd | None, path: Path, what: str) -> N
         raise EmbeddedServerError(
             f"user {user.pw_name}, which runs the embedded servers when the backend runs as "
             f"root, cannot reach {what} {path} (a folder above it is closed to other users): "
-            "set PIXSIM7_DATA_DIR to a folder it can reach, or run as a non-root user")
+            f"{fix}, or run as a non-root user")
 
 
 def server_password(data_dir: Path) -> str:
@@ -237,7 +242,8 @@ class EmbeddedPostgres:
         return f"postgresql://postgres:{self.password}@{self.host}:{self.port}/{database}"
 
     def _prepare(self) -> None:
-        _check_reachable(self._user, self.binaries.tool("postgres"), "the PostgreSQL server")
+        _check_reachable(self._user, Path(self.binaries.tool("postgres")),
+                         "the PostgreSQL server", _BINARY_FIX)
         private_folder(self.data_dir)
         _check_reachable(self._user, self.data_dir, "the data folder")
         self.password = server_password(self.data_dir)
@@ -435,7 +441,7 @@ class EmbeddedRedis:
         private_file(self.config_file)
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
-        _check_reachable(self._user, Path(self.executable), "the Redis server")
+        _check_reachable(self._user, Path(self.executable), "the Redis server", _BINARY_FIX)
         private_folder(self.data_dir)
         _check_reachable(self._user, self.data_dir, "the data folder")
         for name in ("redis.log", "dump.rdb", "appendonly.aof"):

@@ -1,0 +1,1 @@
+CITIES = ("Oslo", "Lima", "Kyoto")
