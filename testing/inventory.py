@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from pixsim7_testing.ownership import database_prefix
 from pydantic import BaseModel
 
 _PLACEHOLDER_BY_KEY = [
@@ -31,7 +32,7 @@ _VALUE_PATTERNS = [
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}:\d+\b"), "<host>:<port>"),
     (re.compile(r"\blocalhost:\d+\b"), "<host>:<port>"),
     (re.compile(r"@[A-Za-z0-9.\-]+:\d+/"), "@<host>:<port>/"),
-    (re.compile(r"pixsim7_t_[A-Za-z0-9_]+"), "<test-db>"),
+    (re.compile(rf"{database_prefix()}t_[A-Za-z0-9_]+"), "<test-db>"),
     (re.compile(r"pixsim7:t:[A-Za-z0-9_]+:"), "<test-prefix>"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"\b[0-9a-fA-F]{16,}\b"), "<id>"),

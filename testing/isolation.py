@@ -12,6 +12,7 @@ import asyncpg
 import redis.asyncio as aioredis
 from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint
 from pixsim7_testing.host import run_sync
+from pixsim7_testing.ownership import database_prefix, owner_comment
 
 from pixsim7.backend.main.infrastructure.redis import client_identity
 
@@ -75,7 +76,7 @@ async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *
     """CREATE DATABASE with a unique name on the session's server, empty or as a copy of
     `template` (with `STRATEGY strategy` if given); through `admin` if given, else through a
     connection of its own."""
-    name = name or f"pixsim7_t_{unique_suffix()}"
+    name = name or f"{database_prefix()}t_{unique_suffix()}"
     statement = f'CREATE DATABASE "{name}"'
     if template is not None:
         statement += f' TEMPLATE "{template}"'
@@ -84,10 +85,17 @@ async def create_database(endpoint: PostgresEndpoint, name: str | None = None, *
     conn = admin or await admin_connection(endpoint)
     try:
         await conn.execute(statement)
+        await stamp_owner(conn, name)
     finally:
         if admin is None:
             await conn.close()
     return IsolatedDatabase(name, endpoint)
+
+
+async def stamp_owner(conn: asyncpg.Connection, name: str) -> None:
+    """Mark database `name` as this session's, for the next run to drop should it die."""
+    comment = owner_comment().replace("'", "''")
+    await conn.execute(f'COMMENT ON DATABASE "{name}" IS \'{comment}\'')
 
 
 async def drop_database(database: IsolatedDatabase,

@@ -2,9 +2,12 @@
 
 A session is its process id plus that process's start time (a reused pid is another
 session). Embedded server folders hold an `owner.json` marker; containers carry the
-`pixsim7.kit.owner` label. Only leftovers whose owner process is gone are removed: concurrent
-sessions on the same machine keep theirs. Sessions given their own `PIXSIM7_TEST_SERVICES_DIR`
-form their own scope: they clean up after each other only.
+`pixsim7.kit.owner` label; every database the kit creates is named with
+`PIXSIM7_TEST_DATABASE_PREFIX` and carries its owner in its comment, so a shared server (an
+external one, a CI's service container) is cleaned by the next run as the embedded folders
+are. Only leftovers whose owner process is gone are removed: concurrent sessions on the same
+machine keep theirs. Sessions given their own `PIXSIM7_TEST_SERVICES_DIR` form their own
+scope: they clean up after each other only.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,13 +23,32 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from pixsim7_testing.host import ENV_SERVICES_DIR, docker_available, memory_dir
 
 MARKER = "owner.json"
+ENV_DATABASE_PREFIX = "PIXSIM7_TEST_DATABASE_PREFIX"
+DEFAULT_DATABASE_PREFIX = "pixsim7_"
+OWNER_COMMENT = "pixsim7-kit owner="  # then the owner's label, in a database's comment
 FOLDER_PREFIX = "pixsim7-kit-"
 OWNER_LABEL = "pixsim7.kit.owner"
 SCOPE_LABEL = "pixsim7.kit.scope"
+
+
+def database_prefix() -> str:
+    """What the name of every database the kit creates starts with (a shared server's naming
+    rules): PIXSIM7_TEST_DATABASE_PREFIX, default `pixsim7_`."""
+    prefix = os.environ.get(ENV_DATABASE_PREFIX) or DEFAULT_DATABASE_PREFIX
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,29}", prefix):
+        raise ValueError(f"{ENV_DATABASE_PREFIX}={prefix!r}: use lower-case letters, digits and "
+                         "underscores, starting with a letter, at most 30 characters")
+    return prefix
+
+
+def owner_comment() -> str:
+    """The comment that makes a database this session's."""
+    return OWNER_COMMENT + SessionOwner.current().label()
 
 
 def scope() -> str:
@@ -169,6 +192,31 @@ def reap_containers() -> list[str]:
     finally:
         client.close()
     return removed
+
+
+async def reap_databases(conn: Any, prefix: str) -> list[str]:
+    """Drop the databases named with `prefix` whose owner (in their comment) is gone: what a
+    killed session left on this server. Their names."""
+    rows = await conn.fetch(
+        "SELECT datname, datistemplate, shobj_description(oid, 'pg_database') AS note "
+        "FROM pg_database WHERE starts_with(datname, $1)", prefix)
+    dropped = []
+    for row in rows:
+        note = row["note"] or ""
+        if not note.startswith(OWNER_COMMENT):
+            continue  # not one the kit made
+        try:
+            owner = SessionOwner.from_label(note[len(OWNER_COMMENT):])
+        except ValueError:
+            continue
+        if owner.alive():
+            continue
+        name = row["datname"].replace('"', '""')
+        if row["datistemplate"]:
+            await conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        dropped.append(row["datname"])
+    return dropped
 
 
 def reap_leftovers() -> str | None:

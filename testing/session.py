@@ -10,6 +10,10 @@ from __future__ import annotations
 import atexit
 import time
 
+from pixsim7_testing.endpoints import PostgresEndpoint
+from pixsim7_testing.host import run_sync
+from pixsim7_testing.isolation import admin_connection
+from pixsim7_testing.ownership import database_prefix, reap_databases
 from pixsim7_testing.services import ServiceSet, ServiceStartError, select_backend
 
 WORKERINPUT_KEY = "pixsim7_services"
@@ -25,6 +29,7 @@ class RunServices:
         self.services, self.error, self.owner = services, error, owner
         self.start_seconds: float | None = None
         self.stop_seconds: float | None = None
+        self.reaped: list[str] = []
 
     @classmethod
     def from_workerinput(cls, data: dict) -> RunServices:
@@ -51,6 +56,12 @@ class RunServices:
             return
         self.start_seconds = time.perf_counter() - began
         atexit.register(self.services.stop)  # also after Ctrl-C or a crash of the session
+        # A shared server (external, a CI's service container) keeps what a killed run made:
+        # the databases whose owner is gone go now, by their owner stamp.
+        try:
+            self.reaped = run_sync(lambda: _reap_databases(self.services.postgres))
+        except Exception as exc:  # the run goes on; what was left stays, said at the end
+            self.reaped = [f"(none: looking for them failed with {type(exc).__name__}: {exc})"]
 
     def workerinput(self) -> dict:
         """What a worker needs: the endpoints, or the message every test there must fail with."""
@@ -70,5 +81,15 @@ class RunServices:
         if not self.owner or self.start_seconds is None:
             return None
         stopped = f", stopped in {self.stop_seconds:.2f}s" if self.stop_seconds is not None else ""
+        reaped = (f"\npixsim7 kit: dropped {len(self.reaped)} database(s) a killed session left: "
+                  f"{', '.join(self.reaped)}" if self.reaped else "")
         return (f"pixsim7 services: {self.services.describe()}: "
-                f"started in {self.start_seconds:.2f}s{stopped}")
+                f"started in {self.start_seconds:.2f}s{stopped}{reaped}")
+
+
+async def _reap_databases(endpoint: PostgresEndpoint) -> list[str]:
+    conn = await admin_connection(endpoint)
+    try:
+        return await reap_databases(conn, database_prefix())
+    finally:
+        await conn.close()

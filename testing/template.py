@@ -21,7 +21,9 @@ from pixsim7_testing.isolation import (
     admin_connection,
     create_database,
     drop_database,
+    stamp_owner,
 )
+from pixsim7_testing.ownership import database_prefix
 
 
 class TemplateError(RuntimeError):
@@ -31,7 +33,7 @@ class TemplateError(RuntimeError):
 def template_name(run_id: str) -> str:
     """The template database of one test run (xdist workers of a run share the run id)."""
     safe = "".join(ch for ch in run_id.lower() if ch.isalnum())[:20]
-    return f"pixsim7_tpl_{safe}"
+    return f"{database_prefix()}tpl_{safe}"
 
 
 def _lock_key(name: str, purpose: str) -> int:
@@ -134,6 +136,7 @@ class TemplateDatabase:
 
     async def _create(self, conn: asyncpg.Connection) -> None:
         await conn.execute(f'CREATE DATABASE "{self.name}"')
+        await stamp_owner(conn, self.name)
         try:
             try:
                 await migrate_and_seed(self.endpoint.url(self.name, driver="asyncpg"))

@@ -5,6 +5,7 @@ Each test runs inner pytest sessions with the kit's plugin, as a user's suite wo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -225,3 +227,57 @@ def test_next_session_removes_containers_a_killed_session_left(inner, tmp_path) 
         assert not remaining & {c.id for c in owned}
     finally:
         client.close()
+
+
+def test_the_next_run_drops_the_databases_a_killed_run_left_on_a_shared_server(
+    inner, tmp_path, kit_services
+) -> None:
+    # The run's own servers, as a CI's service containers would be: external to the inner runs,
+    # under a name prefix of their own (which also keeps the outer run's databases apart).
+    prefix = f"kill{uuid.uuid4().hex[:8]}_"
+    shared = {"PIXSIM7_TEST_DATABASE_URL": kit_services.postgres.url(),
+              "PIXSIM7_TEST_REDIS_URL": kit_services.redis.url(),
+              "PIXSIM7_TEST_DATABASE_PREFIX": prefix}
+    session = inner("""
+        import time
+
+        import pytest
+
+        @pytest.mark.template_db
+        def test_hold(test_database, kit_services):
+            record(kit_services, "held")
+            time.sleep(300)
+    """, backend="external", **shared)
+    try:
+        wait_until(lambda: (tmp_path / "records" / "held").exists(), timeout=120,
+                   message="the inner run made its databases")
+    finally:
+        session.send_signal(signal.SIGKILL)
+        session.communicate(timeout=30)
+    left = asyncio.run(_databases_named(kit_services, prefix))
+    assert sorted(name.split("_")[1] for name in left) == ["t", "tpl"], left  # test + template
+    assert all(note.startswith(f"pixsim7-kit owner={socket.gethostname()}/{session.pid}/")
+               for note in left.values()), left
+
+    later = inner("""
+        def test_uses_the_server(kit_services):
+            pass
+    """, backend="external", **shared)
+    output, _ = later.communicate(timeout=180)
+    assert later.returncode == 0, output
+    assert "dropped 2 database(s) a killed session left" in output, output
+    assert all(name in output for name in left)
+    assert asyncio.run(_databases_named(kit_services, prefix)) == {}
+
+
+async def _databases_named(services, prefix: str) -> dict[str, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(services.postgres.url())
+    try:
+        rows = await conn.fetch(
+            "SELECT datname, shobj_description(oid, 'pg_database') AS note FROM pg_database "
+            "WHERE starts_with(datname, $1)", prefix)
+    finally:
+        await conn.close()
+    return {row["datname"]: row["note"] or "" for row in rows}
