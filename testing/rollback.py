@@ -3,17 +3,24 @@ transaction that the app's sessions join and that is rolled back after it.
 
 What the tests of one worker share, per settings: the app object and everything on
 `app.state` (registries, plugin managers, the event bus, metrics, the Redis client). After
-each test the kit rolls the database back, deletes the app's Redis keys (its queue's jobs
-included), drops the event subscriptions the test added, forgets the readiness cache, and
-compares the app's state with what it was before the test: an app that a test changed in a
-way the kit cannot undo (a plugin disabled, a key added to `app.state`) is stopped, and the
-next test gets a fresh one. Counters (metrics, readiness runs) only grow: a test reads
-their change, not their value.
+each test the kit rolls the database back and undoes what a rollback does not: sequences go
+back to their values (nextval and setval are not transactional), statements the test
+PREPAREd are deallocated, the app's Redis keys (its queue's jobs included) are deleted, the
+event subscriptions the test added are dropped, each `app.state` value, the dependency
+overrides and the settings' values the test replaced are put back, and the readiness cache
+is forgotten. What it cannot undo fails the test with the tier's error, naming it: commits by
+other connections (rows inserted, updated or deleted: each table's row count and newest
+xmin; tables created or altered: pg_class's), advisory locks (on the tests' connection, or
+one the test opened and left open), and background tasks still running (cancelled). An app
+a test changed in a way the kit cannot undo (a plugin disabled, a key added to `app.state`)
+is stopped, and the next test gets a fresh one. Counters (metrics, readiness runs) only
+grow: a test reads their change, not their value.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,7 +110,7 @@ class SharedApp:
     running: RunningApp
     baseline: tuple[Any, ...]  # its fingerprint() before any test
     subscriptions: tuple[Any, ...] = ()
-    rows: dict[str, int] | None = None  # each table's row count before any test
+    database: Observation | None = None  # what the database looked like before any test
     connection: AsyncConnection | None = None  # the tests' one, kept from test to test
 
     async def release_connection(self) -> None:
@@ -217,8 +224,9 @@ class RollbackScope:
 
     def __init__(self, apps: SharedApps) -> None:
         self.apps = apps
-        self._bound: list[tuple[SharedApp, AsyncTransaction]] = []
+        self._bound: list[tuple[SharedApp, AsyncTransaction, AppSnapshot]] = []
         self._gate = OneAtATime(apps.wait_timeout)
+        self._tasks: set[asyncio.Task[Any]] | None = None  # those running when it began
 
     async def take(self, shared: SharedApp) -> RunningApp:
         """A view of `shared` for this test: its own client; bound on first take."""
@@ -226,61 +234,85 @@ class RollbackScope:
             db = shared.app.state.db
             if shared.connection is None:
                 shared.connection = await db.engine.connect()
-            if shared.rows is None:
-                shared.rows, _ = await counts(shared.connection,
-                                              shared.app.state.domain_registry.tables)
+            if shared.database is None:
+                shared.database = await observe(shared.connection,
+                                                shared.app.state.domain_registry.tables)
             transaction = await shared.connection.begin()
             db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
-            self._bound.append((shared, transaction))
+            self._bound.append((shared, transaction, AppSnapshot.of(shared.app)))
+            if self._tasks is None:
+                self._tasks = asyncio.all_tasks()
         return shared.running.view()
 
     async def close(self) -> None:
         """Undo every app's test: roll back, clear Redis, reset; raise what the test did that
         the tier cannot undo, after undoing the rest."""
-        problems: list[str] = []
+        problems = await self._left_running()
         # The database and Redis are undone at once: one round trip each, side by side.
         redis = asyncio.ensure_future(self.apps.namespace.clear(self.apps.redis))
         try:
-            for shared, transaction in reversed(self._bound):
-                problems += await self._undo(shared, transaction)
+            for shared, transaction, snapshot in reversed(self._bound):
+                problems += await self._undo(shared, transaction, snapshot)
         finally:
             self._bound.clear()
             await redis
         if problems:
             raise RollbackTierError(f"{MARKER}: " + "; ".join(problems) + f"; {USE_TEMPLATE}")
 
-    async def _undo(self, shared: SharedApp, transaction: AsyncTransaction) -> list[str]:
+    async def _left_running(self) -> list[str]:
+        """Tasks the test started that still run: cancelled, and named."""
+        if self._tasks is None:
+            return []
+        await asyncio.sleep(0)  # what was about to end, ends
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() - self._tasks
+                if task is not current and not task.done()]
+        self._tasks = None
+        if not left:
+            return []
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        named = ", ".join(sorted(f"{task.get_name()} ({_coroutine_name(task)})" for task in left))
+        return [f"background task(s) still ran when the test ended (cancelled now; the next "
+                f"test would have met them on its connection): {named}"]
+
+    async def _undo(self, shared: SharedApp, transaction: AsyncTransaction,
+                    snapshot: AppSnapshot) -> list[str]:
         problems: list[str] = []
         app = shared.app
         connection = shared.connection
-        assert connection is not None
+        assert connection is not None and shared.database is not None
         if getattr(app.state, "db", None) is not None:
             app.state.db.bind(None)
         try:
             await transaction.rollback()
-            rows, locks = await counts(connection, app.state.domain_registry.tables)
-            if locks:
+            seen = await observe(connection, app.state.domain_registry.tables)
+            if seen.own_locks:
                 await connection.invalidate()  # its server session, and so its locks, end
+            else:
+                await reset(connection, shared.database, seen)
         except BaseException:
             await shared.release_connection()
             raise
-        if locks:
+        if seen.own_locks:
             await shared.release_connection()
             problems.append(
-                f"the test took {locks} session-level advisory lock(s), which outlive the "
-                "rollback; in this tier every session is one connection, so locks never contend")
-        if rows != shared.rows:
-            changed = sorted(t for t in rows if rows[t] != shared.rows.get(t))
+                f"the test took {seen.own_locks} session-level advisory lock(s), which outlive "
+                "the rollback; in this tier every session is one connection, so locks never "
+                "contend")
+        left = shared.database.committed_since(seen)
+        if left:
             await self.apps.renew()
             problems.append(
-                f"rows of {', '.join(changed)} were committed to the shared database outside "
-                "the test's transaction (by an app or a connection the test made itself); "
-                "the kit made the worker a new database")
+                f"{'; '.join(left)}, outside the test's transaction (by an app or a connection "
+                "the test made itself); the kit made the worker a new database")
             return problems
         if not shared.running.running:
             await self.apps.retire(shared)  # the test stopped it
             return problems
+        snapshot.restore(app)
         bus = getattr(app.state, "event_bus", None)
         if bus is not None:
             bus.restore(shared.subscriptions)
@@ -293,17 +325,109 @@ class RollbackScope:
         return problems
 
 
-async def counts(connection: AsyncConnection, tables: list[Any]) -> tuple[dict[str, int], int]:
-    """Each table's row count and the advisory locks the session holds, in one query on the
+@dataclass(frozen=True)
+class Observation:
+    """What the tier compares before and after a test, read in one query."""
+
+    tables: dict[str, str]  # each table: "rows:newest xmin" (a commit anywhere changes it)
+    catalog: str  # pg_class the same way: DDL committed
+    own_locks: int  # advisory locks of the tests' connection
+    other_locks: int  # advisory locks of other connections to the database
+    prepared: list[str]  # statements PREPAREd in SQL on the tests' connection
+    sequences: dict[str, tuple[int | None, int]]  # each sequence: last value, start value
+
+    def committed_since(self, after: Observation) -> list[str]:
+        """What was committed or left between this observation and `after`, in words."""
+        left = []
+        changed = sorted(t for t in after.tables if after.tables[t] != self.tables.get(t))
+        if changed:
+            left.append(f"rows of {', '.join(changed)} were committed to the shared database")
+        if after.catalog != self.catalog:
+            left.append("tables or other objects were created, altered or dropped and committed")
+        if after.other_locks:
+            left.append(f"{after.other_locks} advisory lock(s) are held by a connection the "
+                        "test opened and left open")
+        return left
+
+
+async def observe(connection: AsyncConnection, tables: list[Any]) -> Observation:
+    """The state of the shared database as the tests' connection sees it, in one query on the
     driver's connection, so no transaction is opened or left open."""
     preparer = connection.dialect.identifier_preparer
-    columns = [f"(SELECT count(*) FROM {preparer.format_table(t)})" for t in tables]
-    columns.append("(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                   "AND pid = pg_backend_pid())")
+    columns = [f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM "
+               f"{preparer.format_table(t)})" for t in tables]
+    columns += [
+        "(SELECT count(*) || ':' || max(xmin::text::bigint) FROM pg_class)",
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())",
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        "(SELECT coalesce(array_agg(name::text), '{}') FROM pg_prepared_statements "
+        "WHERE from_sql)",
+        "(SELECT coalesce(json_object_agg(format('%I.%I', schemaname, sequencename), "
+        "json_build_array(last_value, start_value)), '{}') FROM pg_sequences)",
+    ]
     raw = await connection.get_raw_connection()
     values = await raw.driver_connection.fetchrow(f"SELECT {', '.join(columns)}")
-    rows = {table.fullname: int(value) for table, value in zip(tables, values, strict=False)}
-    return rows, int(values[-1])
+    count = len(tables)
+    sequences = values[count + 4]  # decoded already where the connection has a json codec
+    sequences = json.loads(sequences) if isinstance(sequences, str) else sequences
+    return Observation(
+        tables={table.fullname: value for table, value in zip(tables, values, strict=False)},
+        catalog=values[count], own_locks=int(values[count + 1]),
+        other_locks=int(values[count + 2]), prepared=list(values[count + 3]),
+        sequences={name: (last, start) for name, (last, start) in sequences.items()})
+
+
+async def reset(connection: AsyncConnection, before: Observation, after: Observation) -> None:
+    """Undo what a rollback leaves: sequences moved (by nextval in the rolled-back
+    transaction, or setval) go back, and statements the test PREPAREd are deallocated. One
+    round trip, and only when there is something to undo."""
+    calls = []
+    for name, (last, start) in after.sequences.items():
+        was = before.sequences.get(name)
+        if was is None or was[0] == last:
+            continue
+        literal = "'" + name.replace("'", "''") + "'"
+        calls.append(f"setval({literal}, {was[0]}, true)" if was[0] is not None
+                     else f"setval({literal}, {start}, false)")
+    raw = (await connection.get_raw_connection()).driver_connection
+    if calls:
+        await raw.execute(f"SELECT {', '.join(calls)}")
+    for name in after.prepared:
+        await raw.execute(f'DEALLOCATE "{name.replace(chr(34), chr(34) * 2)}"')
+
+
+@dataclass
+class AppSnapshot:
+    """What a test may replace on a shared app and the tier puts back: each `app.state`
+    value, the dependency overrides, the settings' values."""
+
+    state: dict[str, Any]
+    overrides: dict[Any, Any]
+    settings: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, app: FastAPI) -> AppSnapshot:
+        settings = getattr(app.state, "settings", None)
+        return cls(dict(vars(app.state)["_state"]), dict(app.dependency_overrides),
+                   copy.deepcopy(vars(settings)) if settings is not None else None)
+
+    def restore(self, app: FastAPI) -> None:
+        state = vars(app.state)["_state"]
+        for key, value in self.state.items():
+            if state.get(key) is not value:
+                state[key] = value
+        if app.dependency_overrides != self.overrides:
+            app.dependency_overrides.clear()
+            app.dependency_overrides.update(self.overrides)
+        settings = getattr(app.state, "settings", None)
+        if self.settings is not None and vars(settings) != self.settings:
+            vars(settings).update(self.settings)
+
+
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    coroutine = task.get_coro()
+    return getattr(coroutine, "__qualname__", type(coroutine).__name__)
 
 
 def refuse(what: str) -> RollbackTierError:

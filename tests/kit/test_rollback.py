@@ -217,3 +217,133 @@ def shared_app(kit_shared_apps: SharedApps, make_settings):
     from pixsim7.backend.main.main import create_app
 
     return lambda: kit_shared_apps.get(create_app, make_settings())
+
+
+# --- what a rollback does not undo: reset by the tier, or refused naming it -------------------
+
+SEQUENCE = "generation_presets_id_seq"
+
+
+async def _own_connection(kit_shared_apps: SharedApps) -> asyncpg.Connection:
+    """A connection of the test's own to the tier's database, as a test might open."""
+    return await asyncpg.connect(kit_shared_apps.database.url)
+
+
+@pytest.mark.rollback_db
+async def test_an_update_committed_by_another_connection_is_refused_and_renews_the_database(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    before = kit_shared_apps.database
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    conn = await _own_connection(kit_shared_apps)
+    try:  # row counts stay the same: only the newest xmin tells
+        await conn.execute("UPDATE generation_presets SET name = name || '-renamed' "
+                           "WHERE name = $1", SEEDED[0])
+    finally:
+        await conn.close()
+    with pytest.raises(RollbackTierError, match="generation_presets were committed"):
+        await scope.close()
+    assert kit_shared_apps.database != before
+    fresh = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    assert await names(await scope.take(fresh)) == SEEDED
+    await scope.close()
+
+
+@pytest.mark.rollback_db
+async def test_ddl_committed_by_another_connection_is_refused(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    conn = await _own_connection(kit_shared_apps)
+    try:
+        await conn.execute("CREATE TABLE left_behind (id int)")
+    finally:
+        await conn.close()
+    with pytest.raises(RollbackTierError, match="created, altered or dropped and committed"):
+        await scope.close()
+
+
+@pytest.mark.rollback_db
+async def test_an_advisory_lock_on_a_connection_the_test_left_open_is_refused(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    conn = await _own_connection(kit_shared_apps)
+    await conn.execute("SELECT pg_advisory_lock(515151)")
+    try:
+        with pytest.raises(RollbackTierError, match="advisory lock.*left open"):
+            await scope.close()
+    finally:
+        await conn.close()
+
+
+@pytest.mark.rollback_db
+async def test_sequences_and_prepared_statements_are_put_back(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    running = await scope.take(shared)
+    async with shared.app.state.db.session() as session:
+        before = await session.scalar(text(f"SELECT last_value FROM {SEQUENCE}"))
+    created = await running.client.post("/api/v1/presets", json={"name": "seq", **PRESET})
+    assert created.status_code == 201, created.text
+    async with shared.app.state.db.session() as session:
+        await session.execute(text(f"SELECT setval('{SEQUENCE}', 9000)"))
+        await session.execute(text("PREPARE left_prepared AS SELECT 1"))
+    await scope.close()
+
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    async with shared.app.state.db.session() as session:
+        assert await session.scalar(text(f"SELECT last_value FROM {SEQUENCE}")) == before
+        assert await session.scalar(text(
+            "SELECT count(*) FROM pg_prepared_statements WHERE from_sql")) == 0
+    await scope.close()
+
+
+@pytest.mark.rollback_db
+async def test_replaced_state_overrides_and_settings_are_put_back(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    app = shared.app
+    providers, debug = app.state.providers, app.state.settings.debug
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    app.state.providers = object()
+    app.dependency_overrides[names] = lambda: None
+    app.state.settings.debug = not debug
+    await scope.close()
+    assert app.state.providers is providers
+    assert app.dependency_overrides == {}
+    assert app.state.settings.debug is debug
+    assert (await shared_app()) is shared  # put back, still shared
+
+
+@pytest.mark.rollback_db
+async def test_a_background_task_still_running_is_cancelled_and_named(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+
+    async def poll_forever() -> None:
+        while True:
+            async with shared.app.state.db.session() as session:
+                await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(poll_forever(), name="left-polling")
+    await asyncio.sleep(0.05)
+    with pytest.raises(RollbackTierError, match=r"left-polling \(.*poll_forever\)"):
+        await scope.close()
+    assert task.cancelled()
