@@ -18,6 +18,8 @@ from typing import Any
 from pixsim7_testing.ownership import database_prefix
 from pydantic import BaseModel
 
+import pixsim7.backend.main
+
 _PLACEHOLDER_BY_KEY = [
     (re.compile(r"(^|_)(secret|token|password)(_|$)|^secret_key$"), "<secret>"),
     (re.compile(r"(^|_)(duration|elapsed|seconds|ms)(_|$)|_ms$|_s$"), "<duration>"),
@@ -122,3 +124,14 @@ def state_inventory(state: Any, normalizer: Normalizer | None = None) -> dict[st
 def dumps(data: Any) -> str:
     """The canonical JSON text of an inventory (sorted keys, two-space indent)."""
     return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False)
+
+
+# The installed backend package (a checkout's, or site-packages'), and the folder holding it.
+PACKAGE_DIR = Path(pixsim7.backend.main.__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parents[2]
+
+
+def normalizer(tmp_path: Path) -> Normalizer:
+    """The kit's Normalizer for a test: its tmp_path, the backend package and the folder
+    holding it written as placeholders."""
+    return Normalizer({tmp_path: "<tmp_path>", PACKAGE_DIR: "<package>", REPO_ROOT: "<repo>"})

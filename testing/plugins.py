@@ -7,10 +7,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pixsim7.backend.main
-
-# The installed backend package, wherever it is (a checkout, site-packages).
-PACKAGE_DIR = Path(pixsim7.backend.main.__file__).resolve().parent
+from pixsim7_testing.inventory import PACKAGE_DIR
 
 
 def toml_value(value: Any) -> str:
