@@ -125,3 +125,59 @@ def _values(settings: Any) -> dict[str, Any]:
 def coroutine_name(task: asyncio.Task[Any]) -> str:
     coroutine = task.get_coro()
     return getattr(coroutine, "__qualname__", type(coroutine).__name__)
+
+
+# Commands that write the key in their first argument (MSET and MSETNX: every other one).
+_WRITES = frozenset({
+    "SET", "SETEX", "PSETEX", "SETNX", "GETSET", "GETDEL", "GETEX", "APPEND", "SETRANGE",
+    "INCR", "INCRBY", "INCRBYFLOAT", "DECR", "DECRBY", "HSET", "HSETNX", "HMSET", "HINCRBY",
+    "HINCRBYFLOAT", "LPUSH", "RPUSH", "LPUSHX", "RPUSHX", "LSET", "LINSERT", "SADD", "ZADD",
+    "ZINCRBY", "XADD", "PFADD", "SETBIT", "EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT",
+    "PERSIST", "RESTORE"})
+
+
+class RedisLeaks:
+    """What a test makes the app's Redis client leave outside the app's prefix: keys it
+    writes there (its arq job keys aside, which the tier clears with its queue) and pub/sub
+    connections it opens. Recorded from `watch()` to `undo()`; commands sent through a
+    pipeline are not seen."""
+
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.client, self.prefix = client, prefix
+        self.keys: set[Any] = set()
+        self.pubsubs: list[Any] = []
+
+    def watch(self) -> RedisLeaks:
+        execute, pubsub = self.client.execute_command, self.client.pubsub
+
+        async def recording(*args: Any, **options: Any) -> Any:
+            self._note(args)
+            return await execute(*args, **options)
+
+        def tracked(**kwargs: Any) -> Any:
+            opened = pubsub(**kwargs)
+            self.pubsubs.append(opened)
+            return opened
+
+        self.client.execute_command, self.client.pubsub = recording, tracked
+        return self
+
+    def _note(self, args: tuple[Any, ...]) -> None:
+        name = str(args[0]).upper() if args else ""
+        if name not in _WRITES and name not in ("MSET", "MSETNX"):
+            return
+        keys = args[1::2] if name in ("MSET", "MSETNX") else args[1:2]
+        for key in keys:
+            text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            if not text.startswith((self.prefix, "arq:")):
+                self.keys.add(key)
+
+    async def undo(self, cleaner: Any) -> None:
+        """Stop recording; close the pub/sub connections and delete the keys (through
+        `cleaner`, a client of the tier's own)."""
+        for name in ("execute_command", "pubsub"):
+            vars(self.client).pop(name, None)  # the class's methods again
+        for opened in self.pubsubs:
+            await opened.aclose()
+        if self.keys:
+            await cleaner.delete(*self.keys)

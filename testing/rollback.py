@@ -31,7 +31,14 @@ from fastapi import FastAPI
 from pixsim7_testing.apps import AppFactory, RunningApp, start_app
 from pixsim7_testing.inventory import Normalizer
 from pixsim7_testing.isolation import IsolatedDatabase, RedisNamespace
-from pixsim7_testing.leaks import AppSnapshot, Observation, coroutine_name, observe, reset
+from pixsim7_testing.leaks import (
+    AppSnapshot,
+    Observation,
+    RedisLeaks,
+    coroutine_name,
+    observe,
+    reset,
+)
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncTransaction
 
@@ -227,6 +234,7 @@ class RollbackScope:
         self._bound: list[tuple[SharedApp, AsyncTransaction, AppSnapshot]] = []
         self._gate = OneAtATime(apps.wait_timeout)
         self._tasks: set[asyncio.Task[Any]] | None = None  # those running when it began
+        self._redis: list[RedisLeaks] = []  # what each app's Redis client leaves, recorded
 
     async def take(self, shared: SharedApp) -> RunningApp:
         """A view of `shared` for this test: its own client; bound on first take."""
@@ -241,6 +249,10 @@ class RollbackScope:
             db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
             self._bound.append((shared, transaction, AppSnapshot.of(shared.app)))
+            redis = getattr(shared.app.state, "redis", None)
+            if redis is not None and redis.client is not None:
+                self._redis.append(RedisLeaks(redis.client,
+                                              shared.app.state.settings.redis_key_prefix).watch())
             if self._tasks is None:
                 self._tasks = asyncio.all_tasks()
         return shared.running.view()
@@ -250,7 +262,7 @@ class RollbackScope:
         the tier cannot undo, after undoing the rest."""
         problems = await self._left_running()
         # The database and Redis are undone at once: one round trip each, side by side.
-        redis = asyncio.ensure_future(self.apps.namespace.clear(self.apps.redis))
+        redis = asyncio.ensure_future(self._clear_redis())
         try:
             for shared, transaction, snapshot in reversed(self._bound):
                 problems += await self._undo(shared, transaction, snapshot)
@@ -259,6 +271,12 @@ class RollbackScope:
             await redis
         if problems:
             raise RollbackTierError(f"{MARKER}: " + "; ".join(problems) + f"; {USE_TEMPLATE}")
+
+    async def _clear_redis(self) -> None:
+        leaks, self._redis = self._redis, []
+        for leak in leaks:
+            await leak.undo(self.apps.redis)
+        await self.apps.namespace.clear(self.apps.redis)
 
     async def _left_running(self) -> list[str]:
         """Tasks the test started that still run: cancelled, and named."""

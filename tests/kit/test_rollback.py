@@ -347,3 +347,27 @@ async def test_a_background_task_still_running_is_cancelled_and_named(
     with pytest.raises(RollbackTierError, match=r"left-polling \(.*poll_forever\)"):
         await scope.close()
     assert task.cancelled()
+
+
+@pytest.mark.rollback_db
+async def test_redis_keys_outside_the_prefix_and_subscriptions_go_with_the_test(
+    kit_shared_apps: SharedApps, shared_app
+) -> None:
+    shared = await shared_app()
+    client = shared.app.state.redis.client
+    outside = f"outside-the-prefix:{id(shared)}"
+    scope = RollbackScope(kit_shared_apps)
+    await scope.take(shared)
+    await client.set(outside, "left")
+    await client.mset({f"{outside}:a": 1, f"{outside}:b": 2})
+    listener = client.pubsub()
+    await listener.subscribe(f"{outside}:channel")
+    await scope.close()
+    probe = kit_shared_apps.namespace.client()
+    try:
+        assert await probe.exists(outside, f"{outside}:a", f"{outside}:b") == 0
+        assert await probe.pubsub_numsub(f"{outside}:channel") == [
+            (f"{outside}:channel".encode(), 0)]
+    finally:
+        await probe.aclose()
+    assert "execute_command" not in vars(client)  # recording stopped with the test
