@@ -1,6 +1,6 @@
-"""What a rolled-back transaction leaves behind, seen and undone for the rollback tier: the
-database as the tests' connection sees it (commits by others, locks, prepared statements,
-sequences), and what a test may replace on a shared app."""
+"""What a rolled-back transaction leaves behind, seen and undone for the rollback tier: what
+other connections committed, locks, prepared statements and sequences in the shared database,
+what a test may replace on a shared app, and what the app's Redis client leaves."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 @dataclass(frozen=True)
 class Observation:
-    """What the tier compares before and after a test, read in one query."""
+    """What the tier compares before and after a test."""
 
     tables: dict[str, str]  # each table: "rows:newest xmin" (a commit anywhere changes it)
     catalog: str  # pg_class the same way: DDL committed
     own_locks: int  # advisory locks of the tests' connection
     other_locks: int  # advisory locks of other connections to the database
     prepared: list[str]  # statements PREPAREd in SQL on the tests' connection
-    sequences: dict[str, tuple[int | None, int]]  # each sequence: last value, start value
+    sequences: dict[str, int | None]  # each sequence's last value (None: never used)
 
     def committed_since(self, after: Observation) -> list[str]:
         """What was committed or left between this observation and `after`, in words."""
@@ -38,49 +37,73 @@ class Observation:
         return left
 
 
-async def observe(connection: AsyncConnection, tables: list[Any]) -> Observation:
-    """The state of the shared database as the tests' connection sees it, in one query on the
-    driver's connection, so no transaction is opened or left open."""
-    preparer = connection.dialect.identifier_preparer
-    columns = [f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM "
-               f"{preparer.format_table(t)})" for t in tables]
-    columns += [
-        "(SELECT count(*) || ':' || max(xmin::text::bigint) FROM pg_class)",
-        # One look at pg_locks (a function scan): the tests' connection's, and others' here.
-        "(SELECT array[count(*) FILTER (WHERE pid = pg_backend_pid()), count(*) FILTER ("
-        "WHERE pid <> pg_backend_pid() AND database = (SELECT oid FROM pg_database "
-        "WHERE datname = current_database()))] FROM pg_locks WHERE locktype = 'advisory')",
-        "(SELECT coalesce(array_agg(name::text), '{}') FROM pg_prepared_statements "
-        "WHERE from_sql)",
-        "(SELECT coalesce(json_object_agg(format('%I.%I', schemaname, sequencename), "
-        "json_build_array(last_value, start_value)), '{}') FROM pg_sequences)",
-    ]
-    raw = await connection.get_raw_connection()
-    values = await raw.driver_connection.fetchrow(f"SELECT {', '.join(columns)}")
-    count = len(tables)
-    catalog, (own_locks, other_locks), prepared, sequences = values[count:]
-    # Decoded already where the connection has a json codec (the app's engine sets one).
-    sequences = json.loads(sequences) if isinstance(sequences, str) else sequences
-    return Observation(
-        tables={table.fullname: value for table, value in zip(tables, values, strict=False)},
-        catalog=catalog, own_locks=int(own_locks), other_locks=int(other_locks),
-        prepared=list(prepared),
-        sequences={name: (last, start) for name, (last, start) in sequences.items()})
+class Observer:
+    """A connection of the tier's own to the shared database, reading what a rollback of the
+    tests' connection does not undo, in one query: each table's rows and newest xmin,
+    pg_class's (DDL), the sequences, the advisory locks. The statements PREPAREd on the tests'
+    connection are read there at the same time (`prepared_on`)."""
+
+    def __init__(self, url: str, tables: list[Any], preparer: Any) -> None:
+        self.url, self.tables = url, tables
+        columns = [f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM "
+                   f"{preparer.format_table(t)})" for t in tables]
+        columns += [
+            # One scan of pg_class, the user's schemas' rows: DDL committed (their count and
+            # newest xmin), and each sequence's last value (None until used), without
+            # pg_sequences' privilege checks.
+            "(SELECT json_build_array(count(*) || ':' || coalesce(max(xmin::text::bigint), 0), "
+            "coalesce(json_object_agg(oid::regclass::text, pg_sequence_last_value(oid)) "
+            "FILTER (WHERE relkind = 'S'), '{}')) FROM pg_class WHERE relnamespace <> ALL ("
+            "array['pg_catalog'::regnamespace, 'information_schema'::regnamespace, "
+            "'pg_toast'::regnamespace]))",
+            # One look at pg_locks: the tests' connection's ($1), and others' in the database.
+            "(SELECT array[count(*) FILTER (WHERE pid = $1), count(*) FILTER (WHERE pid <> $1 "
+            "AND pid <> pg_backend_pid())] FROM pg_locks WHERE locktype = 'advisory' AND "
+            "database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        ]
+        self.query = f"SELECT {', '.join(columns)}"
+        self._connection: Any = None
+
+    async def observe(self, tests_pid: int) -> Observation:
+        """What the database holds now; the statements PREPAREd on the tests' connection are
+        not seen here (`prepared_on` reads them there)."""
+        import asyncpg
+
+        if self._connection is None:
+            self._connection = await asyncpg.connect(self.url, timeout=10)
+        values = await self._connection.fetchrow(self.query, tests_pid)
+        count = len(self.tables)
+        relations, (own_locks, other_locks) = values[count:]
+        catalog, sequences = json.loads(relations)
+        return Observation(
+            tables={t.fullname: value for t, value in zip(self.tables, values, strict=False)},
+            catalog=catalog, own_locks=int(own_locks), other_locks=int(other_locks),
+            prepared=[], sequences=sequences)
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
 
 
-async def reset(connection: AsyncConnection, before: Observation, after: Observation) -> None:
+async def prepared_on(raw: Any) -> list[str]:
+    """The statements PREPAREd in SQL on a driver connection (asyncpg's own are not)."""
+    return list(await raw.fetchval("SELECT coalesce(array_agg(name::text), '{}') "
+                                   "FROM pg_prepared_statements WHERE from_sql"))
+
+
+async def reset(raw: Any, before: Observation, after: Observation) -> None:
     """Undo what a rollback leaves: sequences moved (by nextval in the rolled-back
     transaction, or setval) go back, and statements the test PREPAREd are deallocated. One
     round trip, and only when there is something to undo."""
     calls = []
-    for name, (last, start) in after.sequences.items():
-        was = before.sequences.get(name)
-        if was is None or was[0] == last:
+    for name, last in after.sequences.items():
+        if name not in before.sequences or before.sequences[name] == last:
             continue
-        literal = "'" + name.replace("'", "''") + "'"
-        calls.append(f"setval({literal}, {was[0]}, true)" if was[0] is not None
-                     else f"setval({literal}, {start}, false)")
-    raw = (await connection.get_raw_connection()).driver_connection
+        was, literal = before.sequences[name], "'" + name.replace("'", "''") + "'"
+        calls.append(f"setval({literal}, {was}, true)" if was is not None else
+                     f"setval({literal}, (SELECT seqstart FROM pg_sequence "
+                     f"WHERE seqrelid = {literal}::regclass), false)")
     if calls:
         await raw.execute(f"SELECT {', '.join(calls)}")
     for name in after.prepared:

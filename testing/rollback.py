@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,9 +34,10 @@ from pixsim7_testing.isolation import IsolatedDatabase, RedisNamespace
 from pixsim7_testing.leaks import (
     AppSnapshot,
     Observation,
+    Observer,
     RedisLeaks,
     coroutine_name,
-    observe,
+    prepared_on,
     reset,
 )
 from redis.asyncio import Redis
@@ -119,11 +120,18 @@ class SharedApp:
     subscriptions: tuple[Any, ...] = ()
     database: Observation | None = None  # what the database looked like before any test
     connection: AsyncConnection | None = None  # the tests' one, kept from test to test
+    observer: Observer | None = None  # the tier's own look at the database (see leaks)
+    pid: int = 0  # the tests' connection's server process
 
     async def release_connection(self) -> None:
         connection, self.connection = self.connection, None
-        if connection is not None:
-            await connection.close()
+        observer, self.observer = self.observer, None
+        try:
+            if connection is not None:
+                await connection.close()
+        finally:
+            if observer is not None:
+                await observer.close()
 
     @property
     def app(self) -> FastAPI:
@@ -242,10 +250,14 @@ class RollbackScope:
             db = shared.app.state.db
             if shared.connection is None:
                 shared.connection = await db.engine.connect()
-            if shared.database is None:
-                shared.database = await observe(shared.connection,
-                                                shared.app.state.domain_registry.tables)
             transaction = await shared.connection.begin()
+            if shared.observer is None:
+                raw = (await shared.connection.get_raw_connection()).driver_connection
+                shared.pid = raw.get_server_pid()
+                shared.observer = Observer(self.apps.database.url,
+                                           shared.app.state.domain_registry.tables,
+                                           shared.connection.dialect.identifier_preparer)
+                shared.database = await shared.observer.observe(shared.pid)
             db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
             self._bound.append((shared, transaction, AppSnapshot.of(shared.app)))
@@ -306,11 +318,15 @@ class RollbackScope:
             app.state.db.bind(None)
         try:
             await transaction.rollback()
-            seen = await observe(connection, app.state.domain_registry.tables)
+            raw = (await connection.get_raw_connection()).driver_connection
+            # Side by side: the tier's own connection, and the tests' one for what only it sees.
+            seen, prepared = await asyncio.gather(shared.observer.observe(shared.pid),
+                                                  prepared_on(raw))
+            seen = replace(seen, prepared=prepared)
             if seen.own_locks:
                 await connection.invalidate()  # its server session, and so its locks, end
             else:
-                await reset(connection, shared.database, seen)
+                await reset(raw, shared.database, seen)
         except BaseException:
             await shared.release_connection()
             raise
