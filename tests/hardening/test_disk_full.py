@@ -11,6 +11,8 @@ import contextlib
 import errno
 import os
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -30,6 +32,20 @@ pytestmark = [
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}
 
 
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `folder` (the servers' user's, like its parent), unmounted
+    after the block; only this test's disk fills."""
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
+                    str(folder)], check=True)
+    try:
+        yield private_folder(folder)
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            subprocess.run(["umount", str(folder)], check=True)
+
+
 def _fill(path: str) -> None:
     chunk = b"\0" * (1 << 20)
     with open(path, "wb") as filler:
@@ -45,13 +61,13 @@ def _fill(path: str) -> None:
 async def test_a_full_disk_answers_503_with_a_sentence_and_readiness_reports_it(
     backend_env, redis_namespace, backend_processes, servers_data_dir
 ) -> None:
-    disk = servers_data_dir / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160m,mode=0700", "tmpfs", str(disk)],
-                   check=True)
+    with small_disk(servers_data_dir / "disk", "160m") as disk:
+        await _database_on_a_full_disk(disk, backend_env, redis_namespace, backend_processes)
+
+
+async def _database_on_a_full_disk(disk, backend_env, redis_namespace, backend_processes):
     server = None
     try:
-        private_folder(disk)  # the mounted disk's root: the servers' user's, like its parent
         server = EmbeddedPostgres(disk / "pg").start()
         admin = await asyncpg.connect(server.url())
         await admin.execute("CREATE DATABASE full_disk")
@@ -91,21 +107,19 @@ async def test_a_full_disk_answers_503_with_a_sentence_and_readiness_reports_it(
     finally:
         if server is not None:
             server.stop()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["umount", str(disk)], check=True)
 
 
 @pytest.mark.slow(seconds=4)
 async def test_a_redis_whose_disk_is_full_refuses_jobs_with_503_not_202(
     backend_services_env, backend_processes, servers_data_dir
 ) -> None:
-    disk = servers_data_dir / "redis-disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(disk)],
-                   check=True)
+    with small_disk(servers_data_dir / "redis-disk", "16m") as disk:
+        await _jobs_on_a_full_disk(disk, backend_services_env, backend_processes)
+
+
+async def _jobs_on_a_full_disk(disk, backend_services_env, backend_processes):
     server = None
     try:
-        private_folder(disk)
         server = EmbeddedRedis(disk / "redis", persist=True).start()  # as `serve` starts it
         serve = backend_processes("serve", {**backend_services_env, "REDIS_URL": server.url(),
                                             "SHUTDOWN_DRAIN_SECONDS": "0"})
@@ -128,5 +142,3 @@ async def test_a_redis_whose_disk_is_full_refuses_jobs_with_503_not_202(
     finally:
         if server is not None:
             server.stop()
-        with contextlib.suppress(subprocess.CalledProcessError):
-            subprocess.run(["umount", str(disk)], check=True)
