@@ -260,6 +260,7 @@ def shared_servers_listen(state: dict) -> bool:
     return listening[0]
 
 
+@pytest.mark.template_db
 def test_a_port_in_use_is_one_sentence_before_anything_starts(backend_services_env,
                                                               tmp_path) -> None:
     with socket.socket() as taken:
@@ -275,6 +276,7 @@ def test_a_port_in_use_is_one_sentence_before_anything_starts(backend_services_e
     assert "Traceback" not in run.output
 
 
+@pytest.mark.template_db
 @pytest.mark.parametrize(("command", "code"), [("check", 1), ("serve", 3)])
 def test_a_bad_setting_is_the_startup_failure_sentence_quoting_the_value_given(
     backend_services_env, tmp_path, command: str, code: int
@@ -286,6 +288,7 @@ def test_a_bad_setting_is_the_startup_failure_sentence_quoting_the_value_given(
         " 'INFO', 'WARNING', 'ERROR' or 'CRITICAL' (got 'verbose')")
 
 
+@pytest.mark.template_db
 async def test_ctrl_c_stops_serve_quietly_with_exit_zero(backend_services_env,
                                                          backend_processes) -> None:
     serve = backend_processes("serve", {**backend_services_env, "SHUTDOWN_DRAIN_SECONDS": "0"})

@@ -71,6 +71,7 @@ def test_serve_writes_its_trace_when_it_stops(backend_processes, backend_service
     assert {e["args"]["status"] for e in phases["startup"]} == {"ok", "skipped"}
 
 
+@pytest.mark.template_db
 def test_serve_replaces_a_link_planted_at_its_trace_path_instead_of_following_it(
     backend_processes, backend_services_env, tmp_path: Path
 ) -> None:
@@ -89,6 +90,7 @@ def test_serve_replaces_a_link_planted_at_its_trace_path_instead_of_following_it
     assert checked_trace(json.loads(trace.read_text()))["shutdown"]
 
 
+@pytest.mark.template_db
 @pytest.mark.parametrize("where", ["folder", "under_a_file", "proc"])
 def test_a_trace_path_that_cannot_be_written_stops_serve_at_startup_in_one_sentence(
     backend_env, backend_services_env, tmp_path: Path, where: str

@@ -87,6 +87,7 @@ def test_a_wrong_password_is_one_sentence_naming_user_and_host(backend_env, redi
     assert "wrong-password-1" not in run.output
 
 
+@pytest.mark.template_db
 def test_a_password_in_the_user_place_of_redis_url_is_never_logged(backend_services_env,
                                                                    tmp_path) -> None:
     url = f"redis://SECRET-IN-USER-9@127.0.0.1:{free_port()}/0"

@@ -109,6 +109,7 @@ async def _database_on_a_full_disk(disk, backend_env, redis_namespace, backend_p
             server.stop()
 
 
+@pytest.mark.template_db
 @pytest.mark.slow(seconds=4)
 async def test_a_redis_whose_disk_is_full_refuses_jobs_with_503_not_202(
     backend_services_env, backend_processes, servers_data_dir

@@ -35,6 +35,7 @@ async def _ended(client, prefix: str, job_id: str) -> dict[str, Any] | None:
     return state if state["status"] in ("complete", "failed") else None
 
 
+@pytest.mark.template_db
 async def test_a_pickled_job_is_refused_and_never_run_and_the_worker_goes_on(
     redis_namespace, backend_processes, backend_services_env, tmp_path
 ) -> None:

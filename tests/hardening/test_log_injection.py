@@ -96,6 +96,7 @@ APP_TOKEN = "q8Zr+3/adm1n=tok"
 JOBS_TOKEN = "jobs/t0ken+abc=="
 
 
+@pytest.mark.template_db
 @pytest.mark.parametrize("log_format", ["text", "json"])
 def test_no_credential_reaches_the_log_in_any_form_tracebacks_included(
     served_api, log_format, tmp_path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -221,6 +222,13 @@ def shared_app(kit_shared_apps: SharedApps, make_settings):
 
 # --- what a rollback does not undo: reset by the tier, or refused naming it -------------------
 
+async def taken(kit_shared_apps: SharedApps, shared_app) -> tuple[Any, RollbackScope, Any]:
+    """The worker's shared app, a test's scope on it, and the view the scope gave."""
+    shared = await shared_app()
+    scope = RollbackScope(kit_shared_apps)
+    return shared, scope, await scope.take(shared)
+
+
 SEQUENCE = "generation_presets_id_seq"
 
 
@@ -233,10 +241,8 @@ async def _own_connection(kit_shared_apps: SharedApps) -> asyncpg.Connection:
 async def test_an_update_committed_by_another_connection_is_refused_and_renews_the_database(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
     before = kit_shared_apps.database
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
     conn = await _own_connection(kit_shared_apps)
     try:  # row counts stay the same: only the newest xmin tells
         await conn.execute("UPDATE generation_presets SET name = name || '-renamed' "
@@ -256,9 +262,7 @@ async def test_an_update_committed_by_another_connection_is_refused_and_renews_t
 async def test_ddl_committed_by_another_connection_is_refused(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
     conn = await _own_connection(kit_shared_apps)
     try:
         await conn.execute("CREATE TABLE left_behind (id int)")
@@ -272,9 +276,7 @@ async def test_ddl_committed_by_another_connection_is_refused(
 async def test_an_advisory_lock_on_a_connection_the_test_left_open_is_refused(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
     conn = await _own_connection(kit_shared_apps)
     await conn.execute("SELECT pg_advisory_lock(515151)")
     try:
@@ -288,9 +290,7 @@ async def test_an_advisory_lock_on_a_connection_the_test_left_open_is_refused(
 async def test_sequences_and_prepared_statements_are_put_back(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
-    scope = RollbackScope(kit_shared_apps)
-    running = await scope.take(shared)
+    shared, scope, running = await taken(kit_shared_apps, shared_app)
     async with shared.app.state.db.session() as session:
         before = await session.scalar(text(f"SELECT last_value FROM {SEQUENCE}"))
     created = await running.client.post("/api/v1/presets", json={"name": "seq", **PRESET})
@@ -313,11 +313,9 @@ async def test_sequences_and_prepared_statements_are_put_back(
 async def test_replaced_state_overrides_and_settings_are_put_back(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
     app = shared.app
     providers, debug = app.state.providers, app.state.settings.debug
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
     app.state.providers = object()
     app.dependency_overrides[names] = lambda: None
     app.state.settings.debug = not debug
@@ -332,9 +330,7 @@ async def test_replaced_state_overrides_and_settings_are_put_back(
 async def test_a_background_task_still_running_is_cancelled_and_named(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
 
     async def poll_forever() -> None:
         while True:
@@ -353,11 +349,9 @@ async def test_a_background_task_still_running_is_cancelled_and_named(
 async def test_redis_keys_outside_the_prefix_and_subscriptions_go_with_the_test(
     kit_shared_apps: SharedApps, shared_app
 ) -> None:
-    shared = await shared_app()
+    shared, scope, _ = await taken(kit_shared_apps, shared_app)
     client = shared.app.state.redis.client
     outside = f"outside-the-prefix:{id(shared)}"
-    scope = RollbackScope(kit_shared_apps)
-    await scope.take(shared)
     await client.set(outside, "left")
     await client.mset({f"{outside}:a": 1, f"{outside}:b": 2})
     listener = client.pubsub()
