@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI
 
 
@@ -67,8 +68,6 @@ class Observer:
     async def observe(self, tests_pid: int) -> Observation:
         """What the database holds now; the statements PREPAREd on the tests' connection are
         not seen here (`prepared_on` reads them there)."""
-        import asyncpg
-
         if self._connection is None:
             self._connection = await asyncpg.connect(self.url, timeout=10)
         values = await self._connection.fetchrow(self.query, tests_pid)

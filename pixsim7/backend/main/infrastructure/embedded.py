@@ -247,7 +247,6 @@ class EmbeddedPostgres:
         private_folder(self.data_dir)
         _check_reachable(self._user, self.data_dir, "the data folder")
         self.password = server_password(self.data_dir)
-        private_file(self.log_file)
         if (self.pgdata / "PG_VERSION").exists():
             self._require_passwords()
             return
