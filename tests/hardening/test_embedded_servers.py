@@ -40,6 +40,18 @@ def env(backend_env, servers_data_dir) -> dict[str, str]:
             "SHUTDOWN_DRAIN_SECONDS": "0"}
 
 
+def servers(folder: Path) -> dict:
+    """What `servers.json` says runs on the data folder `folder`, and for whom."""
+    return json.loads((folder / "servers.json").read_text())
+
+
+async def ready_serve(backend_processes, env: dict[str, str]):
+    """A `serve` on `env`, returned once /ready answers."""
+    serve = backend_processes("serve", env)
+    await asyncio.to_thread(serve.wait_ready, 60)
+    return serve
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -54,18 +66,16 @@ def _uid(pid: int) -> int:
 async def test_a_job_acknowledged_before_serve_restarts_is_still_queued_after_it(
     env, backend_processes, servers_data_dir
 ) -> None:
-    serve = backend_processes("serve", env)
-    await asyncio.to_thread(serve.wait_ready, 60)
+    serve = await ready_serve(backend_processes, env)
     async with httpx.AsyncClient(base_url=serve.base_url, timeout=10) as client:
         accepted = await client.post("/api/v1/jobs", json={"kind": "noop",
                                                            "payload": {"value": 3}})
     assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
     assert serve.stop() == 0, serve.describe()  # its Redis stops with it: nobody else used it
-    assert not json.loads((servers_data_dir / "servers.json").read_text())
+    assert not servers(servers_data_dir)
 
-    again = backend_processes("serve", env)
-    await asyncio.to_thread(again.wait_ready, 60)
+    again = await ready_serve(backend_processes, env)
     async with httpx.AsyncClient(base_url=again.base_url, timeout=10) as client:
         state = (await client.get(f"/api/v1/jobs/{job_id}")).json()
     assert state["status"] == "queued", state
@@ -75,9 +85,8 @@ async def test_a_job_acknowledged_before_serve_restarts_is_still_queued_after_it
 async def test_the_embedded_servers_want_their_passwords_and_keep_their_files_private(
     env, backend_processes, servers_data_dir
 ) -> None:
-    serve = backend_processes("serve", env)
-    await asyncio.to_thread(serve.wait_ready, 60)
-    state = json.loads((servers_data_dir / "servers.json").read_text())
+    serve = await ready_serve(backend_processes, env)
+    state = servers(servers_data_dir)
     pg_url, redis_url = state["postgres"]["url"], state["redis"]["url"]
     pg_port, redis_port = (int(url.rsplit(":", 1)[1].split("/")[0]) for url in (pg_url, redis_url))
     try:
@@ -175,16 +184,15 @@ def test_under_root_a_folder_the_servers_user_cannot_reach_is_one_sentence(tmp_p
 
 def _ready_with(serve, pid_of_postgres: int, data_dir: Path) -> bool:
     body = httpx.get(f"{serve.base_url}/ready", timeout=5).json()
-    state = json.loads((data_dir / "servers.json").read_text())
+    state = servers(data_dir)
     return body["database"] == "connected" and state["postgres"]["pid"] != pid_of_postgres
 
 
 async def test_a_killed_embedded_postgres_is_started_again_by_the_serve_that_owns_it(
     env, backend_processes, servers_data_dir
 ) -> None:
-    serve = backend_processes("serve", env)
-    await asyncio.to_thread(serve.wait_ready, 60)
-    killed = json.loads((servers_data_dir / "servers.json").read_text())["postgres"]["pid"]
+    serve = await ready_serve(backend_processes, env)
+    killed = servers(servers_data_dir)["postgres"]["pid"]
     os.kill(killed, signal.SIGKILL)  # its parent, serve, has not reaped it: a zombie for now
     await wait_until_async(
         lambda: asyncio.to_thread(_ready_with, serve, killed, servers_data_dir), timeout=30,
@@ -200,9 +208,8 @@ async def test_a_killed_embedded_postgres_is_started_again_by_the_serve_that_own
 async def test_the_next_command_on_the_folder_takes_over_from_a_killed_one(
     env, backend_processes, servers_data_dir
 ) -> None:
-    first = backend_processes("serve", env)
-    await asyncio.to_thread(first.wait_ready, 60)
-    state = json.loads((servers_data_dir / "servers.json").read_text())
+    first = await ready_serve(backend_processes, env)
+    state = servers(servers_data_dir)
     # The owner is killed, then its PostgreSQL: nobody is left to start it again.
     first.proc.kill()
     first.proc.wait(10)
@@ -212,4 +219,4 @@ async def test_the_next_command_on_the_folder_takes_over_from_a_killed_one(
     assert body["database"] == "connected" and body["redis"] == "connected", body
     assert second.stop() == 0, second.describe()
     # It took over the Redis the killed one left, and stopped it as the last user.
-    assert not json.loads((servers_data_dir / "servers.json").read_text())
+    assert not servers(servers_data_dir)
