@@ -5,11 +5,9 @@ what a test may replace on a shared app, and what the app's Redis client leaves.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI
 
 
@@ -39,56 +37,62 @@ class Observation:
 
 
 class Observer:
-    """A connection of the tier's own to the shared database, reading what a rollback of the
-    tests' connection does not undo, in one query: each table's rows and newest xmin,
-    pg_class's (DDL), the sequences, the advisory locks. The statements PREPAREd on the tests'
-    connection are read there at the same time (`prepared_on`)."""
+    """What a rollback of the tests' connection does not undo, read on that connection in one
+    query once its transaction has ended: each table's rows and newest xmin (a commit by any
+    connection changes it), the user schemas' pg_class rows (DDL committed) and sequences,
+    the advisory locks of this connection and of others in the database, and the statements
+    PREPAREd in SQL on this connection. One round trip, as the counting query before it: a
+    connection of the tier's own, read side by side with this one, cost more (its second
+    round trip, and the work of two backends on two cores)."""
 
-    def __init__(self, url: str, tables: list[Any], preparer: Any) -> None:
-        self.url, self.tables = url, tables
+    def __init__(self, tables: list[Any], preparer: Any) -> None:
+        self.tables, self.preparer = tables, preparer
+        self.sequences: list[str] = []
+        self.query = ""
+
+    async def _prepare(self, raw: Any) -> None:
+        # The sequences are named once, at the first observation (before any test): one made
+        # later is DDL, seen as such.
+        rows = await raw.fetch(f"SELECT oid, oid::regclass::text AS name FROM pg_class "
+                               f"WHERE relkind = 'S' AND {_USER_SCHEMAS}")
+        self.sequences = [row["name"] for row in rows]
+        last_values = ", ".join(f"pg_sequence_last_value({int(row['oid'])})" for row in rows)
         columns = [f"(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM "
-                   f"{preparer.format_table(t)})" for t in tables]
+                   f"{self.preparer.format_table(t)})" for t in self.tables]
         columns += [
-            # One scan of pg_class, the user's schemas' rows: DDL committed (their count and
-            # newest xmin), and each sequence's last value (None until used), without
-            # pg_sequences' privilege checks.
-            "(SELECT json_build_array(count(*) || ':' || coalesce(max(xmin::text::bigint), 0), "
-            "coalesce(json_object_agg(oid::regclass::text, pg_sequence_last_value(oid)) "
-            "FILTER (WHERE relkind = 'S'), '{}')) FROM pg_class WHERE relnamespace <> ALL ("
-            "array['pg_catalog'::regnamespace, 'information_schema'::regnamespace, "
-            "'pg_toast'::regnamespace]))",
-            # One look at pg_locks: the tests' connection's ($1), and others' in the database.
-            "(SELECT array[count(*) FILTER (WHERE pid = $1), count(*) FILTER (WHERE pid <> $1 "
-            "AND pid <> pg_backend_pid())] FROM pg_locks WHERE locktype = 'advisory' AND "
+            # DDL committed: the user schemas' pg_class rows, their count and newest xmin.
+            "(SELECT count(*) || ':' || coalesce(max(xmin::text::bigint), 0) FROM pg_class "
+            f"WHERE {_USER_SCHEMAS})",
+            # Each sequence's last value (NULL until used), without pg_sequences' checks.
+            f"array[{last_values}]::bigint[]",
+            # One look at pg_locks: this connection's, and others' in the database.
+            "(SELECT array[count(*) FILTER (WHERE pid = pg_backend_pid()), count(*) FILTER "
+            "(WHERE pid <> pg_backend_pid())] FROM pg_locks WHERE locktype = 'advisory' AND "
             "database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            # asyncpg's own statements are not from SQL.
+            "(SELECT coalesce(array_agg(name::text), '{}') FROM pg_prepared_statements "
+            "WHERE from_sql)",
         ]
+        # No parameter: the driver prepares it once per connection and the server plans it
+        # once.
         self.query = f"SELECT {', '.join(columns)}"
-        self._connection: Any = None
 
-    async def observe(self, tests_pid: int) -> Observation:
-        """What the database holds now; the statements PREPAREd on the tests' connection are
-        not seen here (`prepared_on` reads them there)."""
-        if self._connection is None:
-            self._connection = await asyncpg.connect(self.url, timeout=10)
-        values = await self._connection.fetchrow(self.query, tests_pid)
+    async def observe(self, raw: Any) -> Observation:
+        """What the database holds now, read on `raw` (the driver's connection), which must
+        not be inside the test's transaction."""
+        if not self.query:
+            await self._prepare(raw)
+        values = await raw.fetchrow(self.query)
         count = len(self.tables)
-        relations, (own_locks, other_locks) = values[count:]
-        catalog, sequences = json.loads(relations)
+        catalog, last_values, (own_locks, other_locks), prepared = values[count:]
         return Observation(
             tables={t.fullname: value for t, value in zip(self.tables, values, strict=False)},
             catalog=catalog, own_locks=int(own_locks), other_locks=int(other_locks),
-            prepared=[], sequences=sequences)
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+            prepared=list(prepared), sequences=dict(zip(self.sequences, last_values, strict=True)))
 
 
-async def prepared_on(raw: Any) -> list[str]:
-    """The statements PREPAREd in SQL on a driver connection (asyncpg's own are not)."""
-    return list(await raw.fetchval("SELECT coalesce(array_agg(name::text), '{}') "
-                                   "FROM pg_prepared_statements WHERE from_sql"))
+_USER_SCHEMAS = ("relnamespace <> ALL (array['pg_catalog'::regnamespace, "
+                 "'information_schema'::regnamespace, 'pg_toast'::regnamespace])")
 
 
 async def reset(raw: Any, before: Observation, after: Observation) -> None:

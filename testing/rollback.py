@@ -23,7 +23,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,7 +37,6 @@ from pixsim7_testing.leaks import (
     Observer,
     RedisLeaks,
     coroutine_name,
-    prepared_on,
     reset,
 )
 from redis.asyncio import Redis
@@ -120,18 +119,12 @@ class SharedApp:
     subscriptions: tuple[Any, ...] = ()
     database: Observation | None = None  # what the database looked like before any test
     connection: AsyncConnection | None = None  # the tests' one, kept from test to test
-    observer: Observer | None = None  # the tier's own look at the database (see leaks)
-    pid: int = 0  # the tests' connection's server process
+    observer: Observer | None = None  # what it reads after each test (see leaks)
 
     async def release_connection(self) -> None:
         connection, self.connection = self.connection, None
-        observer, self.observer = self.observer, None
-        try:
-            if connection is not None:
-                await connection.close()
-        finally:
-            if observer is not None:
-                await observer.close()
+        if connection is not None:
+            await connection.close()
 
     @property
     def app(self) -> FastAPI:
@@ -250,14 +243,12 @@ class RollbackScope:
             db = shared.app.state.db
             if shared.connection is None:
                 shared.connection = await db.engine.connect()
-            transaction = await shared.connection.begin()
             if shared.observer is None:
-                raw = (await shared.connection.get_raw_connection()).driver_connection
-                shared.pid = raw.get_server_pid()
-                shared.observer = Observer(self.apps.database.url,
-                                           shared.app.state.domain_registry.tables,
+                shared.observer = Observer(shared.app.state.domain_registry.tables,
                                            shared.connection.dialect.identifier_preparer)
-                shared.database = await shared.observer.observe(shared.pid)
+                raw = (await shared.connection.get_raw_connection()).driver_connection
+                shared.database = await shared.observer.observe(raw)
+            transaction = await shared.connection.begin()
             db.bind(shared.connection, gate=self._gate.hold)
             shared.subscriptions = shared.app.state.event_bus.saved()
             self._bound.append((shared, transaction, AppSnapshot.of(shared.app)))
@@ -294,10 +285,16 @@ class RollbackScope:
         """Tasks the test started that still run: cancelled, and named."""
         if self._tasks is None:
             return []
-        await asyncio.sleep(0)  # what was about to end, ends
         current = asyncio.current_task()
-        left = [task for task in asyncio.all_tasks() - self._tasks
-                if task is not current and not task.done()]
+
+        def running() -> list[asyncio.Task[Any]]:
+            return [task for task in asyncio.all_tasks() - self._tasks
+                    if task is not current and not task.done()]
+
+        left = running()
+        if left:
+            await asyncio.sleep(0)  # what was about to end, ends
+            left = running()
         self._tasks = None
         if not left:
             return []
@@ -319,10 +316,7 @@ class RollbackScope:
         try:
             await transaction.rollback()
             raw = (await connection.get_raw_connection()).driver_connection
-            # Side by side: the tier's own connection, and the tests' one for what only it sees.
-            seen, prepared = await asyncio.gather(shared.observer.observe(shared.pid),
-                                                  prepared_on(raw))
-            seen = replace(seen, prepared=prepared)
+            seen = await shared.observer.observe(raw)
             if seen.own_locks:
                 await connection.invalidate()  # its server session, and so its locks, end
             else:
