@@ -47,6 +47,7 @@ from pixsim7_testing.isolation import (  # noqa: E402
     new_namespace,
     ssl_negotiation_skipped,
 )
+from pixsim7_testing.pool import DatabasePool, pool_size  # noqa: E402
 from pixsim7_testing.rollback import RollbackScope, SharedApps  # noqa: E402
 from pixsim7_testing.services import (  # noqa: E402
     ENV_BACKEND,
@@ -109,23 +110,37 @@ async def post_and_read(running) -> None:
 
 
 async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None,
-                       parts: dict[str, list[float]], body=ready) -> None:
-    """One test with an app of its own, as the kit's fixtures do it (empty or template)."""
+                       parts: dict[str, list[float]], body=ready,
+                       pool: DatabasePool | None = None) -> None:
+    """One test with an app of its own, as the kit's fixtures do it (empty or template): its
+    database from the worker's pool, given back to be dropped off the path (or, with no pool,
+    made and dropped on the path)."""
     lap = Laps(parts)
-    janitor = (template.janitor(admin) if template is not None
-               else DatabaseJanitor(services.postgres, admin=admin))
-    async with janitor as database:
-        lap("database")
-        namespace = new_namespace(services.redis)
-        running = await start_app(create_app, settings_for(database, namespace))
-        assert running.started, running.startup_error
-        lap("build+startup")
-        await body(running)
-        lap("request")
-        await running.stop()
-        lap("shutdown")
-        await namespace.clear()
+    if pool is None:
+        janitor = (template.janitor(admin) if template is not None
+                   else DatabaseJanitor(services.postgres, admin=admin))
+        async with janitor as database:
+            await app_test(services, database, lap, body)
+    else:
+        database = await pool.take()
+        try:
+            await app_test(services, database, lap, body)
+        finally:
+            pool.give_back(database)
     lap("keyspace+drop")
+
+
+async def app_test(services: ServiceSet, database: IsolatedDatabase, lap: Laps, body) -> None:
+    lap("database")
+    namespace = new_namespace(services.redis)
+    running = await start_app(create_app, settings_for(database, namespace))
+    assert running.started, running.startup_error
+    lap("build+startup")
+    await body(running)
+    lap("request")
+    await running.stop()
+    lap("shutdown")
+    await namespace.clear()
 
 
 async def rollback_test(apps: SharedApps, parts: dict[str, list[float]], body=ready) -> None:
@@ -152,13 +167,18 @@ async def measure(services: ServiceSet, template: TemplateDatabase, runs: int
     apps = SharedApps(TemplateClones(template, admin), new_namespace(services.redis), DATA_DIR,
                       Normalizer())
     await apps.open()
+    size = pool_size()
+    empty_pool = DatabasePool(services.postgres, size=size) if size else None
+    clones = (DatabasePool(services.postgres, template=template.name,
+                           strategy=template.clone_strategy, size=size) if size else None)
     paths: dict[str, Callable] = {
         "pair": lambda: bare_pair(services, admin),
-        "empty": lambda: isolated_app(services, admin, None, {}),
-        "template": lambda: isolated_app(services, admin, template, parts["template"]),
+        "empty": lambda: isolated_app(services, admin, None, {}, pool=empty_pool),
+        "template": lambda: isolated_app(services, admin, template, parts["template"],
+                                         pool=clones),
         "rollback": lambda: rollback_test(apps, parts["rollback"]),
         "post-and-read template": lambda: isolated_app(services, admin, template, {},
-                                                       post_and_read),
+                                                       post_and_read, pool=clones),
         "post-and-read rollback": lambda: rollback_test(apps, {}, post_and_read),
     }
     samples: dict[str, list[float]] = {name: [] for name in paths}
@@ -176,6 +196,9 @@ async def measure(services: ServiceSet, template: TemplateDatabase, runs: int
         try:
             await apps.shut()
         finally:
+            for pool in (empty_pool, clones):
+                if pool is not None:
+                    await asyncio.to_thread(pool.close)
             await admin.close()
     return ({name: statistics.median(values) for name, values in samples.items()},
             {path: {name: statistics.median(values) for name, values in kept.items()}
@@ -244,6 +267,7 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
           f"rollback {medians['post-and-read rollback'] * 1000:.1f} ms")
     for path in ("empty", "template", "rollback"):
         print(f"P1 {name} {path}: {medians[path] / pair:.2f}x")
+    print(f"P1 {name} template/empty: {medians['template'] / medians['empty']:.2f}x")
     ratio = medians["post-and-read rollback"] / medians["post-and-read template"]
     print(f"P1 {name} post-and-read rollback/template: {ratio:.2f}x")
 

@@ -33,6 +33,7 @@ from pixsim7_testing.markers import (
     services_did_not_start,
 )
 from pixsim7_testing.ownership import reap_leftovers
+from pixsim7_testing.pool import pool_size
 from pixsim7_testing.rollback import MARKER as ROLLBACK_MARKER
 from pixsim7_testing.services import ServiceStartError, describe_selection, select_backend
 from pixsim7_testing.session import WORKERINPUT_KEY, RunServices
@@ -81,6 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
         f"(it uses backend_env): `-m 'not {PROCESS_MARKER}'` keeps the tests that run in the "
         "test process",
     )
+    try:
+        pool_size()  # a bad PIXSIM7_TEST_DATABASE_POOL is one sentence, before any test
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
     workerinput = getattr(config, "workerinput", None)
     config.stash[RUN_SERVICES] = (RunServices.from_workerinput(workerinput[WORKERINPUT_KEY])
                                   if workerinput and WORKERINPUT_KEY in workerinput

@@ -67,6 +67,8 @@ async def test_right(test_database, redis_namespace):
 '''
 
 SEQUENTIAL_TESTS = '''
+import asyncio
+
 import asyncpg
 
 seen = {}
@@ -83,8 +85,14 @@ async def test_first_writes(test_database, redis_namespace):
 
 async def test_second_sees_nothing(test_database, redis_namespace, kit_services):
     assert seen["db"] != test_database.name
+    # The first test's database is dropped off the test's path, by the worker's pool: soon.
     admin = await asyncpg.connect(kit_services.postgres.url())
-    assert await admin.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", seen["db"]) is None
+    for _ in range(200):
+        if await admin.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", seen["db"]) is None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"{seen['db']} was not dropped within 10 s of its test's end")
     await admin.close()
     conn = await asyncpg.connect(test_database.url)
     assert await conn.fetchval("SELECT to_regclass('notes')") is None
