@@ -198,19 +198,28 @@ async def reap_databases(conn: Any, prefix: str) -> list[str]:
     """Drop the databases named with `prefix` whose owner (in their comment) is gone: what a
     killed session left on this server. Their names."""
     rows = await conn.fetch(
-        "SELECT datname, datistemplate, shobj_description(oid, 'pg_database') AS note "
-        "FROM pg_database WHERE starts_with(datname, $1)", prefix)
+        "SELECT datname, datistemplate, shobj_description(d.oid, 'pg_database') AS note, "
+        "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid) AS connected "
+        "FROM pg_database d WHERE starts_with(datname, $1)", prefix)
     dropped = []
     for row in rows:
         note = row["note"] or ""
-        if not note.startswith(OWNER_COMMENT):
+        if not note:
+            # Named as the kit names its databases but not stamped: its session was killed
+            # between CREATE DATABASE and the stamp, a moment later on the same connection
+            # (a pool making databases ahead is often there). Unless someone uses it.
+            if not row["datname"].startswith((f"{prefix}t_", f"{prefix}tpl_")) or (
+                    row["connected"]):
+                continue
+        elif not note.startswith(OWNER_COMMENT):
             continue  # not one the kit made
-        try:
-            owner = SessionOwner.from_label(note[len(OWNER_COMMENT):])
-        except ValueError:
-            continue
-        if owner.alive():
-            continue
+        else:
+            try:
+                owner = SessionOwner.from_label(note[len(OWNER_COMMENT):])
+            except ValueError:
+                continue
+            if owner.alive():
+                continue
         name = row["datname"].replace('"', '""')
         if row["datistemplate"]:
             await conn.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE false')

@@ -57,7 +57,7 @@ async def migrate_and_seed(url: str) -> None:
     registry = await setup_domain_registry(settings)
     db = await setup_database(settings, registry)
     try:
-        await seed_presets(db, registry)
+        await seed_presets(settings, db, registry)
     finally:
         await teardown_database(db)
 

@@ -146,16 +146,30 @@ async def test_setup_database_creates_the_registry_tables(database, test_databas
     assert expected and expected <= {row["table_name"] for row in rows}
 
 
-async def test_seed_presets_inserts_nothing_the_second_time(database, test_database) -> None:
+async def test_seed_presets_inserts_nothing_the_second_time(database, test_database,
+                                                           app_settings) -> None:
     registry, db = database
-    first = await seed_presets(db, registry)
-    second = await seed_presets(db, registry)
+    first = await seed_presets(app_settings, db, registry)
+    second = await seed_presets(app_settings, db, registry)
     conn = await asyncpg.connect(test_database.url)
     try:
         stored = await conn.fetchval("SELECT count(*) FROM generation_presets")
     finally:
         await conn.close()
     assert (first, second, stored) == (len(DEFAULT_PRESETS), 0, len(DEFAULT_PRESETS))
+
+
+async def test_seed_presets_is_skipped_and_reads_nothing_when_the_setting_says_so(
+    database, test_database, app_settings
+) -> None:
+    registry, db = database
+    conn = await asyncpg.connect(test_database.url)
+    try:
+        await conn.execute("DROP TABLE generation_presets")  # a read would fail loudly
+    finally:
+        await conn.close()
+    skipping = app_settings.model_copy(update={"seed_default_presets": False})
+    assert await seed_presets(skipping, db, registry) is None
 
 
 async def test_setup_database_and_seed_creates_tables_and_seeds_presets(app_settings,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 
 import asyncpg
 import pytest
@@ -125,3 +126,30 @@ def test_the_pool_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> No
         monkeypatch.setenv(ENV_POOL_SIZE, bad)
         with pytest.raises(ValueError, match=f"{ENV_POOL_SIZE}='{bad}': use a whole number"):
             pool_size()
+
+
+async def test_reaping_drops_a_kit_named_database_left_unstamped_unless_someone_uses_it(
+    kit_services: ServiceSet,
+) -> None:
+    # A session killed between CREATE DATABASE and its stamp leaves a database with no owner.
+    from pixsim7_testing.ownership import reap_databases
+
+    prefix = "reap" + uuid.uuid4().hex[:6] + "_"
+    admin = await asyncpg.connect(kit_services.postgres.url())
+    names = {kind: f"{prefix}{kind}_{uuid.uuid4().hex[:8]}" for kind in ("t", "tpl", "other")}
+    names["used"] = f"{prefix}t_{uuid.uuid4().hex[:8]}"
+    try:
+        for name in names.values():
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        user = await asyncpg.connect(kit_services.postgres.url(names["used"]))
+        try:
+            dropped = await reap_databases(admin, prefix)
+        finally:
+            await user.close()
+        assert sorted(dropped) == sorted([names["t"], names["tpl"]])
+        for kind in ("other", "used"):  # not named as the kit names them; in use
+            assert await database_exists(kit_services.postgres, names[kind])
+    finally:
+        for name in names.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     max_connections: int = Field(default=1000, gt=0)
     max_header_bytes: int = Field(default=16 * 1024, gt=0)
     events_token: str | None = None
+    # Startup inserts the default generation presets that are missing; false leaves the table
+    # as it is (a database that already holds them, or whose presets are managed elsewhere).
+    seed_default_presets: bool = True
     # Who may queue jobs and how much may wait for a worker (GETTING_STARTED, "Background jobs").
     jobs_token: str | None = None
     jobs_max_queued: int = Field(default=1000, gt=0)

@@ -223,9 +223,19 @@ async def setup_database(settings: Settings, domain_registry: DomainModelRegistr
     return db
 
 
-@step("seed", Policy.OPTIONAL, report=lambda result: StepOutcome(counts={"inserted": result}))
-async def seed_presets(db: Database, domain_registry: DomainModelRegistry) -> int:
-    """Insert the default generation presets that are missing (idempotent); how many it did."""
+def _seed_outcome(result: int | None) -> StepOutcome:
+    if result is None:
+        return StepOutcome(status="skipped")
+    return StepOutcome(counts={"inserted": result})
+
+
+@step("seed", Policy.OPTIONAL, report=_seed_outcome)
+async def seed_presets(settings: Settings, db: Database,
+                       domain_registry: DomainModelRegistry) -> int | None:
+    """Insert the default generation presets that are missing (idempotent); how many it did.
+    None, and nothing read, with SEED_DEFAULT_PRESETS=false (the database holds them)."""
+    if not settings.seed_default_presets:
+        return None
     return await seed_default_presets(db, domain_registry.model(MODEL_NAME))
 
 
@@ -234,7 +244,7 @@ async def setup_database_and_seed(settings: Settings,
     """The `database` and `seed` steps in one call; a seeding failure is logged, as in a plan."""
     db = await setup_database(settings, domain_registry)
     try:
-        await seed_presets(db, domain_registry)
+        await seed_presets(settings, db, domain_registry)
     except Exception as exc:
         logger.warning("default preset seeding failed: %s", type(exc).__name__)
     return db

@@ -9,7 +9,6 @@ Queueing is bounded: in production (DEBUG=false) it needs `Authorization: Bearer
 at most JOBS_MAX_QUEUED jobs wait or run at once; debug-only kinds (`noop`) are not offered.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json
