@@ -76,11 +76,12 @@ async def bare_pair(services: ServiceSet, admin) -> None:
     await drop_database(database, admin)
 
 
-def settings_for(database: IsolatedDatabase, namespace) -> Settings:
+def settings_for(database: IsolatedDatabase, namespace, cloned: bool = True) -> Settings:
+    """As make_settings makes them: on a clone of the template, no seeding (it holds it)."""
     return Settings(
         _env_file=None, debug=True, database_url=database.sqlalchemy_url,
         redis_url=namespace.url, redis_key_prefix=namespace.prefix, secret_key="bench",
-        admin_token="bench", data_dir=DATA_DIR,
+        admin_token="bench", data_dir=DATA_DIR, seed_default_presets=not cloned,
     )
 
 
@@ -120,20 +121,21 @@ async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase |
         janitor = (template.janitor(admin) if template is not None
                    else DatabaseJanitor(services.postgres, admin=admin))
         async with janitor as database:
-            await app_test(services, database, lap, body)
+            await app_test(services, database, lap, body, template is not None)
     else:
         database = await pool.take()
         try:
-            await app_test(services, database, lap, body)
+            await app_test(services, database, lap, body, template is not None)
         finally:
             pool.give_back(database)
     lap("keyspace+drop")
 
 
-async def app_test(services: ServiceSet, database: IsolatedDatabase, lap: Laps, body) -> None:
+async def app_test(services: ServiceSet, database: IsolatedDatabase, lap: Laps, body,
+                   cloned: bool) -> None:
     lap("database")
     namespace = new_namespace(services.redis)
-    running = await start_app(create_app, settings_for(database, namespace))
+    running = await start_app(create_app, settings_for(database, namespace, cloned))
     assert running.started, running.startup_error
     lap("build+startup")
     await body(running)

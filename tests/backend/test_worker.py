@@ -289,6 +289,9 @@ async def test_sigterm_stops_taking_jobs_and_lets_running_ones_finish(
 
         await wait_until_async(started_job, timeout=30, interval=0.05, message=worker.describe)
         worker.send(signal.SIGTERM)
+        # Enqueued once the worker has taken the signal (before, it may still pick the job).
+        wait_until(lambda: worker.has_logged("allow_pick_jobs to `False`"), timeout=30,
+                   interval=0.02, message=worker.describe)
         waiting, = await enqueue(redis_namespace, "noop", [{"value": 2}])
         assert worker.stop(timeout=30) == 0, worker.describe()
         finished = await jobs.job_state(client, redis_namespace.prefix, running)
