@@ -14,7 +14,7 @@ from pixsim7_testing.apps import started
 from pixsim7_testing.polling import wait_until
 from starlette.testclient import TestClient
 
-from pixsim7.backend.main.api.health import readiness
+from pixsim7.backend.main.api.health import ReadinessChecker, readiness
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import API_PLAN, Policy, Step, run_plan
 
@@ -100,8 +100,9 @@ async def test_readiness_is_unavailable_while_shutdown_runs(app_settings) -> Non
     async def probe_during_teardown(app: FastAPI) -> None:
         seen.append(await readiness(app))
 
-    app = FastAPI()
+    app = FastAPI()  # built by hand: what create_app writes, written here
     app.state.settings = app_settings
+    app.state.readiness = ReadinessChecker(app)
     async with run_plan(app, (Step("probe", nothing, Policy.REQUIRED, probe_during_teardown),),
                         "test"):
         pass

@@ -8,13 +8,13 @@ from pixsim7_testing.polling import wait_until
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from pixsim7.backend.main.api.events import router
 from pixsim7.backend.main.infrastructure.events import (
     EventBus,
     MetricsHandler,
     WebSocketHub,
     register_core_handlers,
 )
-from pixsim7.backend.main.infrastructure.events.websocket import router
 from pixsim7.backend.main.shared.config import Settings
 
 TOKEN = "listener-token"

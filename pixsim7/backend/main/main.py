@@ -10,10 +10,9 @@ from fastapi import Depends, FastAPI
 
 from pixsim7.backend.main.api import health, metrics
 from pixsim7.backend.main.api.errors import install_error_handlers
-from pixsim7.backend.main.api.request_guard import RequestGuard
+from pixsim7.backend.main.api.middleware import inner_middleware
+from pixsim7.backend.main.api.routers import include_core_routers
 from pixsim7.backend.main.api.security import require_admin_prefix
-from pixsim7.backend.main.api.v1 import admin_plugins, admin_startup, admin_workers
-from pixsim7.backend.main.infrastructure.events import websocket
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
@@ -60,21 +59,13 @@ def create_app(settings: Settings | None = None, *, profile: str = "api") -> Fas
     app.state.metrics = metrics.AppMetrics(app)
     if not serves_http:
         return app
-    # Added first, so it runs inside the middleware plugins: they log and tag its 413s and 422s.
-    app.add_middleware(RequestGuard, max_bytes=settings.max_body_bytes,
-                       max_head_bytes=settings.max_header_bytes,
-                       read_timeout=settings.request_read_timeout)
-    app.add_middleware(metrics.RequestMetricsMiddleware, metrics=app.state.metrics)
-    # Middleware can only be added before the app serves, so it is discovered here.
+    # Middleware can only be added before the app serves, so it is discovered here; the
+    # stack's order is written in api.middleware.
+    inner = inner_middleware(settings, app.state.metrics)
     app.state.middleware_manager = run_build_step(
-        app, "middleware", lambda: install_middleware(app, settings),
+        app, "middleware", lambda: install_middleware(app, settings, inner),
         lambda manager: StepOutcome(counts={"middleware": len(manager.installed_ids())}))
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(admin_plugins.router)
-    app.include_router(admin_startup.router)
-    app.include_router(admin_workers.router)
-    app.include_router(websocket.router)
+    include_core_routers(app)
     return app
 
 

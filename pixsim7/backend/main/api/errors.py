@@ -19,6 +19,7 @@ from sqlalchemy import exc as sa_errors
 
 from pixsim7.backend.main.api.request_guard import excerpt
 from pixsim7.backend.main.infrastructure.database import cannot_write, is_database_outage
+from pixsim7.backend.main.state import state_of
 
 logger = logging.getLogger("pixsim7.errors")
 
@@ -36,7 +37,7 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
         return _unavailable("database")
     reason = cannot_write(exc)
     if reason is not None:
-        db = getattr(request.app.state, "db", None)
+        db = state_of(request.app).db
         if db is not None:
             db.note_write_failure(reason)
         logger.error("%s %s: the database cannot write (%s, %s)", request.method,

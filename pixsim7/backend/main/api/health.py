@@ -20,7 +20,9 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
+from pixsim7.backend.main.api.deps import AppSettings
 from pixsim7.backend.main.api.health_models import Health, Liveness, Readiness
+from pixsim7.backend.main.state import state_of
 
 router = APIRouter(tags=["health"])
 logger = logging.getLogger("pixsim7.health")
@@ -52,13 +54,13 @@ class ReadinessChecker:
         self.status: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        settings = self.app.state.settings
+        settings = state_of(self.app).settings
         return {"check_timeout": settings.ready_check_timeout,
                 "cache_ttl": settings.ready_cache_ttl}
 
     async def dependencies(self) -> dict[str, str]:
         """`database` and `redis` states, fresh or at most READY_CACHE_TTL seconds old."""
-        settings = self.app.state.settings
+        settings = state_of(self.app).settings
         now = time.monotonic()
         if self._cached is not None and now - self._cached[0] < settings.ready_cache_ttl:
             return self._cached[1]
@@ -81,7 +83,7 @@ class ReadinessChecker:
         logger.log(logging.WARNING if status == "unavailable" else logging.INFO,
                    "readiness changed from %s to %s", previous, status,
                    extra={"readiness": status, "previous": previous, "lifecycle": lifecycle})
-        bus = getattr(self.app.state, "event_bus", None)
+        bus = state_of(self.app).event_bus
         if bus is not None:
             await bus.publish("readiness.changed", {"status": status, "previous": previous,
                                                     "lifecycle": lifecycle})
@@ -102,7 +104,7 @@ class ReadinessChecker:
         return status
 
     async def _database(self, timeout: float) -> str:
-        db = getattr(self.app.state, "db", None)
+        db = state_of(self.app).db
         if db is None:
             return "error: NotConnected"
         try:
@@ -112,25 +114,25 @@ class ReadinessChecker:
         return "connected"
 
     async def _redis(self, timeout: float) -> str:
-        redis = getattr(self.app.state, "redis", None)
+        redis = state_of(self.app).redis
         if redis is None or not redis.configured:
             return "disabled"
-        # The answer is recorded on app.state.redis, so background features follow it.
+        # The answer is recorded on the app's RedisStatus, so background features follow it.
         return "connected" if await redis.refresh(timeout) else "disconnected"
 
 
 def _checker(app: FastAPI) -> ReadinessChecker:
-    checker = getattr(app.state, "readiness", None)
-    if checker is None:  # an app not built by create_app
-        checker = app.state.readiness = ReadinessChecker(app)
+    checker = state_of(app).readiness
+    if checker is None:
+        raise RuntimeError("this app has no readiness checker: build it with create_app")
     return checker
 
 
 def plugin_counts(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
     """(`{"enabled": n, "failed": [ids]}`, the ids of failed required plugins)."""
     enabled, failed, required_failed = 0, [], []
-    for name in ("plugin_manager", "routes_manager"):
-        manager = getattr(app.state, name, None)
+    state = state_of(app)
+    for manager in (state.plugin_manager, state.routes_manager):
         if manager is None:
             continue
         enabled += len(manager.enabled_ids())
@@ -141,7 +143,8 @@ def plugin_counts(app: FastAPI) -> tuple[dict[str, Any], list[str]]:
 
 async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of the readiness check."""
-    lifecycle = getattr(app.state, "lifecycle", "starting")
+    state = state_of(app)
+    lifecycle = state.lifecycle or "starting"
     plugins, required_failed = plugin_counts(app)
     checker = _checker(app)
     if lifecycle != "ready":
@@ -151,8 +154,7 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
         await checker.observe("unavailable", lifecycle)
         return 503, body
     deps = await checker.dependencies()
-    db = getattr(app.state, "db", None)
-    writes = db.write_failure() if db is not None else None
+    writes = state.db.write_failure() if state.db is not None else None
     if deps["database"] != "connected" or required_failed:
         status = "unavailable"
     elif deps["redis"] != "connected" or plugins["failed"] or writes:
@@ -168,9 +170,8 @@ async def readiness(app: FastAPI) -> tuple[int, dict[str, Any]]:
 
 
 @router.get("/", summary="Liveness: the process answers", response_model=Liveness)
-async def liveness(request: Request) -> JSONResponse:
+async def liveness(settings: AppSettings) -> JSONResponse:
     # A response returned as is skips the model's validation: liveness should cost nothing.
-    settings = request.app.state.settings
     return JSONResponse({"name": settings.app_name, "version": settings.app_version,
                          "status": "running"})
 
@@ -194,11 +195,10 @@ async def ready(request: Request, verbose: str | None = Query(
 @router.get("/health", summary="Soft health view for dashboards: always 200",
             response_model=Health)
 async def health(request: Request) -> dict[str, Any]:
-    app = request.app
-    _, body = await readiness(app)
-    timeline = getattr(app.state, "startup", None)
-    seed = timeline.status("seed") if timeline is not None else None
-    providers = getattr(app.state, "providers", None)
+    _, body = await readiness(request.app)
+    state = state_of(request.app)
+    seed = state.startup.status("seed") if state.startup is not None else None
+    providers = state.providers
     return {
         # The service's original meaning: healthy when the database answers.
         "status": "healthy" if body["database"] == "connected" else "degraded",

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Scope
 
 from pixsim7.backend.main.api import health
+from pixsim7.backend.main.api.deps import AppSettings, State
 from pixsim7.backend.main.api.observing import ResponseObserver
 
 try:
@@ -25,6 +26,7 @@ try:
 except ImportError:  # FastAPI versions that copy included routes, full paths, into the app
     iter_route_contexts = None
 from pixsim7.backend.main.api.security import require_admin
+from pixsim7.backend.main.state import state_of
 
 router = APIRouter(tags=["health"])
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -91,8 +93,8 @@ class _StateCollector(Collector):
         self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        state = self.app.state
-        checker = getattr(state, "readiness", None)
+        state = state_of(self.app)
+        checker = state.readiness
         current = checker.status if checker is not None else None
         ready = GaugeMetricFamily("pixsim7_readiness_status",
                                   "1 for the current readiness status", labels=["status"])
@@ -117,7 +119,7 @@ class _StateCollector(Collector):
         steps = GaugeMetricFamily("pixsim7_startup_step_duration_seconds",
                                   "duration of each startup and shutdown step, by its status",
                                   labels=["phase", "step", "status"])
-        timeline = getattr(state, "startup", None)
+        timeline = state.startup
         for record in {(r.phase, r.step): r for r in getattr(timeline, "records", [])}.values():
             steps.add_metric([record.phase, record.step, record.status],
                              record.duration_ms / 1000)
@@ -145,10 +147,8 @@ class RequestMetricsMiddleware(ResponseObserver):
             response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
                              "description": "Prometheus text exposition format"}})
-async def metrics(request: Request) -> Response:
-    app = request.app
-    if app.state.settings.metrics == "admin":
+async def metrics(request: Request, settings: AppSettings, state: State) -> Response:
+    if settings.metrics == "admin":
         require_admin(request)
-    await health.readiness(app)  # the readiness gauges follow the checks (cached briefly)
-    return Response(generate_latest(app.state.metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    await health.readiness(request.app)  # the readiness gauges follow the checks (briefly cached)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -7,6 +7,9 @@ import hmac
 from fastapi import HTTPException, status
 from starlette.requests import HTTPConnection
 
+from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
+from pixsim7.backend.main.state import state_of
+
 # One answer for every failure, so a caller learns nothing about why the token was refused.
 _UNAUTHORIZED_DETAIL = "admin authentication required"
 ADMIN_OFF_DETAIL = "the admin API is off: set ADMIN_TOKEN to use it"
@@ -23,7 +26,7 @@ def _unauthorized(detail: str) -> HTTPException:
 def require_admin(request: HTTPConnection) -> None:
     """FastAPI dependency: allow only `Authorization: Bearer <ADMIN_TOKEN>`, else 401; 503 when
     no token is set (DEBUG=false without ADMIN_TOKEN)."""
-    require_bearer(request, getattr(request.app.state, "admin_token", None), ADMIN_OFF_DETAIL)
+    require_bearer(request, state_of(request.app).admin_token, ADMIN_OFF_DETAIL)
 
 
 def require_bearer(request: HTTPConnection, expected: str | None, off_detail: str,
@@ -41,7 +44,6 @@ def require_bearer(request: HTTPConnection, expected: str | None, off_detail: st
         raise _unauthorized(unauthorized_detail)
 
 
-ADMIN_PREFIX = "/api/v1/admin"
 
 
 async def require_admin_prefix(connection: HTTPConnection) -> None:

@@ -101,7 +101,8 @@ def _check_annotations(name: str, function: Callable[..., Any]) -> None:
     for parameter in _parameters(function):
         resource = RESOURCES.get(parameter.name)
         hint = hints.get(parameter.name)
-        if resource is not None and hint is not None and not _matches(hint, resource.type):
+        if (resource is not None and resource.checkable and hint is not None
+                and not _matches(hint, resource.type)):
             raise PlanError(f"step {name!r}: parameter {parameter.name!r} is annotated {hint}, "
                             f"but the resource {parameter.name!r} is a {resource.type}")
 
@@ -184,7 +185,8 @@ class Step:
         found = dict(zip(outputs, values, strict=True))
         for key, value in found.items():
             resource = RESOURCES.get(key)
-            if resource is not None and not isinstance(value, resource.type):
+            if resource is not None and resource.checkable and not isinstance(
+                    value, resource.type):
                 raise TypeError(f"step {self.name!r} provided {key!r} as a "
                                 f"{type(value).__name__}; it must be a {resource.type}")
         return found

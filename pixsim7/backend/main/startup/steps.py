@@ -11,10 +11,11 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -38,7 +39,10 @@ from pixsim7.backend.main.infrastructure.events.handlers import (
 )
 from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
-from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
+from pixsim7.backend.main.infrastructure.middleware.manager import (
+    MiddlewareManager,
+    add_outermost_first,
+)
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
 from pixsim7.backend.main.infrastructure.plugins.context import context_factory
 from pixsim7.backend.main.infrastructure.plugins.manager import DIRECTORY_SETTINGS, PluginManager
@@ -72,11 +76,14 @@ def resolve_directory(settings: Settings, name: str) -> Path:
         raise SettingsError(str(exc)) from None
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> MiddlewareManager:
-    """Discover MIDDLEWARE_DIR and install its middleware (only possible while building)."""
+def install_middleware(app: FastAPI, settings: Settings,
+                       inner: Sequence[tuple[type, dict[str, Any]]] = ()) -> MiddlewareManager:
+    """Discover MIDDLEWARE_DIR and add its middleware to `app`, outside `inner` (the app's
+    own, outermost first; the order is written in `api.middleware`). Only possible while
+    building."""
     middleware = MiddlewareManager(Path(settings.middleware_dir))
     middleware.discover()
-    middleware.install(app, settings)
+    add_outermost_first(app, [*middleware.build(settings), *inner])
     return middleware
 
 

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from pixsim7.backend.main.api.security import require_admin
+from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 def _summary(request: Request, key: str) -> Any:

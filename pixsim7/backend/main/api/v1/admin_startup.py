@@ -8,9 +8,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 
 from pixsim7.backend.main.api.security import require_admin
+from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
 from pixsim7.backend.main.startup.trace import trace_events
 
-router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)], tags=["admin"])
 
 
 @router.get("/startup")

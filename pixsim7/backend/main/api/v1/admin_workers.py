@@ -11,8 +11,9 @@ from fastapi.responses import JSONResponse
 from pixsim7.backend.main.api.security import require_admin
 from pixsim7.backend.main.infrastructure import jobs
 from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
+from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
 
-router = APIRouter(prefix="/api/v1/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)], tags=["admin"])
 
 
 @router.get("/workers", responses={503: {"description": "Redis is off or unavailable"}})

@@ -1,4 +1,4 @@
-"""Backend event bus, its built-in handlers and the WebSocket stream of events."""
+"""Backend event bus and its built-in handlers (the WebSocket endpoint is `api.events`)."""
 
 from .bus import WILDCARD, Event, EventBus, EventHandler
 from .handlers import MetricsHandler, WebSocketHub, register_core_handlers

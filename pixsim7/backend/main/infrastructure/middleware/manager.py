@@ -4,8 +4,7 @@ Usage when building the app (before it starts; Starlette refuses middleware afte
 
     manager = MiddlewareManager(settings.middleware_dir)
     manager.discover()
-    manager.install(app, settings)
-    app.state.middleware_manager = manager
+    manager.install(app, settings)  # or build(settings), for a stack of the app's own
     # in the lifespan:
     await manager.startup(app)
     ...
@@ -110,8 +109,9 @@ class MiddlewareManager(ManifestFolderManager[MiddlewareState]):
         self._items = dict(sorted(found.items(), key=lambda kv: (kv[1].priority, kv[0])))
         return self._items
 
-    def install(self, app: FastAPI, settings: Any) -> list[str]:
-        """Import, build and add each enabled middleware to `app`; returns ids outermost first."""
+    def build(self, settings: Any) -> list[tuple[type, dict[str, Any]]]:
+        """Import and build each enabled middleware: (class, kwargs) outermost first, for the
+        app's stack (`api.middleware`), which adds them; they count as installed."""
         if self._installed:
             raise RuntimeError(f"middleware from {self.directory} is already installed")
         if not self._discovered:
@@ -121,15 +121,16 @@ class MiddlewareManager(ManifestFolderManager[MiddlewareState]):
             with self._phase(state, "built"):
                 self._import(state, self._build(state, settings))
         built = list(self._ready("built"))
-        # Starlette puts each added middleware outside the ones added before, so the outermost
-        # (lowest priority number) must be added last.
-        for state in reversed(built):
-            middleware_class, kwargs = self._built[state.id]
-            app.add_middleware(middleware_class, **kwargs)
+        for state in built:
             state.status = "installed"
-        ids = [state.id for state in built]
-        logger.info("middleware installed, outermost first: %s", ", ".join(ids) or "none")
-        return ids
+        logger.info("middleware installed, outermost first: %s",
+                    ", ".join(state.id for state in built) or "none")
+        return [self._built[state.id] for state in built]
+
+    def install(self, app: FastAPI, settings: Any) -> list[str]:
+        """`build(settings)` and add the result to `app` alone, outermost first; their ids."""
+        add_outermost_first(app, self.build(settings))
+        return self.installed_ids()
 
     async def startup(self, app: FastAPI) -> None:
         """Run `on_startup(app)` hooks outermost first; a failing hook raises naming the id."""
@@ -192,6 +193,13 @@ def _build(module: ModuleType, settings: Any) -> tuple[type, dict[str, Any]]:
             f"build(settings) returned {result!r}; return (middleware_class, kwargs_dict)"
         )
     return result[0], result[1]
+
+
+def add_outermost_first(app: FastAPI, stack: list[tuple[type, dict[str, Any]]]) -> None:
+    """Add `stack` (outermost first) to `app`: Starlette puts each added middleware outside
+    the ones added before, so they are added innermost first."""
+    for middleware_class, kwargs in reversed(stack):
+        app.add_middleware(middleware_class, **kwargs)
 
 
 middleware_manager = StateForwarder("middleware_manager")

@@ -35,6 +35,7 @@ from pixsim7.backend.main.infrastructure.manifests import (
     dependency_order,
 )
 from pixsim7.backend.main.infrastructure.package_loader import call_hook, describe_error
+from pixsim7.backend.main.shared.paths import API_V1, FEATURE_PLUGINS_PREFIX
 
 from .context import ContextFactory, PluginContext
 from .manifest import (
@@ -53,7 +54,6 @@ except ImportError:  # FastAPI versions that copy included routes into the app's
 logger = logging.getLogger("pixsim7.plugins")
 
 PluginStatus = Literal["discovered", "loaded", "enabled", "disabled", "failed"]
-API_PREFIX = "/api/v1"
 HOOK_NAMES = ("on_load", "on_enable", "on_disable")
 
 # The setting that points at each kind's folder, for error messages.
@@ -366,10 +366,10 @@ class PluginManager(ManifestFolderManager[PluginState]):
 
     def _router_prefix(self, state: PluginState) -> str:
         if state.prefix is not None:
-            return API_PREFIX + state.prefix
+            return API_V1 + state.prefix
         if self.kind == "feature":
-            return f"{API_PREFIX}/plugins/{state.id}"
-        return API_PREFIX
+            return f"{FEATURE_PLUGINS_PREFIX}/{state.id}"
+        return API_V1
 
     def _fail(self, state: PluginState, exc: BaseException) -> None:
         state.status = "failed"

@@ -1,4 +1,4 @@
-"""WebSocket endpoint that streams published events to connected clients.
+"""The events WebSocket (`/api/v1/ws/events`): streams published events to connected clients.
 
 Who may listen: a client presenting EVENTS_TOKEN (ADMIN_TOKEN when unset), as
 `Authorization: Bearer <token>` or, from a browser, as the subprotocol `bearer.<token>` next to
@@ -12,11 +12,11 @@ import logging
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from .handlers import WebSocketHub
+from pixsim7.backend.main.shared.paths import EVENTS_PATH
+from pixsim7.backend.main.state import state_of
 
 __all__ = ["EVENTS_PATH", "EVENTS_SUBPROTOCOL", "router"]
 
-EVENTS_PATH = "/api/v1/ws/events"
 EVENTS_SUBPROTOCOL = "pixsim7.events"
 _BEARER_SUBPROTOCOL = "bearer."
 # Close codes (RFC 6455 and IANA): policy violation, message too big, server cannot serve,
@@ -39,8 +39,8 @@ def _presented_token(websocket: WebSocket) -> str:
 
 def _refusal(websocket: WebSocket) -> str | None:
     """Why this client may not listen (for the log, never the client), or None."""
-    state = websocket.app.state
-    expected = state.settings.events_token or getattr(state, "admin_token", None)
+    state = state_of(websocket.app)
+    expected = state.settings.events_token or state.admin_token
     if not expected:
         return "no EVENTS_TOKEN or ADMIN_TOKEN is set"
     origin = websocket.headers.get("origin")
@@ -54,8 +54,9 @@ def _refusal(websocket: WebSocket) -> str | None:
 
 @router.websocket(EVENTS_PATH)
 async def events_websocket(websocket: WebSocket) -> None:
-    """Register an allowed client with `app.state.ws_hub` until it disconnects."""
-    hub: WebSocketHub | None = getattr(websocket.app.state, "ws_hub", None)
+    """Register an allowed client with the app's `ws_hub` until it disconnects."""
+    state = state_of(websocket.app)
+    hub = state.ws_hub
     if hub is None:
         await websocket.close(code=UNAVAILABLE, reason="event hub is not running")
         return
@@ -66,7 +67,7 @@ async def events_websocket(websocket: WebSocket) -> None:
         return
     offered = websocket.scope.get("subprotocols", [])
     subprotocol = EVENTS_SUBPROTOCOL if EVENTS_SUBPROTOCOL in offered else None
-    settings = websocket.app.state.settings
+    settings = state.settings
     if not hub.take_place(settings.ws_listener_limit()):
         # Accepted only to be closed with a reason a client can act on.
         await websocket.accept(subprotocol=subprotocol)
