@@ -15,8 +15,6 @@ from pixsim7.backend.main.infrastructure.plugins import (
     BehaviorRegistry,
     PluginManager,
     context_factory_from_app,
-    set_plugin_manager,
-    set_routes_manager,
 )
 
 TOKEN = "s3cret-admin-token"
@@ -40,8 +38,7 @@ async def admin_app(tmp_path: Path, token: str | None = TOKEN) -> FastAPI:
     for manager in (features, routes):
         await manager.load_all(context_factory_from_app(app))
         await manager.enable_all(app)
-    set_plugin_manager(features, app)
-    set_routes_manager(routes, app)
+    app.state.plugin_manager, app.state.routes_manager = features, routes  # as the plugins step
     middleware = MiddlewareManager(tmp_path / "middleware")
     middleware.install(app, settings=None)
     app.state.middleware_manager = middleware

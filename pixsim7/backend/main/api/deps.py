@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, Request
 
 from pixsim7.backend.main.infrastructure.database import Database
 from pixsim7.backend.main.infrastructure.domain_registry import DomainModelRegistry
+from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
 from pixsim7.backend.main.infrastructure.events import EventBus
 from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
@@ -78,6 +79,7 @@ Providers = Annotated[ProviderRegistry, Depends(resource("providers"))]
 Events = Annotated[EventBus, Depends(resource("event_bus"))]
 Jobs = Annotated[JobRegistry, Depends(resource("job_registry"))]
 Behaviors = Annotated[BehaviorRegistry, Depends(resource("behavior_registry"))]
+Components = Annotated[ComponentRegistry, Depends(resource("ecs_registry"))]
 FeaturePlugins = Annotated[PluginManager, Depends(resource("plugin_manager"))]
 # Redis that is configured (it may be down right now: a route asks it and records the answer).
 Redis = Annotated[RedisStatus, Depends(resource(

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
+from pixsim7.backend.main.api.deps import State
 from pixsim7.backend.main.api.security import require_admin
 from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
 from pixsim7.backend.main.startup.trace import trace_events
@@ -15,9 +16,8 @@ router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)], t
 
 
 @router.get("/startup")
-async def startup_timeline(request: Request, format: Literal["timeline", "trace"] = Query(
+async def startup_timeline(state: State, format: Literal["timeline", "trace"] = Query(
         "timeline", description="`trace`: Chrome Trace Event JSON")) -> dict[str, Any]:
-    state = request.app.state
     if format == "trace":
         return trace_events(state.startup)
-    return {"lifecycle": getattr(state, "lifecycle", "starting"), **state.startup.summary()}
+    return {"lifecycle": state.lifecycle or "starting", **state.startup.summary()}

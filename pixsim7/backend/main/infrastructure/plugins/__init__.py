@@ -14,8 +14,6 @@ from .dependencies import (
     get_routes_manager,
     plugin_manager,
     routes_manager,
-    set_plugin_manager,
-    set_routes_manager,
 )
 from .manager import PluginDependencyError, PluginManager, PluginStartupError, PluginState
 from .manifest import PluginManifest, PluginManifestError, load_manifest
@@ -40,6 +38,4 @@ __all__ = [
     "plugin_logger",
     "plugin_manager",
     "routes_manager",
-    "set_plugin_manager",
-    "set_routes_manager",
 ]

@@ -8,24 +8,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
+
+from pixsim7.backend.main.infrastructure.database import Database
+from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
+from pixsim7.backend.main.infrastructure.events import EventBus
+from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
+from pixsim7.backend.main.shared.config import Settings
+
+from .behavior_registry import BehaviorRegistry
 
 ContextFactory = Callable[[str], "PluginContext"]
 
 
 @dataclass
 class PluginContext:
-    """Services handed to `on_load`, `on_enable` and `on_disable`; absent services are None."""
+    """What `on_load`, `on_enable` and `on_disable` receive: the app's services, typed as the
+    app declares them (`pixsim7.backend.main.state.RESOURCES`; a test holds the two equal);
+    a service the app has not started is None.
+
+    `redis` is the client (`RedisStatus.client`): present while Redis is configured, also
+    while it is down (a command then raises redis' ConnectionError)."""
 
     app: FastAPI | None
-    settings: Any
+    settings: Settings | None
     plugin_id: str
     logger: logging.Logger = field(repr=False)
-    behavior_registry: Any = None
-    ecs_registry: Any = None
-    event_bus: Any = None
-    providers: Any = None
-    db: Any = None
-    redis: Any = None
+    behavior_registry: BehaviorRegistry | None = None
+    ecs_registry: ComponentRegistry | None = None
+    event_bus: EventBus | None = None
+    providers: ProviderRegistry | None = None
+    db: Database | None = None
+    redis: Redis | None = None
 
 
 def plugin_logger(plugin_id: str) -> logging.Logger:

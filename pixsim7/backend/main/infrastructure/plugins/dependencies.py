@@ -1,10 +1,11 @@
-"""Plugin managers on `app.state`: request-time readers and the one place that stores them."""
+"""Plugin managers on `app.state` (the `plugins` startup step writes them): request-time
+readers, and the legacy module-level names that forward to the running app's."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
@@ -15,24 +16,23 @@ PLUGIN_MANAGER_KEY = "plugin_manager"
 ROUTES_MANAGER_KEY = "routes_manager"
 
 
-def _manager(app: Any, key: str, setter: str) -> PluginManager:
+def _manager(app: Any, key: str) -> PluginManager:
     manager = getattr(app.state, key, None)
     if manager is None:
         raise RuntimeError(
-            f"app.state.{key} is not set; the app's startup must call {setter}(manager, app) "
-            "before requests are served"
-        )
+            f"app.state.{key} is not set: the app's `plugins` startup step sets it, so this "
+            "app did not start, or its plugins step failed")
     return manager
 
 
 def get_plugin_manager(request: Request) -> PluginManager:
     """The feature plugin manager of the app serving `request`."""
-    return _manager(request.app, PLUGIN_MANAGER_KEY, "set_plugin_manager")
+    return _manager(request.app, PLUGIN_MANAGER_KEY)
 
 
 def get_routes_manager(request: Request) -> PluginManager:
     """The route plugin manager of the app serving `request`."""
-    return _manager(request.app, ROUTES_MANAGER_KEY, "set_routes_manager")
+    return _manager(request.app, ROUTES_MANAGER_KEY)
 
 
 def get_plugin_context(request: Request, plugin_id: str) -> PluginContext:
@@ -45,16 +45,6 @@ def get_plugin_context(request: Request, plugin_id: str) -> PluginContext:
         f"no feature or route plugin {plugin_id!r} is known to this app; check the plugin id "
         "and that its folder is in FEATURE_PLUGINS_DIR or ROUTE_PLUGINS_DIR"
     )
-
-
-def set_plugin_manager(manager: PluginManager, app: FastAPI) -> None:
-    """Store the feature plugin manager on `app.state`."""
-    setattr(app.state, PLUGIN_MANAGER_KEY, manager)
-
-
-def set_routes_manager(manager: PluginManager, app: FastAPI) -> None:
-    """Store the route plugin manager on `app.state`."""
-    setattr(app.state, ROUTES_MANAGER_KEY, manager)
 
 
 plugin_manager = StateForwarder(PLUGIN_MANAGER_KEY)

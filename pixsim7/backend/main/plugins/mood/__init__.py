@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pixsim7.backend.main.state import state_of
+
 FRIENDLY_MOODS = frozenset({"happy", "calm", "content"})
 
 
@@ -50,6 +52,6 @@ class MoodCheck(BaseModel):
 
 async def evaluate_mood(app: Any, payload: MoodCheck) -> dict[str, Any]:
     """The `mood.evaluate` job: runs the `friendly_mood` condition of the worker's own app."""
-    condition = app.state.behavior_registry.condition("friendly_mood")
+    condition = state_of(app).behavior_registry.condition("friendly_mood")
     friendly = condition(payload.mood, payload.affinity, payload.target_id, payload.threshold)
     return {"target_id": payload.target_id, "friendly": bool(friendly)}

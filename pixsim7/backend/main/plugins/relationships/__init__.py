@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
+
+from pixsim7.backend.main.api.deps import Behaviors, Components
 
 PLUGIN_ID = "relationships"
 CONDITION_IDS = ("relationship_above",)
@@ -36,13 +38,12 @@ router = APIRouter(tags=["relationships"])
 
 
 @router.get("/")
-async def registered(request: Request) -> dict[str, Any]:
+async def registered(behaviors: Behaviors, components: Components) -> dict[str, Any]:
     """The behavior and component ids this plugin registered on the running app."""
-    state = request.app.state
-    conditions = set(state.behavior_registry.ids("condition"))
-    components = set(state.ecs_registry.names())
+    conditions = set(behaviors.ids("condition"))
+    names = set(components.names())
     return {
         "plugin": PLUGIN_ID,
         "conditions": [c for c in CONDITION_IDS if c in conditions],
-        "components": [c for c in COMPONENT_NAMES if c in components],
+        "components": [c for c in COMPONENT_NAMES if c in names],
     }

@@ -20,9 +20,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
+from pixsim7.backend.main.api.deps import AppSettings, Jobs, MaybeRedis
 from pixsim7.backend.main.api.security import require_bearer
 from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN, RedisStatus
+from pixsim7.backend.main.shared.config import Settings
+from pixsim7.backend.main.state import state_of
 
 QUEUE_FULL_RETRY_AFTER_S = 30
 
@@ -62,21 +65,18 @@ class JobsStatus(BaseModel):
 router = APIRouter(tags=["jobs"])
 
 
-def _offered(request: Request) -> list[jobs.JobKind]:
+def _offered(settings: Settings, registry: jobs.JobRegistry) -> list[jobs.JobKind]:
     """The kinds this app's API takes: its registry's (locked), without the debug-only ones
     in production."""
-    debug = request.app.state.settings.debug
-    return [kind for kind in request.app.state.job_registry.kinds()
-            if debug or not kind.debug_only]
+    return [kind for kind in registry.kinds() if settings.debug or not kind.debug_only]
 
 
-def _require_writer(request: Request) -> None:
+def _require_writer(request: Request, settings: Settings) -> None:
     """In production, queueing needs the jobs token (JOBS_TOKEN, else ADMIN_TOKEN); in debug,
     only when JOBS_TOKEN is set."""
-    settings = request.app.state.settings
     if settings.debug and not settings.jobs_token:
         return
-    expected = settings.jobs_token or getattr(request.app.state, "admin_token", None)
+    expected = settings.jobs_token or state_of(request.app).admin_token
     require_bearer(request, expected,
                    "queueing jobs is off: set JOBS_TOKEN (or ADMIN_TOKEN) to allow it",
                    "jobs authentication required: Authorization: Bearer <JOBS_TOKEN>")
@@ -100,17 +100,16 @@ async def _job_in(request: Request) -> JobIn:
 
 
 async def _on_redis(
-    request: Request, operation: Callable[[Any, str], Awaitable[Any]]
+    redis: RedisStatus | None, settings: Settings,
+    operation: Callable[[Any, str], Awaitable[Any]],
 ) -> Any:
     """Run one Redis command bounded by READY_CHECK_TIMEOUT; None when Redis is off or down.
 
-    The outcome is recorded on `app.state.redis`, so background features follow the live state.
+    The outcome is recorded on the app's RedisStatus, so background features follow the live
+    state.
     """
-    state = request.app.state
-    redis = getattr(state, "redis", None)
     if redis is None or not redis.configured:
         return None
-    settings = state.settings
     try:
         async with asyncio.timeout(settings.ready_check_timeout):  # no task per request
             result = await operation(redis.client, settings.redis_key_prefix)
@@ -121,24 +120,23 @@ async def _on_redis(
     return result
 
 
-def _disabled_reason(request: Request) -> str:
-    redis = getattr(request.app.state, "redis", None)
+def _disabled_reason(redis: RedisStatus | None) -> str:
     if redis is None or not redis.configured:
         return "Redis is not configured: background jobs are off"
     return "Redis is unavailable: background jobs are paused; the API works without them"
 
 
 @router.get("/status", response_model=JobsStatus)
-async def jobs_status(request: Request) -> JobsStatus:
+async def jobs_status(redis: MaybeRedis, settings: AppSettings) -> JobsStatus:
     """Whether background jobs run right now, and how many are waiting."""
-    count = await _on_redis(request, jobs.queued)
+    count = await _on_redis(redis, settings, jobs.queued)
     if count is None:
-        return JobsStatus(background_jobs="disabled", reason=_disabled_reason(request))
+        return JobsStatus(background_jobs="disabled", reason=_disabled_reason(redis))
     return JobsStatus(background_jobs="enabled", queued=count)
 
 
-def _unavailable(request: Request) -> JSONResponse:
-    return JSONResponse({"detail": _disabled_reason(request), "background_jobs": "disabled"},
+def _unavailable(redis: RedisStatus | None) -> JSONResponse:
+    return JSONResponse({"detail": _disabled_reason(redis), "background_jobs": "disabled"},
                         status_code=503, headers={"Retry-After": "5"})
 
 
@@ -159,11 +157,11 @@ def _validated_payload(job: JobIn, offered: list[jobs.JobKind]) -> dict[str, Any
 
 
 @router.get("/kinds", response_model=list[JobKindOut])
-async def job_kinds(request: Request) -> list[JobKindOut]:
+async def job_kinds(settings: AppSettings, registry: Jobs) -> list[JobKindOut]:
     """The job kinds a worker runs, each with its owner and the JSON Schema of its payload."""
     return [JobKindOut(kind=k.name, description=k.description, owner=k.owner,
                        payload_schema=k.schema())
-            for k in _offered(request)]
+            for k in _offered(settings, registry)]
 
 
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra={
@@ -175,26 +173,26 @@ async def job_kinds(request: Request) -> list[JobKindOut]:
     422: {"description": "unknown job kind, or a payload its kind refuses; nothing is queued"},
     503: {"description": "background jobs are off, or the queue is full (Retry-After)"},
 })
-async def enqueue_job(request: Request) -> Any:
+async def enqueue_job(request: Request, settings: AppSettings, registry: Jobs,
+                      redis: MaybeRedis) -> Any:
     """Queue a job for the worker (202 with its id), or 503 saying why background jobs are off."""
-    _require_writer(request)
+    _require_writer(request, settings)
     job = await _job_in(request)
-    settings = request.app.state.settings
-    payload = _validated_payload(job, _offered(request))
+    payload = _validated_payload(job, _offered(settings, registry))
     size = len(json.dumps(payload, separators=(",", ":")).encode())
     if size > settings.job_max_payload_bytes:
         raise HTTPException(413, detail=(
             f"the payload has {size} bytes of JSON; a job's payload may have "
             f"{settings.job_max_payload_bytes} (JOB_MAX_PAYLOAD_BYTES)"))
     try:
-        job_id = await _on_redis(request, lambda client, prefix: jobs.enqueue(
+        job_id = await _on_redis(redis, settings, lambda client, prefix: jobs.enqueue(
             client, prefix, job.kind, payload, max_queued=settings.jobs_max_queued))
     except jobs.QueueFull as exc:
         return JSONResponse({"detail": f"{exc}; retry later", "background_jobs": "enabled"},
                             status_code=503,
                             headers={"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)})
     if job_id is None:
-        return _unavailable(request)
+        return _unavailable(redis)
     return JobAccepted(id=job_id, kind=job.kind)
 
 
@@ -202,13 +200,13 @@ async def enqueue_job(request: Request) -> Any:
     404: {"description": "no such job (never queued, or its result has expired)"},
     503: {"description": "background jobs are off"},
 })
-async def get_job(request: Request, job_id: str = Path(
+async def get_job(redis: MaybeRedis, settings: AppSettings, job_id: str = Path(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9]+$")) -> Any:
     """A job's status and, once it ended, its result or its error's class."""
-    state = await _on_redis(request, lambda client, prefix: jobs.job_state(
+    state = await _on_redis(redis, settings, lambda client, prefix: jobs.job_state(
         client, prefix, job_id))
     if state is None:
-        return _unavailable(request)
+        return _unavailable(redis)
     if state["status"] == "not_found":
         return JSONResponse(state, status_code=404)
     return JobState(**state)

@@ -14,6 +14,8 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from pixsim7.backend.main.api.deps import Db, DomainModels, Events, Providers
+from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
 from pixsim7.backend.main.presets import MODEL_NAME, PresetCreate, PresetOut
 from pixsim7.backend.main.shared.json_values import UnsafeJSON, check_json_value
 
@@ -22,15 +24,6 @@ PAGE_DEFAULT = 100
 PAGE_MAX = 500
 
 logger = logging.getLogger("pixsim7.plugins.presets")
-
-
-def _state(request: Request, key: str) -> Any:
-    value = getattr(request.app.state, key, None)
-    if value is None:
-        raise HTTPException(
-            status_code=503, detail=f"presets are unavailable: the app has no {key} service"
-        )
-    return value
 
 
 def _out(row: Any) -> PresetOut:
@@ -51,8 +44,8 @@ def _conflict(name: str) -> HTTPException:
     )
 
 
-def _check_provider(request: Request, body: PresetCreate) -> None:
-    known = sorted(p.id for p in _state(request, "providers").list())
+def _check_provider(providers: ProviderRegistry, body: PresetCreate) -> None:
+    known = sorted(p.id for p in providers.list())
     if body.provider_id not in known:
         # Same shape as FastAPI's own validation errors, so clients handle one format.
         raise HTTPException(
@@ -107,18 +100,18 @@ def _page_cursor(after: str | None) -> str | None:
                          "gives the next page while there is one"},
 })
 async def list_presets(
-    request: Request, response: Response,
+    request: Request, response: Response, db: Db, models: DomainModels,
     limit: int = Query(PAGE_DEFAULT, ge=1, le=PAGE_MAX, description="presets on this page"),
     after: str | None = Query(None, min_length=1, max_length=128,
                               description="the last name of the previous page"),
 ) -> list[PresetOut]:
     """Presets ordered by name, one page of at most `limit`, after the name `after`."""
     after = _page_cursor(after)
-    model = _state(request, "domain_registry").model(MODEL_NAME)
+    model = models.model(MODEL_NAME)
     query = select(model).order_by(model.name).limit(limit + 1)
     if after is not None:
         query = query.where(model.name > after)
-    async with _state(request, "db").session() as session:
+    async with db.session() as session:
         rows = (await session.execute(query)).scalars().all()
         page = [_out(row) for row in rows[:limit]]
     if len(rows) > limit:
@@ -132,12 +125,12 @@ async def list_presets(
     409: {"description": "a preset with this name already exists"},
     **_DATABASE_DOWN,
 })
-async def create_preset(body: PresetCreate, request: Request) -> PresetOut:
+async def create_preset(body: PresetCreate, db: Db, models: DomainModels, event_bus: Events,
+                        providers: Providers) -> PresetOut:
     """Create a preset; 409 if the name is taken, 422 if the provider is unknown."""
-    _check_provider(request, body)
-    model = _state(request, "domain_registry").model(MODEL_NAME)
-    event_bus = _state(request, "event_bus")
-    async with _state(request, "db").session() as session:
+    _check_provider(providers, body)
+    model = models.model(MODEL_NAME)
+    async with db.session() as session:
         try:
             # One transaction: anything that fails before the commit, the answer included,
             # rolls the row back.

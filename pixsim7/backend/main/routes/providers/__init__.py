@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
+
+from pixsim7.backend.main.api.deps import Providers
 
 
 class ProviderOut(BaseModel):
@@ -14,14 +16,6 @@ class ProviderOut(BaseModel):
     id: str
     name: str
     operations: list[str]
-
-
-def provider_registry(request: Request) -> Any:
-    """The app's provider registry; 503 when the app has none."""
-    providers = getattr(request.app.state, "providers", None)
-    if providers is None:
-        raise HTTPException(status_code=503, detail="the provider registry is not available")
-    return providers
 
 
 def describe(provider: Any) -> ProviderOut:
@@ -37,6 +31,6 @@ router = APIRouter(tags=["providers"])
 
 
 @router.get("", response_model=list[ProviderOut])
-async def list_providers(request: Request) -> list[ProviderOut]:
+async def list_providers(providers: Providers) -> list[ProviderOut]:
     """Every registered provider with the operations it supports."""
-    return [describe(provider) for provider in provider_registry(request).list()]
+    return [describe(provider) for provider in providers.list()]
