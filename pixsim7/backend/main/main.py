@@ -10,7 +10,7 @@ from fastapi import Depends, FastAPI
 
 from pixsim7.backend.main.api import health, metrics
 from pixsim7.backend.main.api.errors import install_error_handlers
-from pixsim7.backend.main.api.middleware import inner_middleware
+from pixsim7.backend.main.api.middleware import inner_middleware, install_middleware
 from pixsim7.backend.main.api.routers import include_core_routers
 from pixsim7.backend.main.api.security import require_admin_prefix
 from pixsim7.backend.main.shared.config import Settings, get_settings
@@ -18,7 +18,6 @@ from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
     StepOutcome,
-    install_middleware,
     run_build_step,
     run_plan,
 )

@@ -6,17 +6,23 @@
 3. the request guard (body and head limits, read timeouts), innermost, so that the plugins
    log and tag its 413s, 408s and 431s.
 
-`create_app` builds 1 (the build step `middleware`) and passes 2 and 3 as `inner`.
+`create_app` runs `install_middleware` as its build step `middleware`, with 2 and 3 as `inner`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 
 from pixsim7.backend.main.api.metrics import AppMetrics, RequestMetricsMiddleware
 from pixsim7.backend.main.api.request_guard import RequestGuard
+from pixsim7.backend.main.infrastructure.middleware.manager import (
+    MiddlewareManager,
+    add_outermost_first,
+)
 from pixsim7.backend.main.shared.config import Settings
 
 
@@ -30,6 +36,13 @@ def inner_middleware(settings: Settings, metrics: AppMetrics) -> list[tuple[type
     ]
 
 
-def stack_ids(app: FastAPI) -> list[str]:
-    """The classes of `app`'s middleware, outermost first (for tests and the admin view)."""
-    return [entry.cls.__name__ for entry in app.user_middleware]  # type: ignore[attr-defined]
+def install_middleware(app: FastAPI, settings: Settings,
+                       inner: Sequence[tuple[type, dict[str, Any]]] = ()) -> MiddlewareManager:
+    """Discover MIDDLEWARE_DIR and add its middleware to `app`, outside `inner` (the app's
+    own, outermost first; the order is written above). Only possible while
+    building."""
+    middleware = MiddlewareManager(Path(settings.middleware_dir))
+    middleware.discover()
+    add_outermost_first(app, [*middleware.build(settings), *inner])
+    return middleware
+

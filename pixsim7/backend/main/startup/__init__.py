@@ -1,8 +1,16 @@
 """Startup: the runner (`runner`: policies, the step unit, the checked plan, profiles,
 `run_plan`), the resources steps hand each other (`resources`), the timeline it records
-(`timeline`) and its trace (`trace`), and the steps and profiles (`steps`). Everything is
-importable from here."""
+(`timeline`) and its trace (`trace`), the steps (`steps`) and the shipped profiles, plans of
+those steps (`profiles`). Everything is importable from here."""
 
+from pixsim7.backend.main.startup.profiles import (
+    API,
+    API_PLAN,
+    PROFILES,
+    WORKER,
+    WORKER_PLAN,
+    Profile,
+)
 from pixsim7.backend.main.startup.resources import RESOURCES, Resource
 from pixsim7.backend.main.startup.runner import (
     MissingInput,
@@ -19,18 +27,11 @@ from pixsim7.backend.main.startup.runner import (
     step,
 )
 from pixsim7.backend.main.startup.steps import (
-    API,
-    API_PLAN,
     EMBEDDED_DATABASE,
-    PROFILES,
-    WORKER,
-    WORKER_PLAN,
     PluginTeardownError,
-    Profile,
     SettingsError,
     check_required,
     disable_plugins,
-    install_middleware,
     load_plugins,
     plugins_step,
     resolve_directory,
@@ -71,7 +72,7 @@ __all__ = [
     "MissingInput", "Plan", "PlanError", "Policy", "PluginTeardownError", "Profile", "Resource",
     "SettingsError", "StartupAborted", "StartupTimeline", "Step", "StepDegraded", "StepOutcome",
     "StepRecord", "app_id", "begin_shutdown", "check_required", "disable_plugins",
-    "install_middleware", "load_plugins", "plugins_step", "resolve_directory", "run_build_step",
+    "load_plugins", "plugins_step", "resolve_directory", "run_build_step",
     "run_plan", "seed_presets", "setup_behavior_registry_lock", "setup_database",
     "setup_database_and_seed", "setup_domain_registry", "setup_ecs_components",
     "setup_embedded_services", "setup_event_handlers", "setup_middleware_lifecycle",

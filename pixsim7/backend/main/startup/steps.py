@@ -11,11 +11,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
@@ -41,7 +39,6 @@ from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
 from pixsim7.backend.main.infrastructure.middleware.manager import (
     MiddlewareManager,
-    add_outermost_first,
 )
 from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
 from pixsim7.backend.main.infrastructure.plugins.context import context_factory
@@ -57,7 +54,7 @@ from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
 from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
 from pixsim7.backend.main.shared.logs import redact_also
-from pixsim7.backend.main.startup.runner import Plan, Policy, Step, StepOutcome, step
+from pixsim7.backend.main.startup.runner import Policy, Step, StepOutcome, step
 from pixsim7.backend.main.startup.trace import TraceFileError, check_trace_path
 
 logger = logging.getLogger("pixsim7.startup")
@@ -76,17 +73,6 @@ def resolve_directory(settings: Settings, name: str) -> Path:
         raise SettingsError(str(exc)) from None
 
 
-def install_middleware(app: FastAPI, settings: Settings,
-                       inner: Sequence[tuple[type, dict[str, Any]]] = ()) -> MiddlewareManager:
-    """Discover MIDDLEWARE_DIR and add its middleware to `app`, outside `inner` (the app's
-    own, outermost first; the order is written in `api.middleware`). Only possible while
-    building."""
-    middleware = MiddlewareManager(Path(settings.middleware_dir))
-    middleware.discover()
-    add_outermost_first(app, [*middleware.build(settings), *inner])
-    return middleware
-
-
 def check_required(settings: Settings, required: Mapping[str, str]) -> None:
     """Refuse settings a profile needs that are unset outside debug (in debug the embedded
     servers fill the URLs in); `required` maps each setting to why it is needed."""
@@ -94,11 +80,6 @@ def check_required(settings: Settings, required: Mapping[str, str]) -> None:
         if not settings.debug and not getattr(settings, name):
             raise SettingsError(f"{name.upper()} is not set; {why}: set {name.upper()}, or "
                                 "DEBUG=true to use an embedded server")
-
-
-# What the worker cannot run without: arq connects to Redis before anything else.
-WORKER_REQUIRED = MappingProxyType(
-    {"redis_url": "the worker takes its jobs from the Redis the API enqueues to"})
 
 
 @step("settings", Policy.REQUIRED, provides="admin_token",
@@ -384,8 +365,6 @@ def plugins_step(kinds: tuple[str, ...], *, mount_routes: bool) -> Step:
 
 
 API_PLUGIN_KINDS = ("feature", "route")
-# A worker serves no HTTP, so it loads no route plugins.
-WORKER_PLUGIN_KINDS = ("feature",)
 setup_plugins = plugins_step(API_PLUGIN_KINDS, mount_routes=True)
 
 
@@ -415,66 +394,3 @@ async def teardown_middleware_lifecycle(app: FastAPI,
 async def setup_middleware_lifecycle(app: FastAPI, middleware_manager: MiddlewareManager) -> None:
     """Run the startup hooks of the middleware installed when the app was built."""
     await middleware_manager.startup(app)
-
-
-@dataclass(frozen=True)
-class Profile:
-    """What an app is for: its plan, whether it serves HTTP and whether it runs background
-    jobs. The plugin kinds it loads and the settings it cannot start without are its plan's
-    `plugins` and `settings` steps' options, so each is written once."""
-
-    name: str
-    plan: Plan
-    serves_http: bool
-    runs_jobs: bool
-
-    @property
-    def plugin_kinds(self) -> tuple[str, ...]:
-        return self.plan.step("plugins").options["kinds"]
-
-    @property
-    def required_settings(self) -> Mapping[str, str]:
-        """Each setting it refuses to start without outside debug, with why."""
-        return self.plan.step("settings").options.get("required", MappingProxyType({}))
-
-
-API = Profile(
-    "api",
-    Plan((
-        validate_settings,
-        setup_embedded_services,
-        setup_domain_registry,
-        setup_database,
-        seed_presets,
-        setup_redis,
-        setup_providers,
-        setup_event_handlers,
-        setup_ecs_components,
-        setup_plugins,
-        setup_behavior_registry_lock,
-        setup_middleware_lifecycle,
-    ), given=("app", "settings", "middleware_manager")),
-    serves_http=True, runs_jobs=False)
-
-# A background worker: no HTTP surface, so no route plugins, no middleware and no routes;
-# Redis is required (it carries the jobs). Feature plugins load as in the API, since their job
-# kinds run here, with the registries they fill. No seeding: the default presets are the API's
-# to offer, and no job reads them.
-WORKER = Profile(
-    "worker",
-    Plan((
-        validate_settings.with_options(required=WORKER_REQUIRED, admin_api=False),
-        setup_embedded_services,
-        setup_domain_registry,
-        setup_database,
-        setup_redis.with_policy(Policy.REQUIRED),
-        setup_providers,
-        setup_event_handlers,
-        setup_ecs_components,
-        plugins_step(WORKER_PLUGIN_KINDS, mount_routes=False),
-        setup_behavior_registry_lock,
-    )),
-    serves_http=False, runs_jobs=True)
-
-PROFILES = {profile.name: profile for profile in (API, WORKER)}
-API_PLAN, WORKER_PLAN = API.plan, WORKER.plan

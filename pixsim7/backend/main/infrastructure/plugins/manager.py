@@ -16,19 +16,16 @@ failure while `fail_fast` is on, raises `PluginStartupError` instead of continui
 
 from __future__ import annotations
 
-import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel
 from starlette.routing import BaseRoute
 
 from pixsim7.backend.main.infrastructure.folder_manager import FolderItem, ManifestFolderManager
-from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistry
+from pixsim7.backend.main.infrastructure.jobs import JobRegistry
 from pixsim7.backend.main.infrastructure.manifests import (
     ManifestError,
     dependency_cycles,
@@ -37,6 +34,7 @@ from pixsim7.backend.main.infrastructure.manifests import (
 from pixsim7.backend.main.infrastructure.package_loader import call_hook, describe_error
 from pixsim7.backend.main.shared.paths import API_V1, FEATURE_PLUGINS_PREFIX
 
+from .contents import check_module, describe_routes, job_kinds
 from .context import ContextFactory, PluginContext
 from .manifest import (
     PLUGIN_KINDS,
@@ -46,15 +44,9 @@ from .manifest import (
     read_toml,
 )
 
-try:
-    from fastapi.routing import iter_route_contexts
-except ImportError:  # FastAPI versions that copy included routes into the app's list
-    iter_route_contexts = None
-
 logger = logging.getLogger("pixsim7.plugins")
 
 PluginStatus = Literal["discovered", "loaded", "enabled", "disabled", "failed"]
-HOOK_NAMES = ("on_load", "on_enable", "on_disable")
 
 # The setting that points at each kind's folder, for error messages.
 DIRECTORY_SETTINGS = {"feature": "feature_plugins_dir", "route": "route_plugins_dir"}
@@ -191,7 +183,7 @@ class PluginManager(ManifestFolderManager[PluginState]):
             with self._phase(state, "loaded"):
                 self._check_dependencies(state, ok_status="loaded")
                 context = self._contexts[state.id] = context_factory(state.id)
-                module = self._import(state, self._check_module)
+                module = self._import(state, check_module)
                 hook = getattr(module, "on_load", None)
                 if hook is not None:
                     try:
@@ -296,19 +288,6 @@ class PluginManager(ManifestFolderManager[PluginState]):
             if dep_state.status != ok_status:
                 raise PluginDependencyError(f"dependency {dep!r} failed")
 
-    def _check_module(self, module: ModuleType) -> ModuleType:
-        router = getattr(module, "router", None)
-        if router is not None and not isinstance(router, APIRouter):
-            raise TypeError(
-                f"module attribute 'router' is a {type(router).__name__}; "
-                "it must be a fastapi.APIRouter or absent"
-            )
-        for name in HOOK_NAMES:
-            hook = getattr(module, name, None)
-            if hook is not None and not callable(hook):
-                raise TypeError(f"module attribute {name!r} must be a function taking ctx")
-        return module
-
     async def _enable_one(self, state: PluginState, app: FastAPI | None,
                           job_registry: JobRegistry | None) -> None:
         """Mount the plugin's router, register its jobs, run `on_enable`; all or nothing."""
@@ -320,12 +299,13 @@ class PluginManager(ManifestFolderManager[PluginState]):
                 before = {id(route) for route in app.router.routes}
                 app.include_router(router, prefix=prefix)
                 self._routes[state.id] = [r for r in app.router.routes if id(r) not in before]
-                state.routes = _describe_routes(router, prefix)
+                state.routes = describe_routes(router, prefix)
             if state.job_declarations:
                 if job_registry is None:
                     raise RuntimeError(f"plugin {state.id!r} declares jobs, but no job registry "
                                        "was given to enable_all")
-                kinds = self._job_kinds(state, module)
+                kinds = job_kinds(state.id, state.folder, state.manifest_path,
+                                  state.job_declarations, module)
                 job_registry.register_all(kinds)
                 state.jobs = [kind.name for kind in kinds]
             hook = getattr(module, "on_enable", None)
@@ -341,28 +321,6 @@ class PluginManager(ManifestFolderManager[PluginState]):
                 job_registry.unregister_owner(state.id)
                 state.jobs = []
             raise
-
-    def _job_kinds(self, state: PluginState, module: ModuleType | None) -> list[JobKind]:
-        """The job kinds the manifest declares, with their functions and payload models taken
-        from the plugin's package; a PluginManifestError names the field that points wrong."""
-        kinds = []
-        source = state.folder / "__init__.py"
-        for index, job in enumerate(state.job_declarations):
-            function = getattr(module, job.function, None)
-            if not inspect.iscoroutinefunction(function):
-                found = "is missing" if function is None else "is not an async function"
-                raise PluginManifestError(state.manifest_path, (
-                    f"field 'jobs.{index}.function': {job.function!r} {found} in {source}; "
-                    "a job is `async def f(app, payload)`"))
-            payload = getattr(module, job.payload, None)
-            if not (isinstance(payload, type) and issubclass(payload, BaseModel)):
-                found = "is missing" if payload is None else "is not a pydantic model class"
-                raise PluginManifestError(state.manifest_path, (
-                    f"field 'jobs.{index}.payload': {job.payload!r} {found} in {source}"))
-            kinds.append(JobKind(job.kind, payload, function, job.description,
-                                 retry_on_outage=job.retry_on_outage,
-                                 owner=state.id))
-        return kinds
 
     def _router_prefix(self, state: PluginState) -> str:
         if state.prefix is not None:
@@ -406,19 +364,3 @@ def _declares_required(manifest_path: Path) -> bool:
         return read_toml(manifest_path).get("required") is True
     except ManifestError:  # not TOML at all: nothing can be read from it
         return False
-
-
-def _describe_routes(router: APIRouter, prefix: str) -> list[str]:
-    """`METHODS /path` of each route `router` serves when included under `prefix`."""
-    # Read from the plugin's own router: describing the app's entry for it would make newer
-    # FastAPI build every route's request handling now rather than on the route's first request.
-    routes: list[Any] = router.routes
-    if iter_route_contexts is not None:  # expands routers included into this one
-        routes = list(iter_route_contexts(routes))
-    described = []
-    for item in routes:
-        path = getattr(item, "path", None)
-        path = prefix + path if path is not None else repr(item)
-        methods = getattr(item, "methods", None)
-        described.append(f"{','.join(sorted(methods))} {path}" if methods else path)
-    return described
