@@ -62,8 +62,8 @@ from arq.constants import (
 )
 from redis.asyncio import Redis
 
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
+from pixsim7.backend.main.infrastructure.registries import jobs
 
 BIN = Path(sys.executable).parent
 POLL = 0.01  # the poll delay both workers get where they are compared
@@ -102,7 +102,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.registries import jobs
 # The body and answer models of POST /api/v1/jobs.
 from pixsim7.backend.main.routes.jobs import JobAccepted, JobIn
 

@@ -14,7 +14,7 @@ from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint
 from pixsim7_testing.host import run_sync
 from pixsim7_testing.ownership import database_prefix, owner_comment
 
-from pixsim7.backend.main.infrastructure.redis import client_identity
+from pixsim7.backend.main.infrastructure.adapters.redis import client_identity
 
 
 def unique_suffix() -> str:

@@ -163,7 +163,7 @@ def start_backend(command: str, env: Mapping[str, str], cwd: Path, *, log: Path 
         command, [str(CLI), command, *args])
     if command in ("serve", "uvicorn"):
         if port is None:
-            from pixsim7.backend.main.infrastructure.embedded import free_port
+            from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
 
             port = free_port()
         argv += ["--host", "127.0.0.1", "--port", str(port)]

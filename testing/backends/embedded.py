@@ -13,7 +13,7 @@ from pixsim7_testing.endpoints import PostgresEndpoint, RedisEndpoint, ServiceSe
 from pixsim7_testing.host import ENV_SERVICES_DIR, memory_dir
 from pixsim7_testing.ownership import FOLDER_PREFIX, SessionOwner
 
-from pixsim7.backend.main.infrastructure.embedded import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,

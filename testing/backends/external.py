@@ -11,7 +11,7 @@ from pixsim7_testing.endpoints import (
     probe_versions,
 )
 
-from pixsim7.backend.main.infrastructure.redis import safe_redis_url
+from pixsim7.backend.main.infrastructure.adapters.redis import safe_redis_url
 
 
 class ExternalBackend:

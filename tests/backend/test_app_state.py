@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 
 import pixsim7.backend.main as package
 from pixsim7.backend.main.api.deps import resource
-from pixsim7.backend.main.infrastructure.plugins.context import PluginContext
-from pixsim7.backend.main.infrastructure.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.adapters.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.discovery.plugins.context import PluginContext
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import PROFILES
 from pixsim7.backend.main.state import RESOURCES, state_of
@@ -125,3 +125,15 @@ def test_the_state_view_reads_declared_keys_and_refuses_the_rest() -> None:
         view.dbb  # noqa: B018
     with pytest.raises(AttributeError, match="one writer"):
         view.db = None
+
+
+@pytest.mark.parametrize("old", sorted(__import__(
+    "pixsim7.backend.main.infrastructure", fromlist=["MOVED"]).MOVED))
+def test_a_former_infrastructure_path_imports_the_module_that_moved(old: str) -> None:
+    import importlib
+
+    from pixsim7.backend.main.infrastructure import MOVED
+
+    base = "pixsim7.backend.main.infrastructure"
+    assert importlib.import_module(f"{base}.{old}") is importlib.import_module(
+        f"{base}.{MOVED[old]}")

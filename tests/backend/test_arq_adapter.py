@@ -17,8 +17,8 @@ from arq.worker import Worker, func
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
-from pixsim7.backend.main.infrastructure import job_codec, jobs
-from pixsim7.backend.main.infrastructure.arq_adapter import (
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.adapters.arq_adapter import (
     CHECKED_ARQ_VERSIONS,
     FULL,
     QUEUED,
@@ -28,6 +28,7 @@ from pixsim7.backend.main.infrastructure.arq_adapter import (
     forgive_outages_when_stopping,
     leave_jobs_queued_when_a_watch_is_lost,
 )
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.worker import worker_settings
 
@@ -42,7 +43,8 @@ def test_the_installed_arq_is_one_the_adapter_was_checked_against() -> None:
     installed = ".".join(version("arq").split(".")[:2])
     assert installed in CHECKED_ARQ_VERSIONS, (
         f"arq {version('arq')} is not among {CHECKED_ARQ_VERSIONS}: re-check each workaround "
-        "in infrastructure/arq_adapter.py against it, then add it there and in pyproject.toml")
+        "in infrastructure/adapters/arq_adapter.py against it, then add it there and in "
+        "pyproject.toml")
 
 
 async def test_redis_py_hands_every_connection_the_one_retry_policy(redis_namespace) -> None:

@@ -126,7 +126,7 @@ def test_serve_with_no_environment_is_ready_on_embedded_servers(backend_env, bac
 @pytest.mark.slow
 def test_worker_without_redis_at_startup_fails_at_the_redis_step(backend_services_env,
                                                                   tmp_path) -> None:
-    from pixsim7.backend.main.infrastructure.embedded import free_port
+    from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
 
     url = f"redis://:secret@127.0.0.1:{free_port()}/0"
     run = run_backend(["worker"], {**backend_services_env, "REDIS_URL": url}, tmp_path)
@@ -253,7 +253,7 @@ async def test_two_commands_started_at_once_on_one_data_folder_start_each_server
 
 
 def shared_servers_listen(state: dict) -> bool:
-    from pixsim7.backend.main.infrastructure.shared_servers import _listening
+    from pixsim7.backend.main.infrastructure.adapters.shared_servers import _listening
 
     listening = [_listening(record["url"]) for record in state.values()]
     assert len(set(listening)) == 1, state  # both up or both down

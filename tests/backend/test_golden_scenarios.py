@@ -19,7 +19,7 @@ from pixsim7_testing.milestones import record_milestones
 from pixsim7_testing.plugins import bundled_with_plugin
 from pixsim7_testing.snapshots import subtrees
 
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import DISCOVERY_DIRS as DIRECTORIES
 from pixsim7.backend.main.shared.config import PACKAGE_DIR

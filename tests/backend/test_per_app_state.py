@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from pixsim7.backend.main.infrastructure import domain_registry as domain_registry_module
-from pixsim7.backend.main.infrastructure.middleware import manager as middleware_module
-from pixsim7.backend.main.infrastructure.plugins import behavior_registry as behavior_module
-from pixsim7.backend.main.infrastructure.plugins import dependencies as dependencies_module
-from pixsim7.backend.main.infrastructure.providers import ProviderDescriptor
+from pixsim7.backend.main.infrastructure.discovery import domain_registry as domain_registry_module
+from pixsim7.backend.main.infrastructure.discovery.middleware import manager as middleware_module
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
+    dependencies as dependencies_module,
+)
+from pixsim7.backend.main.infrastructure.registries import behavior_registry as behavior_module
+from pixsim7.backend.main.infrastructure.registries.providers import ProviderDescriptor
 from pixsim7.backend.main.shared.app_context import NoActiveAppError
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 

@@ -13,10 +13,10 @@ import pytest
 from fastapi import FastAPI
 
 from pixsim7.backend.main import startup
-from pixsim7.backend.main.infrastructure.plugins.behavior_registry import (
+from pixsim7.backend.main.infrastructure.adapters.shared_servers import _listening
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import (
     BehaviorRegistryLockedError,
 )
-from pixsim7.backend.main.infrastructure.shared_servers import _listening
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY

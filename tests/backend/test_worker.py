@@ -20,7 +20,7 @@ from pixsim7_testing.plugins import bundled_with_plugin
 from pixsim7_testing.polling import wait_until, wait_until_async
 from pixsim7_testing.processes import BackendProcess, run_backend
 
-from pixsim7.backend.main.infrastructure import jobs
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.startup import WORKER_PLAN
 

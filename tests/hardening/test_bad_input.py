@@ -23,7 +23,7 @@ from pixsim7_testing.plugins import copy_bundled
 from pixsim7_testing.plugins import write_plugin as kit_write_plugin
 from pixsim7_testing.processes import run_backend
 
-from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
+from pixsim7.backend.main.infrastructure.discovery.manifests import ManifestFolderError
 from pixsim7.backend.main.startup import SettingsError, StartupAborted
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from pixsim7_testing.polling import wait_until, wait_until_async
 
-from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, process_running
+from pixsim7.backend.main.infrastructure.adapters.embedded import EmbeddedPostgres, process_running
 
 pytestmark = pytest.mark.integration
 

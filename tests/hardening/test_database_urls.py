@@ -12,7 +12,7 @@ import pytest
 from pixsim7_testing.isolation import server_offers_ssl
 from pixsim7_testing.processes import run_backend
 
-from pixsim7.backend.main.infrastructure.embedded import EmbeddedPostgres, free_port
+from pixsim7.backend.main.infrastructure.adapters.embedded import EmbeddedPostgres, free_port
 
 pytestmark = pytest.mark.integration
 

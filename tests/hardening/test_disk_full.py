@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from pixsim7.backend.main.infrastructure.embedded import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     private_folder,

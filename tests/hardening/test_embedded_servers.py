@@ -20,7 +20,7 @@ import pytest
 import redis
 from pixsim7_testing.polling import wait_until_async
 
-from pixsim7.backend.main.infrastructure.embedded import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import (
     PASSWORD_FILE,
     EmbeddedPostgres,
     EmbeddedRedis,

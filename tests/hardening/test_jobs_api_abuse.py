@@ -12,7 +12,8 @@ from arq.worker import Worker, func
 from pixsim7_testing.apps import started
 from pixsim7_testing.polling import wait_until_async
 
-from pixsim7.backend.main.infrastructure import job_codec, jobs
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.presets import PresetImport, import_presets
 
 from .conftest import ADMIN_TOKEN, PRODUCTION, client_input_failures

@@ -17,7 +17,8 @@ from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from pixsim7_testing.polling import wait_until_async
 
-from pixsim7.backend.main.infrastructure import job_codec, jobs
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.registries import jobs
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
 
-from pixsim7.backend.main.infrastructure import job_codec, jobs
-from pixsim7.backend.main.infrastructure.embedded import EmbeddedRedis
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.adapters.embedded import EmbeddedRedis
+from pixsim7.backend.main.infrastructure.registries import jobs
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,7 @@ import pytest
 from pixsim7_testing.polling import wait_until
 from pixsim7_testing.processes import BackendProcess
 
-from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

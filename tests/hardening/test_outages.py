@@ -17,8 +17,8 @@ import pytest
 from pixsim7_testing.apps import started
 from pixsim7_testing.polling import wait_until_async
 
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.jobs import arq_client
+from pixsim7.backend.main.infrastructure.registries import jobs
+from pixsim7.backend.main.infrastructure.registries.jobs import arq_client
 
 # None of these pins schema creation or seeding: their apps start on a template clone.
 pytestmark = [pytest.mark.integration, pytest.mark.template_db]

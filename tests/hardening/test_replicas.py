@@ -16,9 +16,9 @@ import pytest
 from pixsim7_testing.polling import wait_until
 from pixsim7_testing.processes import BackendProcess, parse_log
 
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.arq_adapter import kept_index
-from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
+from pixsim7.backend.main.infrastructure.adapters.arq_adapter import kept_index
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import init_domain_registry
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.presets import DEFAULT_PRESETS
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 

@@ -17,7 +17,7 @@ import pytest
 from pixsim7_testing.plugins import bundled_with_plugin
 from pixsim7_testing.processes import run_backend
 
-from pixsim7.backend.main.infrastructure.embedded import free_port
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
 
 pytestmark = pytest.mark.integration
 

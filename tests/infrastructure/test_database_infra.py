@@ -21,17 +21,17 @@ from pixsim7_testing.services import ServiceSet
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from pixsim7.backend.main.infrastructure.database import (
+from pixsim7.backend.main.infrastructure.adapters.database import (
     Database,
     DatabaseConfigError,
     get_session,
     parse_database_url,
 )
-from pixsim7.backend.main.infrastructure.domain_registry import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import (
     DomainModelRegistry,
     init_domain_registry,
 )
-from pixsim7.backend.main.infrastructure.embedded import free_port
 from pixsim7.backend.main.presets import (
     DEFAULT_PRESETS,
     seed_default_presets,

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.domain_registry import (
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import (
     DomainModelRegistry,
     DomainRegistryError,
     domain_registry,
     init_domain_registry,
 )
-from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
+from pixsim7.backend.main.infrastructure.discovery.manifests import ManifestFolderError
 from pixsim7.backend.main.shared import app_context
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 
@@ -48,7 +48,7 @@ def model_source(*classes: tuple[str, str]) -> str:
     """models.py text defining (class name, table name) models on the shared Base."""
     body = [
         "from sqlalchemy.orm import Mapped, mapped_column",
-        "from pixsim7.backend.main.infrastructure.database.base import Base",
+        "from pixsim7.backend.main.infrastructure.adapters.database.base import Base",
     ]
     for class_name, table in classes:
         body += [

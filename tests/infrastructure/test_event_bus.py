@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from pixsim7.backend.main.infrastructure.events import (
+from pixsim7.backend.main.infrastructure.registries.events import (
     Event,
     EventBus,
     MetricsHandler,

@@ -9,7 +9,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from pixsim7.backend.main.api.events import router
-from pixsim7.backend.main.infrastructure.events import (
+from pixsim7.backend.main.infrastructure.registries.events import (
     EventBus,
     MetricsHandler,
     WebSocketHub,

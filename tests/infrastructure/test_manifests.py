@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from pixsim7.backend.main.infrastructure.domain_registry import (
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import (
     DomainRegistryError,
     init_domain_registry,
 )
-from pixsim7.backend.main.infrastructure.manifests import (
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
     ManifestError,
     ManifestFolderError,
     cycle_path,
@@ -20,12 +20,12 @@ from pixsim7.backend.main.infrastructure.manifests import (
     load_manifest,
     manifest_folders,
 )
-from pixsim7.backend.main.infrastructure.middleware.manager import (
+from pixsim7.backend.main.infrastructure.discovery.middleware.manager import (
     MiddlewareManager,
     MiddlewareManifestError,
 )
-from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
-from pixsim7.backend.main.infrastructure.plugins.manifest import PluginManifestError
+from pixsim7.backend.main.infrastructure.discovery.plugins.manager import PluginManager
+from pixsim7.backend.main.infrastructure.discovery.plugins.manifest import PluginManifestError
 
 
 class Thing(BaseModel):

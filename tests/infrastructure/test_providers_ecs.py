@@ -7,12 +7,12 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from pixsim7.backend.main.infrastructure.ecs import (
+from pixsim7.backend.main.infrastructure.registries.ecs import (
     ComponentDefinition,
     ComponentRegistry,
     register_core_components,
 )
-from pixsim7.backend.main.infrastructure.providers import (
+from pixsim7.backend.main.infrastructure.registries.providers import (
     ProviderDescriptor,
     ProviderRegistry,
     default_providers,

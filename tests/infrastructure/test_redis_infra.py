@@ -9,8 +9,8 @@ import pytest
 from pixsim7_testing.isolation import RedisNamespace
 from pixsim7_testing.proxy import FaultProxy
 
-from pixsim7.backend.main.infrastructure.embedded import free_port
-from pixsim7.backend.main.infrastructure.redis import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
+from pixsim7.backend.main.infrastructure.adapters.redis import (
     RedisConfigError,
     close_redis,
     connect_redis,

@@ -212,7 +212,8 @@ async def test_namespace_clear_removes_the_results_of_its_jobs_that_ended(
     from arq.connections import RedisSettings
     from arq.worker import Worker, func
 
-    from pixsim7.backend.main.infrastructure import job_codec, jobs
+    from pixsim7.backend.main.infrastructure.adapters import job_codec
+    from pixsim7.backend.main.infrastructure.registries import jobs
 
     mine, other = new_namespace(kit_services.redis), new_namespace(kit_services.redis)
     client = mine.client()

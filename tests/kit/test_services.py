@@ -29,7 +29,7 @@ from pixsim7_testing.services import (
     select_backend,
 )
 
-from pixsim7.backend.main.infrastructure.embedded import private_folder
+from pixsim7.backend.main.infrastructure.adapters.embedded import private_folder
 from tests.kit import inner
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -171,7 +171,7 @@ def test_external_backend_rejects_a_bad_url() -> None:
 def test_broken_configuration_fails_the_run_once_with_the_message(tmp_path) -> None:
     # A port nothing listens on: the whole pytest run must fail, once, and say what to fix;
     # the snapshots of the tests that never ran are not called unused.
-    from pixsim7.backend.main.infrastructure.embedded import free_port
+    from pixsim7.backend.main.infrastructure.adapters.embedded import free_port
 
     port = free_port()
     (tmp_path / "test_needs_services.py").write_text(textwrap.dedent("""

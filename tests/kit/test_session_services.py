@@ -27,7 +27,7 @@ from pixsim7_testing.ownership import OWNER_LABEL, SessionOwner
 from pixsim7_testing.polling import wait_until
 from pixsim7_testing.services import ENV_BACKEND, docker_available
 
-from pixsim7.backend.main.infrastructure.embedded import free_port, private_folder
+from pixsim7.backend.main.infrastructure.adapters.embedded import free_port, private_folder
 from tests.kit import inner as inner_session
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.api.v1.admin_plugins import router
-from pixsim7.backend.main.infrastructure.middleware import MiddlewareManager
-from pixsim7.backend.main.infrastructure.plugins import (
+from pixsim7.backend.main.infrastructure.discovery.middleware import MiddlewareManager
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
     BehaviorRegistry,
     PluginManager,
     context_factory_from_app,

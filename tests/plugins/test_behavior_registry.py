@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pixsim7.backend.main.infrastructure.plugins import (
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
     BehaviorRegistry,
     BehaviorRegistryError,
     BehaviorRegistryLockedError,

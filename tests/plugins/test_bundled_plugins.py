@@ -9,14 +9,17 @@ import pytest
 from fastapi import FastAPI
 
 from pixsim7.backend.main.core_jobs import job_registry
-from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
-from pixsim7.backend.main.infrastructure.plugins import (
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
     BehaviorRegistry,
     PluginManager,
     context_factory_from_app,
     get_plugin_context,
 )
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
+from pixsim7.backend.main.infrastructure.registries.ecs import ComponentRegistry
+from pixsim7.backend.main.infrastructure.registries.providers import (
+    ProviderRegistry,
+    default_providers,
+)
 from pixsim7.backend.main.shared.config import Settings
 
 
@@ -117,11 +120,11 @@ async def test_plugin_context_lookup(started) -> None:
 
 @pytest.mark.filterwarnings("ignore:the module-level .* is deprecated:DeprecationWarning")
 async def test_legacy_names_forward_to_the_running_app(started) -> None:
-    from pixsim7.backend.main.infrastructure.plugins.behavior_registry import behavior_registry
-    from pixsim7.backend.main.infrastructure.plugins.dependencies import (
+    from pixsim7.backend.main.infrastructure.discovery.plugins.dependencies import (
         plugin_manager,
         routes_manager,
     )
+    from pixsim7.backend.main.infrastructure.registries.behavior_registry import behavior_registry
     from pixsim7.backend.main.shared.app_context import activate, deactivate
 
     app, features, routes = started

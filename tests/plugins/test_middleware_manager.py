@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI, Request
 from pixsim7_testing.plugins import write_plugin
 
-from pixsim7.backend.main.infrastructure.middleware import (
+from pixsim7.backend.main.infrastructure.discovery.middleware import (
     MiddlewareError,
     MiddlewareManager,
     MiddlewareManifestError,

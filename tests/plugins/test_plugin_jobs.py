@@ -10,16 +10,16 @@ from fastapi import FastAPI
 from pixsim7_testing.plugins import write_plugin
 
 from pixsim7.backend.main.core_jobs import job_registry
-from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistryLocked
-from pixsim7.backend.main.infrastructure.plugins import (
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
     BehaviorRegistry,
     PluginManager,
     context_factory_from_app,
 )
-from pixsim7.backend.main.infrastructure.plugins.manifest import (
+from pixsim7.backend.main.infrastructure.discovery.plugins.manifest import (
     PluginManifestError,
     load_manifest,
 )
+from pixsim7.backend.main.infrastructure.registries.jobs import JobKind, JobRegistryLocked
 from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.startup import (
     disable_plugins,

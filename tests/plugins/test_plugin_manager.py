@@ -12,8 +12,8 @@ import pytest
 from fastapi import FastAPI
 from pixsim7_testing.plugins import write_plugin
 
-from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError
-from pixsim7.backend.main.infrastructure.plugins import (
+from pixsim7.backend.main.infrastructure.discovery.manifests import ManifestFolderError
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
     BehaviorRegistry,
     PluginContext,
     PluginManager,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pixsim7_testing.plugins import write_plugin
 
-from pixsim7.backend.main.infrastructure.plugins.manifest import (
+from pixsim7.backend.main.infrastructure.discovery.plugins.manifest import (
     PluginManifestError,
     load_manifest,
 )

@@ -6,11 +6,17 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from pixsim7.backend.main.infrastructure.database import Database
-from pixsim7.backend.main.infrastructure.domain_registry import init_domain_registry
-from pixsim7.backend.main.infrastructure.events import EventBus
-from pixsim7.backend.main.infrastructure.plugins import PluginManager, context_factory_from_app
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
+from pixsim7.backend.main.infrastructure.adapters.database import Database
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import init_domain_registry
+from pixsim7.backend.main.infrastructure.discovery.plugins import (
+    PluginManager,
+    context_factory_from_app,
+)
+from pixsim7.backend.main.infrastructure.registries.events import EventBus
+from pixsim7.backend.main.infrastructure.registries.providers import (
+    ProviderRegistry,
+    default_providers,
+)
 from pixsim7.backend.main.shared.config import PACKAGE_DIR
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from arq.worker import Worker
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN, safe_redis_url
+from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN, safe_redis_url
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging

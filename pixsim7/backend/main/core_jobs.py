@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixsim7.backend.main.infrastructure.jobs import JobKind, JobRegistry
+from pixsim7.backend.main.infrastructure.registries.jobs import JobKind, JobRegistry
 from pixsim7.backend.main.presets import IMPORT_JOB
 
 

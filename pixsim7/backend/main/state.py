@@ -8,29 +8,59 @@ source against its writers.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
-from pixsim7.backend.main.infrastructure.database import Database
-from pixsim7.backend.main.infrastructure.domain_registry import DomainModelRegistry
-from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
-from pixsim7.backend.main.infrastructure.events import EventBus
-from pixsim7.backend.main.infrastructure.events.handlers import MetricsHandler, WebSocketHub
-from pixsim7.backend.main.infrastructure.jobs import JobRegistry
-from pixsim7.backend.main.infrastructure.middleware.manager import MiddlewareManager
-from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
-from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
-from pixsim7.backend.main.infrastructure.redis import RedisStatus
-from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
+from pixsim7.backend.main.infrastructure.adapters.database import Database
+from pixsim7.backend.main.infrastructure.adapters.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.adapters.shared_servers import SharedServers
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import DomainModelRegistry
+from pixsim7.backend.main.infrastructure.discovery.middleware.manager import MiddlewareManager
+from pixsim7.backend.main.infrastructure.discovery.plugins.manager import PluginManager
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import BehaviorRegistry
+from pixsim7.backend.main.infrastructure.registries.ecs import ComponentRegistry
+from pixsim7.backend.main.infrastructure.registries.events import EventBus
+from pixsim7.backend.main.infrastructure.registries.events.handlers import (
+    MetricsHandler,
+    WebSocketHub,
+)
+from pixsim7.backend.main.infrastructure.registries.jobs import JobRegistry
+from pixsim7.backend.main.infrastructure.registries.providers import ProviderRegistry
 from pixsim7.backend.main.shared.config import Settings
 
-if TYPE_CHECKING:  # made above this module: named here, imported where they are built
-    from pixsim7.backend.main.api.health import ReadinessChecker
-    from pixsim7.backend.main.api.metrics import AppMetrics
-    from pixsim7.backend.main.startup.timeline import StartupTimeline
+
+class Readiness(Protocol):
+    """What `app.state.readiness` offers (`api.health.ReadinessChecker`, made above here)."""
+
+    status: str | None
+
+    def dependencies(self) -> Awaitable[dict[str, str]]: ...
+
+    def forget(self) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+class Metrics(Protocol):
+    """What `app.state.metrics` offers (`api.metrics.AppMetrics`, made above here)."""
+
+    registry: CollectorRegistry
+
+
+class Timeline(Protocol):
+    """What `app.state.startup` offers (`startup.timeline.StartupTimeline`, made above here)."""
+
+    records: list[Any]
+    profile: str | None
+
+    def status(self, step: str, phase: str = ...) -> str | None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
 
 Lifecycle = Literal["starting", "ready", "stopping", "stopped"]
 CREATE_APP = "main.create_app"
@@ -40,8 +70,9 @@ RUNNER = "startup.runner.run_plan"
 @dataclass(frozen=True)
 class Resource:
     """One key of `app.state`. `type` is a class (checked when a step provides the resource)
-    or, for what is made above this module, its name; `writer` is the one place that sets
-    it: `step:<name>` for a startup step's result (the runner publishes it), else a function."""
+    or, for what is made above this module, the Protocol it meets (not checked); `writer` is
+    the one place that sets it: `step:<name>` for a startup step's result (the runner
+    publishes it), else a function."""
 
     type: Any
     doc: str
@@ -50,7 +81,7 @@ class Resource:
     @property
     def checkable(self) -> bool:
         """Whether `type` is a class or union to check values and annotations against."""
-        return not isinstance(self.type, str)
+        return not getattr(self.type, "_is_protocol", False) and not isinstance(self.type, str)
 
 
 def _step(name: str) -> str:
@@ -65,15 +96,15 @@ RESOURCES: dict[str, Resource] = {
                                    "embedded servers' URLs once they started (the "
                                    "embedded_services step replaces them)", CREATE_APP),
     "profile": Resource(str, "the startup profile's name (`api`, `worker`)", CREATE_APP),
-    "readiness": Resource("ReadinessChecker", "the /ready checks and their cache", CREATE_APP),
-    "metrics": Resource("AppMetrics", "the app's Prometheus registry", CREATE_APP),
+    "readiness": Resource(Readiness, "the /ready checks and their cache", CREATE_APP),
+    "metrics": Resource(Metrics, "the app's Prometheus registry", CREATE_APP),
     "middleware_manager": Resource(MiddlewareManager, "middleware installed while building",
                                    "main.create_app (the build step `middleware`)"),
     "app_id": Resource(str, "the id the app's milestone records carry",
                        "startup.timeline.app_id"),
-    "startup": Resource("StartupTimeline", "the steps the app ran, with status and timing",
+    "startup": Resource(Timeline, "the steps the app ran, with status and timing",
                         "startup.timeline.startup_timeline"),
-    "lifecycle": Resource("Lifecycle", "`starting`, `ready`, `stopping` or `stopped`", RUNNER),
+    "lifecycle": Resource(str, "`starting`, `ready`, `stopping` or `stopped`", RUNNER),
     # Provided by the startup steps, published by the runner under the same name.
     "admin_token": Resource(str | None, "the admin API's token; None: the admin API is off",
                             _step("settings")),
@@ -101,11 +132,11 @@ class AppState:
 
     settings: Settings
     profile: str
-    readiness: ReadinessChecker
-    metrics: AppMetrics
+    readiness: Readiness
+    metrics: Metrics
     middleware_manager: MiddlewareManager | None
     app_id: str
-    startup: StartupTimeline
+    startup: Timeline
     lifecycle: Lifecycle
     admin_token: str | None
     embedded: SharedServers | None

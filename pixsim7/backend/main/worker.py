@@ -24,8 +24,8 @@ from arq.connections import RedisSettings
 from arq.worker import Function, Retry, func
 
 from pixsim7.backend.main.core_jobs import CORE_JOBS
-from pixsim7.backend.main.infrastructure import job_codec, jobs
-from pixsim7.backend.main.infrastructure.arq_adapter import (
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.adapters.arq_adapter import (
     WaitForRedis,
     forgive_outages_when_stopping,
     leave_jobs_queued_when_a_watch_is_lost,
@@ -33,9 +33,13 @@ from pixsim7.backend.main.infrastructure.arq_adapter import (
     restore_signal_handlers,
     stop_waiting_for_redis,
 )
-from pixsim7.backend.main.infrastructure.manifests import ManifestError, manifest_folders
-from pixsim7.backend.main.infrastructure.plugins.manifest import MANIFEST_FILENAME, load_manifest
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.discovery.manifests import ManifestError, manifest_folders
+from pixsim7.backend.main.infrastructure.discovery.plugins.manifest import (
+    MANIFEST_FILENAME,
+    load_manifest,
+)
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import WORKER, check_required, run_plan

@@ -17,15 +17,15 @@ from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
-from pixsim7.backend.main.infrastructure.database import Database
-from pixsim7.backend.main.infrastructure.domain_registry import DomainModelRegistry
-from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
-from pixsim7.backend.main.infrastructure.events import EventBus
-from pixsim7.backend.main.infrastructure.jobs import JobRegistry
-from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
-from pixsim7.backend.main.infrastructure.plugins.manager import PluginManager
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
-from pixsim7.backend.main.infrastructure.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.adapters.database import Database
+from pixsim7.backend.main.infrastructure.adapters.redis import RedisStatus
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import DomainModelRegistry
+from pixsim7.backend.main.infrastructure.discovery.plugins.manager import PluginManager
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import BehaviorRegistry
+from pixsim7.backend.main.infrastructure.registries.ecs import ComponentRegistry
+from pixsim7.backend.main.infrastructure.registries.events import EventBus
+from pixsim7.backend.main.infrastructure.registries.jobs import JobRegistry
+from pixsim7.backend.main.infrastructure.registries.providers import ProviderRegistry
 from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.state import RESOURCES, AppState, state_of
 

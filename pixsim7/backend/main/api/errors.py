@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_errors
 
 from pixsim7.backend.main.api.request_guard import excerpt
-from pixsim7.backend.main.infrastructure.database import cannot_write, is_database_outage
+from pixsim7.backend.main.infrastructure.adapters.database import cannot_write, is_database_outage
 from pixsim7.backend.main.state import state_of
 
 logger = logging.getLogger("pixsim7.errors")

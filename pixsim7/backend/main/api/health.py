@@ -123,7 +123,7 @@ class ReadinessChecker:
 
 def _checker(app: FastAPI) -> ReadinessChecker:
     checker = state_of(app).readiness
-    if checker is None:
+    if not isinstance(checker, ReadinessChecker):
         raise RuntimeError("this app has no readiness checker: build it with create_app")
     return checker
 

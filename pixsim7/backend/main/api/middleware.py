@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from pixsim7.backend.main.api.metrics import AppMetrics, RequestMetricsMiddleware
 from pixsim7.backend.main.api.request_guard import RequestGuard
-from pixsim7.backend.main.infrastructure.middleware.manager import (
+from pixsim7.backend.main.infrastructure.discovery.middleware.manager import (
     MiddlewareManager,
     add_outermost_first,
 )

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from pixsim7.backend.main.infrastructure.jobs import JobKind
+from pixsim7.backend.main.infrastructure.registries.jobs import JobKind
 from pixsim7.backend.main.presets.schemas import MODEL_NAME, PresetCreate
 
 

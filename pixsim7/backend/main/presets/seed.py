@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from pixsim7.backend.main.infrastructure.database import Database
+from pixsim7.backend.main.infrastructure.adapters.database import Database
 
 __all__ = ["DEFAULT_PRESETS", "seed_default_presets"]
 

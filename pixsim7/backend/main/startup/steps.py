@@ -19,38 +19,50 @@ from urllib.parse import urlsplit
 from fastapi import FastAPI
 
 from pixsim7.backend.main.core_jobs import job_registry
-from pixsim7.backend.main.infrastructure.database import (
+from pixsim7.backend.main.infrastructure.adapters.database import (
     Database,
     connect_failure,
     parse_database_url,
 )
-from pixsim7.backend.main.infrastructure.domain_registry import (
-    DomainModelRegistry,
-    init_domain_registry,
-)
-from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry, register_core_components
-from pixsim7.backend.main.infrastructure.events import EventBus
-from pixsim7.backend.main.infrastructure.events.handlers import (
-    MetricsHandler,
-    WebSocketHub,
-    register_core_handlers,
-)
-from pixsim7.backend.main.infrastructure.jobs import JobRegistry
-from pixsim7.backend.main.infrastructure.manifests import ManifestFolderError, check_folder
-from pixsim7.backend.main.infrastructure.middleware.manager import (
-    MiddlewareManager,
-)
-from pixsim7.backend.main.infrastructure.plugins.behavior_registry import BehaviorRegistry
-from pixsim7.backend.main.infrastructure.plugins.context import context_factory
-from pixsim7.backend.main.infrastructure.plugins.manager import DIRECTORY_SETTINGS, PluginManager
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry, default_providers
-from pixsim7.backend.main.infrastructure.redis import (
+from pixsim7.backend.main.infrastructure.adapters.redis import (
     RedisStatus,
     check_redis_url,
     close_redis,
     connect_redis,
 )
-from pixsim7.backend.main.infrastructure.shared_servers import SharedServers
+from pixsim7.backend.main.infrastructure.adapters.shared_servers import SharedServers
+from pixsim7.backend.main.infrastructure.discovery.domain_registry import (
+    DomainModelRegistry,
+    init_domain_registry,
+)
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
+    ManifestFolderError,
+    check_folder,
+)
+from pixsim7.backend.main.infrastructure.discovery.middleware.manager import (
+    MiddlewareManager,
+)
+from pixsim7.backend.main.infrastructure.discovery.plugins.context import context_factory
+from pixsim7.backend.main.infrastructure.discovery.plugins.manager import (
+    DIRECTORY_SETTINGS,
+    PluginManager,
+)
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import BehaviorRegistry
+from pixsim7.backend.main.infrastructure.registries.ecs import (
+    ComponentRegistry,
+    register_core_components,
+)
+from pixsim7.backend.main.infrastructure.registries.events import EventBus
+from pixsim7.backend.main.infrastructure.registries.events.handlers import (
+    MetricsHandler,
+    WebSocketHub,
+    register_core_handlers,
+)
+from pixsim7.backend.main.infrastructure.registries.jobs import JobRegistry
+from pixsim7.backend.main.infrastructure.registries.providers import (
+    ProviderRegistry,
+    default_providers,
+)
 from pixsim7.backend.main.presets import MODEL_NAME, seed_default_presets
 from pixsim7.backend.main.shared.config import DEFAULT_SECRET_KEY, DISCOVERY_DIRS, Settings
 from pixsim7.backend.main.shared.logs import redact_also

@@ -10,8 +10,8 @@ from fastapi.responses import JSONResponse
 
 from pixsim7.backend.main.api.deps import AppSettings, MaybeRedis
 from pixsim7.backend.main.api.security import require_admin
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.shared.paths import ADMIN_PREFIX
 
 router = APIRouter(prefix=ADMIN_PREFIX, dependencies=[Depends(require_admin)], tags=["admin"])

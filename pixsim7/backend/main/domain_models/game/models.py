@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from pixsim7.backend.main.infrastructure.database.base import Base
+from pixsim7.backend.main.infrastructure.adapters.database.base import Base
 
 
 class World(Base):

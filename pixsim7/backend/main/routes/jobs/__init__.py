@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field, ValidationError
 
 from pixsim7.backend.main.api.deps import AppSettings, Jobs, MaybeRedis
 from pixsim7.backend.main.api.security import require_bearer
-from pixsim7.backend.main.infrastructure import jobs
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN, RedisStatus
+from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN, RedisStatus
+from pixsim7.backend.main.infrastructure.registries import jobs
 from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.state import state_of
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from pixsim7.backend.main.api.deps import Db, DomainModels, Events, Providers
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
+from pixsim7.backend.main.infrastructure.registries.providers import ProviderRegistry
 from pixsim7.backend.main.presets import MODEL_NAME, PresetCreate, PresetOut
 from pixsim7.backend.main.shared.json_values import UnsafeJSON, check_json_value
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pixsim7.backend.main.infrastructure.embedded import (
+from pixsim7.backend.main.infrastructure.adapters.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServerError,

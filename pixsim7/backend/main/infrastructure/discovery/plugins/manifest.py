@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pixsim7.backend.main.infrastructure import manifests
-from pixsim7.backend.main.infrastructure.manifests import (
+from pixsim7.backend.main.infrastructure.discovery import manifests
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
     MANIFEST_FILENAME,
     ManifestError,
     read_toml,

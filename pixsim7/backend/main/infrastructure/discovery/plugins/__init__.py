@@ -2,11 +2,12 @@
 
 # The legacy `behavior_registry` forwarder is not re-exported here: the name would shadow the
 # `behavior_registry` submodule; import it from `.behavior_registry`.
-from .behavior_registry import (
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import (
     BehaviorRegistry,
     BehaviorRegistryError,
     BehaviorRegistryLockedError,
 )
+
 from .context import ContextFactory, PluginContext, context_factory_from_app, plugin_logger
 from .dependencies import (
     get_plugin_context,

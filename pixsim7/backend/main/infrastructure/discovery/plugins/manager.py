@@ -24,14 +24,17 @@ from typing import Any, Literal
 from fastapi import APIRouter, FastAPI
 from starlette.routing import BaseRoute
 
-from pixsim7.backend.main.infrastructure.folder_manager import FolderItem, ManifestFolderManager
-from pixsim7.backend.main.infrastructure.jobs import JobRegistry
-from pixsim7.backend.main.infrastructure.manifests import (
+from pixsim7.backend.main.infrastructure.discovery.folder_manager import (
+    FolderItem,
+    ManifestFolderManager,
+)
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
     ManifestError,
     dependency_cycles,
     dependency_order,
 )
-from pixsim7.backend.main.infrastructure.package_loader import call_hook, describe_error
+from pixsim7.backend.main.infrastructure.discovery.package_loader import call_hook, describe_error
+from pixsim7.backend.main.infrastructure.registries.jobs import JobRegistry
 from pixsim7.backend.main.shared.paths import API_V1, FEATURE_PLUGINS_PREFIX
 
 from .contents import check_module, describe_routes, job_kinds

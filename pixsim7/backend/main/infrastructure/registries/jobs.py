@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from pixsim7.backend.main.infrastructure import job_codec
-from pixsim7.backend.main.infrastructure.arq_adapter import FULL, QUEUED, enqueue_bounded
-from pixsim7.backend.main.infrastructure.database import is_database_outage
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.adapters.arq_adapter import FULL, QUEUED, enqueue_bounded
+from pixsim7.backend.main.infrastructure.adapters.database import is_database_outage
 
 QUEUE = "arq:queue"
 

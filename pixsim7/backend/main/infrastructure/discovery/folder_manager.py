@@ -17,8 +17,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, TypeVar
 
-from pixsim7.backend.main.infrastructure.manifests import MANIFEST_FILENAME, manifest_folders
-from pixsim7.backend.main.infrastructure.package_loader import (
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
+    MANIFEST_FILENAME,
+    manifest_folders,
+)
+from pixsim7.backend.main.infrastructure.discovery.package_loader import (
     call_hook,
     describe_error,
     load_package,

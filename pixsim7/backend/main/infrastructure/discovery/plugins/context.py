@@ -10,13 +10,12 @@ from typing import Any
 from fastapi import FastAPI
 from redis.asyncio import Redis
 
-from pixsim7.backend.main.infrastructure.database import Database
-from pixsim7.backend.main.infrastructure.ecs import ComponentRegistry
-from pixsim7.backend.main.infrastructure.events import EventBus
-from pixsim7.backend.main.infrastructure.providers import ProviderRegistry
+from pixsim7.backend.main.infrastructure.adapters.database import Database
+from pixsim7.backend.main.infrastructure.registries.behavior_registry import BehaviorRegistry
+from pixsim7.backend.main.infrastructure.registries.ecs import ComponentRegistry
+from pixsim7.backend.main.infrastructure.registries.events import EventBus
+from pixsim7.backend.main.infrastructure.registries.providers import ProviderRegistry
 from pixsim7.backend.main.shared.config import Settings
-
-from .behavior_registry import BehaviorRegistry
 
 ContextFactory = Callable[[str], "PluginContext"]
 

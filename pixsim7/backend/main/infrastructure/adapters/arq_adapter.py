@@ -53,8 +53,8 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import NoScriptError, WatchError
 
-from pixsim7.backend.main.infrastructure import job_codec
-from pixsim7.backend.main.infrastructure.redis import REDIS_DOWN
+from pixsim7.backend.main.infrastructure.adapters import job_codec
+from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN
 
 logger = logging.getLogger("pixsim7.worker")
 # The arq releases the workarounds below were checked against (test_arq_adapter pins them).

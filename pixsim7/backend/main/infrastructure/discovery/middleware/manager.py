@@ -23,10 +23,13 @@ from typing import Any, Literal
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
-from pixsim7.backend.main.infrastructure.folder_manager import FolderItem, ManifestFolderManager
-from pixsim7.backend.main.infrastructure.manifests import ManifestError, load_manifest
-from pixsim7.backend.main.infrastructure.package_loader import call_hook, describe_error
-from pixsim7.backend.main.infrastructure.plugins.manifest import PLUGIN_ID_PATTERN
+from pixsim7.backend.main.infrastructure.discovery.folder_manager import (
+    FolderItem,
+    ManifestFolderManager,
+)
+from pixsim7.backend.main.infrastructure.discovery.manifests import ManifestError, load_manifest
+from pixsim7.backend.main.infrastructure.discovery.package_loader import call_hook, describe_error
+from pixsim7.backend.main.infrastructure.discovery.plugins.manifest import PLUGIN_ID_PATTERN
 from pixsim7.backend.main.shared.app_context import StateForwarder
 
 logger = logging.getLogger("pixsim7.middleware")

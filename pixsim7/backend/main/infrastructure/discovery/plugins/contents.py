@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from pixsim7.backend.main.infrastructure.jobs import JobKind
+from pixsim7.backend.main.infrastructure.registries.jobs import JobKind
 
 from .manifest import JobDeclaration, PluginManifestError
 

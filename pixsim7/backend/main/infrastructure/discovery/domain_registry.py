@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Table
 
-from pixsim7.backend.main.infrastructure.database.base import Base
-from pixsim7.backend.main.infrastructure.manifests import (
+from pixsim7.backend.main.infrastructure.adapters.database.base import Base
+from pixsim7.backend.main.infrastructure.discovery.manifests import (
     MANIFEST_FILENAME,
     ManifestError,
     cycle_path,
@@ -47,7 +47,7 @@ MODULE_PREFIX = "pixsim7_domain_models"
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The folder of the `pixsim7.backend.main` package, for the importable name of bundled packages.
-_MAIN_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_MAIN_PACKAGE_DIR = Path(__file__).resolve().parents[2]  # infrastructure/discovery/ -> main/
 _MAIN_PACKAGE_NAME = "pixsim7.backend.main"
 
 
@@ -297,7 +297,7 @@ def _model_class(manifest: _Manifest, module: ModuleType, class_name: str) -> ty
     if not isinstance(model, type) or not issubclass(model, Base):
         raise DomainRegistryError(
             manifest.manifest_path, f"{class_name!r} in {models_path} is not a model on the "
-            "shared Base; subclass pixsim7.backend.main.infrastructure.database.base.Base"
+            "shared Base; subclass pixsim7.backend.main.infrastructure.adapters.database.base.Base"
         )
     if not isinstance(getattr(model, "__table__", None), Table):
         raise DomainRegistryError(

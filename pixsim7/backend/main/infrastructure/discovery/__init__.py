@@ -1,0 +1,1 @@
+"""Discovery: what is found in folders (manifests, plugin, middleware and model packages)."""

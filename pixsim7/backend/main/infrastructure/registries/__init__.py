@@ -1,0 +1,1 @@
+"""Registries: what one app holds while it runs (events, components, providers, job kinds)."""
