@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+
+from pixsim7.backend.main.api.deps import Db
+from pixsim7.backend.main.infrastructure.database import Database
+from pixsim7.backend.main.state import state_of
 
 SKIES = ("sunny", "cloudy", "rainy")
 
@@ -18,15 +22,15 @@ def sky(city: str, presets: int) -> str:
     return SKIES[(len(city) + presets) % len(SKIES)]
 
 
-async def presets_stored(app: Any) -> int:
-    async with app.state.db.autocommit() as conn:
+async def presets_stored(db: Database) -> int:
+    async with db.autocommit() as conn:
         return int(await conn.scalar(text("SELECT count(*) FROM generation_presets")))
 
 
 @router.get("/{city}")
-async def forecast_for(city: str, request: Request) -> dict[str, Any]:
-    """Today's sky over `city`."""
-    return {"city": city, "sky": sky(city, await presets_stored(request.app))}
+async def forecast_for(city: str, db: Db) -> dict[str, Any]:
+    """Today's sky over `city` (503 with Retry-After while the app has no database)."""
+    return {"city": city, "sky": sky(city, await presets_stored(db))}
 
 
 class ForecastRequest(BaseModel):
@@ -35,4 +39,7 @@ class ForecastRequest(BaseModel):
 
 async def forecast(app: Any, payload: ForecastRequest) -> dict[str, Any]:
     """The `weather.forecast` job, in the worker's own app."""
-    return {"city": payload.city, "sky": sky(payload.city, await presets_stored(app))}
+    db = state_of(app).db
+    if db is None:  # not in a started worker: its database step is required
+        raise RuntimeError("the weather.forecast job needs the app's database")
+    return {"city": payload.city, "sky": sky(payload.city, await presets_stored(db))}
