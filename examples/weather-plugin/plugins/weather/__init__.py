@@ -6,12 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
-from sqlalchemy import text
-
 from pixsim7.backend.main.api.deps import Db
 from pixsim7.backend.main.infrastructure.database import Database
 from pixsim7.backend.main.state import state_of
+from pydantic import BaseModel, Field
+from sqlalchemy import text
 
 SKIES = ("sunny", "cloudy", "rainy")
 
