@@ -254,6 +254,8 @@ def test_the_next_run_drops_the_databases_a_killed_run_left_on_a_shared_server(
     finally:
         session.send_signal(signal.SIGKILL)
         session.communicate(timeout=30)
+    # A CREATE DATABASE the killed pool had sent still ends on the server, unstamped.
+    asyncio.run(_until_no_create_database_runs(kit_services, prefix))
     left = asyncio.run(_databases_named(kit_services, prefix))
     # The template, the test's clone, and the clones the worker's pool had made ahead.
     kinds = [name.split("_")[1] for name in left]
@@ -274,6 +276,23 @@ def test_the_next_run_drops_the_databases_a_killed_run_left_on_a_shared_server(
     assert f"dropped {len(left)} database(s) a killed session left" in output, output
     assert all(name in output for name in left)
     assert asyncio.run(_databases_named(kit_services, prefix)) == {}
+
+
+async def _until_no_create_database_runs(services, prefix: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(services.postgres.url())
+    try:
+        for _ in range(600):
+            if not await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+                    "state = 'active' AND "
+                    "starts_with(query, $1)", f'CREATE DATABASE "{prefix}'):
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("a CREATE DATABASE of the killed run still runs after 30 s")
+    finally:
+        await conn.close()
 
 
 async def _databases_named(services, prefix: str) -> dict[str, str]:
