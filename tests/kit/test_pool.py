@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 
@@ -119,12 +120,16 @@ async def test_a_pool_that_cannot_make_databases_says_why_to_its_taker_and_does_
 
 def test_the_pool_size_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_POOL_SIZE, raising=False)
-    assert pool_size() == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert pool_size(workers=1) == 2  # auto: a core is left over
+    assert pool_size(workers=2) == 0  # auto: every core runs tests
+    monkeypatch.setenv(ENV_POOL_SIZE, "3")
+    assert pool_size(workers=2) == 3
     monkeypatch.setenv(ENV_POOL_SIZE, "0")
     assert pool_size() == 0
     for bad in ("-1", "two", "99"):
         monkeypatch.setenv(ENV_POOL_SIZE, bad)
-        with pytest.raises(ValueError, match=f"{ENV_POOL_SIZE}='{bad}': use a whole number"):
+        with pytest.raises(ValueError, match=f"{ENV_POOL_SIZE}='{bad}': use `auto` or"):
             pool_size()
 
 
