@@ -102,7 +102,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         if folder is not None:
             paths = write_app_traces(item, Path(folder))
             report.sections.append(("pixsim7 startup trace", "\n".join(
-                f"{path} (open it in ui.perfetto.dev)" for path in paths)))
+                f"{path} (open it in ui.perfetto.dev, online)" if path.suffix == ".json"
+                else f"{path} (open it in any browser, offline)" for path in paths)))
     return report
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)

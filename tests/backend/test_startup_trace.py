@@ -143,10 +143,13 @@ def test_the_kit_writes_each_test_s_traces_and_a_failed_test_s_by_itself(
                        "--startup-trace", str(asked))
     assert result.returncode == 1 and "1 failed, 1 passed" in result.stdout, result.stdout
     written = sorted(path.name for path in asked.iterdir())
-    assert written == ["test_inner.py__test_fails.trace.json",
+    assert written == ["test_inner.py__test_fails.html", "test_inner.py__test_fails.trace.json",
+                       "test_inner.py__test_passes.html",
                        "test_inner.py__test_passes.trace.json"], written
-    for path in asked.iterdir():
+    for path in asked.glob("*.trace.json"):
         assert "startup" in checked_trace(json.loads(path.read_text()))
+    for path in asked.glob("*.html"):  # the page beside each trace
+        assert 'data-step="plugins" data-status="ok"' in path.read_text()
 
     result = run_inner(tmp_path / "without", kit_services, KIT_TESTS)
     assert result.returncode == 1, result.stdout
@@ -154,3 +157,7 @@ def test_the_kit_writes_each_test_s_traces_and_a_failed_test_s_by_itself(
     path = Path(section.split(" (open it in", 1)[0].strip())
     assert path.name == "test_inner.py__test_fails.trace.json" and path.is_file(), section
     assert "shutdown" not in checked_trace(json.loads(path.read_text()))  # as it failed
+    lines = result.stdout.split("pixsim7 startup trace", 1)[1].strip().splitlines()
+    page = Path(lines[2].split(" (open it in", 1)[0].strip())
+    assert page.name == "test_inner.py__test_fails.html" and "offline" in lines[2]
+    assert 'data-phase="startup"' in page.read_text()

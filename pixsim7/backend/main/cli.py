@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -36,6 +37,8 @@ from pixsim7.backend.main.startup import (
     setup_embedded_services,
     write_trace,
 )
+from pixsim7.backend.main.startup.page import mermaid, write_page
+from pixsim7.backend.main.state import state_of
 from pixsim7.backend.main.worker import (
     WorkerConfigError,
     declared_job_kinds,
@@ -133,14 +136,18 @@ def serve(host: str, port: int) -> int:
 def _write_trace_file(app: FastAPI) -> None:
     # Checked at startup (the settings step); should the folder go away meanwhile, the trace is
     # lost with one sentence, not a traceback, and the exit code stays the run's.
-    path = app.state.settings.startup_trace_file
-    if path is None:
-        return
-    try:
-        write_trace(app.state.startup, path)
-    except (TraceFileError, OSError) as exc:
-        logging.getLogger("pixsim7.startup").error("the startup trace was not written to %s: %s",
-                                                   path, exc)
+    settings, state = app.state.settings, state_of(app)
+    for what, path, write in (
+            ("trace", settings.startup_trace_file, lambda p: write_trace(state.startup, p)),
+            ("page", settings.startup_page_file, lambda p: write_page(
+                state.startup, PROFILES[state.profile or "api"].plan, p, state.lifecycle))):
+        if path is None:
+            continue
+        try:
+            write(path)
+        except (TraceFileError, OSError) as exc:
+            logging.getLogger("pixsim7.startup").error(
+                "the startup %s was not written to %s: %s", what, path, exc)
 
 
 def worker() -> int:
@@ -241,20 +248,30 @@ def format_graph(plan: Plan) -> str:
                      + "  " + row[3] for row in rows)
 
 
-def check(name: str, trace: str | None = None, graph: bool = False) -> int:
+def check(name: str, trace: str | None = None, graph: bool = False, html: str | None = None,
+          graph_format: str = "text") -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails.
     With `trace`, also write the startup and shutdown there as Chrome Trace Event JSON; with
-    `graph`, print the plan's steps with their needs and provides and start nothing."""
+    `html`, as a self-contained page (also when startup fails); with `graph`, print the plan's
+    steps with their needs and provides (`graph_format`: text, mermaid or json) and start
+    nothing."""
     profile = PROFILES[name]
-    if trace:
-        try:
-            check_trace_path(trace)
-        except TraceFileError as exc:
-            print(f"check --trace: {exc}", file=sys.stderr)
-            return 2
+    for option, path in (("--trace", trace), ("--html", html)):
+        if path:
+            try:
+                check_trace_path(path)
+            except TraceFileError as exc:
+                print(f"check {option}: {exc}", file=sys.stderr)
+                return 2
     if graph:
-        print(f"profile {profile.name}: given {', '.join(profile.plan.given)}")
-        print(format_graph(profile.plan))
+        if graph_format == "mermaid":
+            print(mermaid(profile.plan), end="")
+        elif graph_format == "json":
+            print(json.dumps({"profile": profile.name, "given": list(profile.plan.given),
+                              "steps": profile.plan.graph()}, indent=2))
+        else:
+            print(f"profile {profile.name}: given {', '.join(profile.plan.given)}")
+            print(format_graph(profile.plan))
         return 0
 
     async def main() -> tuple[StartupTimeline, list[str], list[dict]]:
@@ -277,9 +294,13 @@ def check(name: str, trace: str | None = None, graph: bool = False) -> int:
     except StartupAborted as exc:
         if trace and exc.timeline is not None:
             write_trace(exc.timeline, trace)
+        if html and exc.timeline is not None:
+            write_page(exc.timeline, profile.plan, html, "stopped")
         return report_startup_failure(exc)
     if trace:
         write_trace(timeline, trace)
+    if html:
+        write_page(timeline, profile.plan, html, "stopped")
     print(format_timeline(timeline))
     print(f"\njob kinds: {', '.join(kinds)}")
     if profile.runs_jobs:
@@ -360,9 +381,16 @@ def _parser() -> argparse.ArgumentParser:
     check_cmd.add_argument("--graph", action="store_true",
                            help="print the plan's steps with what each needs and provides, "
                                 "checked, and start nothing")
+    check_cmd.add_argument("--format", dest="graph_format", default="text",
+                           choices=("text", "mermaid", "json"),
+                           help="with --graph: a text table (the default), a Mermaid flowchart "
+                                "(GitHub and GitLab draw it in Markdown) or JSON")
     check_cmd.add_argument("--trace", metavar="FILE", default=None,
                            help="also write the startup and shutdown to FILE as Chrome Trace "
-                                "Event JSON (open it in ui.perfetto.dev or chrome://tracing)")
+                                "Event JSON (ui.perfetto.dev opens it; it needs the internet)")
+    check_cmd.add_argument("--html", metavar="FILE", default=None,
+                           help="also write the startup and shutdown, and the plan, to FILE as "
+                                "one self-contained HTML page (opens offline), also on failure")
     return parser
 
 
@@ -383,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.host, args.port)
     if args.command == "worker":
         return worker()
-    return check(args.profile, args.trace, args.graph)
+    return check(args.profile, args.trace, args.graph, args.html, args.graph_format)
 
 
 if __name__ == "__main__":

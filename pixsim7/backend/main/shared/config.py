@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = ["http://localhost:5173"]
     # Where `serve` writes its startup and shutdown trace when it exits (unset: nowhere).
     startup_trace_file: Path | None = None
+    # And where it writes the same as one self-contained HTML page (unset: nowhere).
+    startup_page_file: Path | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     # Whether GET /metrics is open to any scraper or needs the admin token.
@@ -98,7 +100,7 @@ class Settings(BaseSettings):
         return value.expanduser().resolve()
 
     @field_validator("database_url", "redis_url", "admin_token", "events_token", "jobs_token",
-                     "startup_trace_file", mode="before")
+                     "startup_trace_file", "startup_page_file", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -112,11 +112,12 @@ async def validate_settings(settings: Settings, *,
         parse_database_url(settings.database_url)
     if settings.redis_url:
         check_redis_url(settings.redis_url)
-    if settings.startup_trace_file is not None:  # found now, not when the process stops
-        try:
-            check_trace_path(settings.startup_trace_file)
-        except TraceFileError as exc:
-            raise SettingsError(f"STARTUP_TRACE_FILE: {exc}") from None
+    for name in ("startup_trace_file", "startup_page_file"):  # found now, not at the stop
+        if getattr(settings, name) is not None:
+            try:
+                check_trace_path(getattr(settings, name))
+            except TraceFileError as exc:
+                raise SettingsError(f"{name.upper()}: {exc}") from None
     for name in DISCOVERY_DIRS:
         logger.info("%s = %s", name.upper(), resolve_directory(settings, name))
     if not admin_api:

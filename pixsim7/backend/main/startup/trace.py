@@ -70,7 +70,12 @@ def check_trace_path(path: Path | str) -> Path:
 
 
 def write_trace(timeline: StartupTimeline, path: Path | str) -> Path:
-    """Write the trace of `timeline` to `path` (its folder made if need be); the path.
+    """Write the trace of `timeline` to `path` (its folder made if need be); the path."""
+    return write_text(json.dumps(trace_events(timeline), default=str), path)
+
+
+def write_text(text: str, path: Path | str) -> Path:
+    """Write `text` to `path` (its folder made if need be); the path.
 
     Written to a new private file beside it, then renamed over it: a link planted at `path`
     is replaced, never followed.
@@ -79,7 +84,7 @@ def write_trace(timeline: StartupTimeline, path: Path | str) -> Path:
     fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
         with os.fdopen(fd, "w") as out:
-            out.write(json.dumps(trace_events(timeline), default=str))
+            out.write(text)
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
