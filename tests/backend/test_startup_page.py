@@ -126,3 +126,16 @@ def test_serve_writes_the_page_beside_the_trace_when_it_stops(
     steps = read_page(page.read_text()).steps
     assert ("startup", "complete", "ok") in steps
     assert [s[1] for s in steps if s[0] == "shutdown"][-1] == "database"
+
+
+def test_what_a_step_reports_is_text_on_the_page_never_markup() -> None:
+    from pixsim7.backend.main.startup.page import startup_page
+    from pixsim7.backend.main.startup.timeline import StartupTimeline, StepRecord
+
+    timeline = StartupTimeline("app-1")
+    hostile = '<script>alert(1)</script><img src="http://x/">'
+    timeline.records.append(StepRecord("startup", "plugins", "per_plugin", "failed", 1.0,
+                                       {"failed": [hostile]}, f"{hostile}: boom", 0.0))
+    read = read_page(startup_page(timeline, PROFILES["api"].plan))
+    assert read.external == []  # no script, no image: the text stays text
+    assert read.steps == [("startup", "plugins", "failed")]
