@@ -1,8 +1,15 @@
-"""Startup: the runner (`runner`: policies, the step unit, the checked plan, profiles,
-`run_plan`), the resources steps hand each other (`resources`), the timeline it records
-(`timeline`) and its trace (`trace`), the steps (`steps`) and the shipped profiles, plans of
-those steps (`profiles`). Everything is importable from here."""
+"""Startup: the runner (`runner`: policies, the step unit, the checked plan, `run_plan`), the
+resources steps hand each other (`resources`), the timeline it records (`timeline`), its trace
+and its page (`trace`, `page`), the steps (`steps`; the plugins step in `plugin_steps`) and the
+shipped profiles, plans of those steps (`profiles`). Everything is importable from here."""
 
+from pixsim7.backend.main.startup.plugin_steps import (
+    PluginTeardownError,
+    disable_plugins,
+    load_plugins,
+    plugins_step,
+    setup_plugins,
+)
 from pixsim7.backend.main.startup.profiles import (
     API,
     API_PLAN,
@@ -28,12 +35,8 @@ from pixsim7.backend.main.startup.runner import (
 )
 from pixsim7.backend.main.startup.steps import (
     EMBEDDED_DATABASE,
-    PluginTeardownError,
     SettingsError,
     check_required,
-    disable_plugins,
-    load_plugins,
-    plugins_step,
     resolve_directory,
     seed_presets,
     setup_behavior_registry_lock,
@@ -44,7 +47,6 @@ from pixsim7.backend.main.startup.steps import (
     setup_embedded_services,
     setup_event_handlers,
     setup_middleware_lifecycle,
-    setup_plugins,
     setup_providers,
     setup_redis,
     teardown_database,

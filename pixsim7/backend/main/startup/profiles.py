@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from pixsim7.backend.main.startup.plugin_steps import plugins_step, setup_plugins
 from pixsim7.backend.main.startup.runner import Plan, Policy
 from pixsim7.backend.main.startup.steps import (
-    plugins_step,
     seed_presets,
     setup_behavior_registry_lock,
     setup_database,
@@ -18,7 +18,6 @@ from pixsim7.backend.main.startup.steps import (
     setup_embedded_services,
     setup_event_handlers,
     setup_middleware_lifecycle,
-    setup_plugins,
     setup_providers,
     setup_redis,
     validate_settings,
