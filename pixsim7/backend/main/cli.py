@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import logging
 import os
 import signal
@@ -25,7 +24,6 @@ from pixsim7.backend.main.shared.config import Settings, get_settings
 from pixsim7.backend.main.shared.logs import configure_logging
 from pixsim7.backend.main.startup import (
     PROFILES,
-    Plan,
     Policy,
     SettingsError,
     StartupAborted,
@@ -37,7 +35,7 @@ from pixsim7.backend.main.startup import (
     setup_embedded_services,
     write_trace,
 )
-from pixsim7.backend.main.startup.page import mermaid, write_page
+from pixsim7.backend.main.startup.page import plan_view, write_page
 from pixsim7.backend.main.state import state_of
 from pixsim7.backend.main.worker import (
     WorkerConfigError,
@@ -238,16 +236,6 @@ def report_startup_failure(exc: StartupAborted, code: int = 1) -> int:
     return report_refusal(exc.step, exc.cause, code)
 
 
-def format_graph(plan: Plan) -> str:
-    """The plan as a table: each step in order with its policy, needs and provides."""
-    rows = [("step", "policy", "needs", "provides")]
-    rows += [(row["step"], row["policy"], ", ".join(row["needs"]) or "-",
-              ", ".join(row["provides"]) or "-") for row in plan.graph()]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
-    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
-                     + "  " + row[3] for row in rows)
-
-
 def check(name: str, trace: str | None = None, graph: bool = False, html: str | None = None,
           graph_format: str = "text") -> int:
     """Run startup once and shut down; print each step; non-zero when a required step fails.
@@ -264,14 +252,7 @@ def check(name: str, trace: str | None = None, graph: bool = False, html: str | 
                 print(f"check {option}: {exc}", file=sys.stderr)
                 return 2
     if graph:
-        if graph_format == "mermaid":
-            print(mermaid(profile.plan), end="")
-        elif graph_format == "json":
-            print(json.dumps({"profile": profile.name, "given": list(profile.plan.given),
-                              "steps": profile.plan.graph()}, indent=2))
-        else:
-            print(f"profile {profile.name}: given {', '.join(profile.plan.given)}")
-            print(format_graph(profile.plan))
+        print(plan_view(profile.name, profile.plan, graph_format), end="")
         return 0
 
     async def main() -> tuple[StartupTimeline, list[str], list[dict]]:

@@ -4,12 +4,14 @@ the resources it needs and provides). No script and no request: styles are inlin
 opens offline, from a CI artifact or a mail, in any browser. A failed or degraded step is red
 or amber, and listed at the top.
 
-Also the plan as a Mermaid flowchart (`mermaid`), which GitHub and GitLab draw in Markdown.
+Also the plan as text (`plan_view`): a table, a Mermaid flowchart (which GitHub and GitLab draw
+in Markdown) or JSON, as `check --graph --format` prints it.
 """
 
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +134,26 @@ def write_page(timeline: StartupTimeline, plan: Plan | None, path: Path | str,
                lifecycle: str | None = None) -> Path:
     """Write the page to `path`, as a trace is written (a new private file renamed over it)."""
     return write_text(startup_page(timeline, plan, lifecycle), path)
+
+
+def graph_table(plan: Plan) -> str:
+    """The plan as a table: each step in order with its policy, needs and provides."""
+    rows = [("step", "policy", "needs", "provides")]
+    rows += [(row["step"], row["policy"], ", ".join(row["needs"]) or "-",
+              ", ".join(row["provides"]) or "-") for row in plan.graph()]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3]))
+                     + "  " + row[3] for row in rows)
+
+
+def plan_view(profile: str, plan: Plan, form: str = "text") -> str:
+    """The plan of `profile` as `check --graph --format` prints it: text, mermaid or json."""
+    if form == "mermaid":
+        return mermaid(plan)
+    if form == "json":
+        return json.dumps({"profile": profile, "given": list(plan.given),
+                           "steps": plan.graph()}, indent=2) + "\n"
+    return f"profile {profile}: given {', '.join(plan.given)}\n{graph_table(plan)}\n"
 
 
 def mermaid(plan: Plan) -> str:
