@@ -67,6 +67,35 @@ def _stop_process(proc: subprocess.Popen | None, sig: int, timeout: float) -> No
         proc.wait(5)
 
 
+class _ServerProcess:
+    """The server process of one embedded server: whether it runs, its pid, stopping it with
+    `STOP_SIGNAL` (SIGKILL after the timeout), and removing its folder."""
+
+    STOP_SIGNAL: int = signal.SIGTERM
+    STOP_TIMEOUT: float = 10.0
+    data_dir: Path
+    _proc: subprocess.Popen | None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the server (`STOP_SIGNAL`, then SIGKILL if it does not stop in time)."""
+        _stop_process(self._proc, self.STOP_SIGNAL,
+                      self.STOP_TIMEOUT if timeout is None else timeout)
+        self._proc = None
+
+    def remove(self) -> None:
+        """Stop the server and delete its folder."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
 def _log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -211,13 +240,15 @@ def process_running(pid: int) -> bool:
     return True
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_ServerProcess):
     """A PostgreSQL server in `data_dir`, initialised on first start and kept between starts.
 
     Loopback only; superuser `postgres` with a password (scram-sha-256) kept in
     `data_dir/password`; a cluster an earlier version initialised with trust gets it at its
     next start.
     """
+
+    STOP_SIGNAL, STOP_TIMEOUT = signal.SIGINT, 15.0  # fast shutdown
 
     def __init__(self, data_dir: Path, *, fast: bool = False, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -335,23 +366,6 @@ class EmbeddedPostgres:
             time.sleep(0.05)
         raise EmbeddedServerError(f"server not ready within {timeout:.0f}s")
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Fast shutdown (SIGINT), then SIGKILL if it does not stop in time."""
-        _stop_process(self._proc, signal.SIGINT, timeout)
-        self._proc = None
-
-    def remove(self) -> None:
-        """Stop the server and delete its folder."""
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def postmaster_running(pgdata: Path) -> bool:
@@ -387,10 +401,12 @@ def find_redis_server() -> tuple[str, str]:
     )
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(_ServerProcess):
     """A Redis server whose files live in `data_dir`, wanting the password kept in
     `data_dir/password`; `persist` keeps what it acknowledged between starts (append-only file,
     read back from the running server)."""
+
+    STOP_SIGNAL = signal.SIGTERM  # Redis flushes and fsyncs its append-only file first
 
     def __init__(self, data_dir: Path, *, persist: bool = False, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -476,20 +492,3 @@ class EmbeddedRedis:
         if self.persist and config.get("appendonly") != "yes":
             raise EmbeddedServerError(
                 f"the server keeps nothing on disk (appendonly is {config.get('appendonly')!r})")
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        # SIGTERM makes Redis flush and fsync its append-only file first.
-        _stop_process(self._proc, signal.SIGTERM, timeout)
-        self._proc = None
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
