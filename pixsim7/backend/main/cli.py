@@ -35,7 +35,8 @@ from pixsim7.backend.main.startup import (
     setup_embedded_services,
     write_trace,
 )
-from pixsim7.backend.main.startup.page import plan_view, write_page
+from pixsim7.backend.main.startup.page import app_page, plan_view, write_page
+from pixsim7.backend.main.startup.trace import write_text
 from pixsim7.backend.main.state import state_of
 from pixsim7.backend.main.worker import (
     WorkerConfigError,
@@ -137,8 +138,7 @@ def _write_trace_file(app: FastAPI) -> None:
     settings, state = app.state.settings, state_of(app)
     for what, path, write in (
             ("trace", settings.startup_trace_file, lambda p: write_trace(state.startup, p)),
-            ("page", settings.startup_page_file, lambda p: write_page(
-                state.startup, PROFILES[state.profile or "api"].plan, p, state.lifecycle))):
+            ("page", settings.startup_page_file, lambda p: write_text(app_page(app), p))):
         if path is None:
             continue
         try:

@@ -15,9 +15,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fastapi import FastAPI
+
+from pixsim7.backend.main.startup.profiles import PROFILES
 from pixsim7.backend.main.startup.runner import Plan
 from pixsim7.backend.main.startup.timeline import StartupTimeline
 from pixsim7.backend.main.startup.trace import write_text
+from pixsim7.backend.main.state import state_of
 
 PHASES = ("build", "startup", "shutdown")
 STATUS_COLOURS = {"ok": "#2e7d32", "degraded": "#ef8f00", "failed": "#c62828",
@@ -134,6 +138,14 @@ def write_page(timeline: StartupTimeline, plan: Plan | None, path: Path | str,
                lifecycle: str | None = None) -> Path:
     """Write the page to `path`, as a trace is written (a new private file renamed over it)."""
     return write_text(startup_page(timeline, plan, lifecycle), path)
+
+
+def app_page(app: FastAPI) -> str:
+    """The page of a started (or stopped) app: its timeline, its profile's plan, its
+    lifecycle."""
+    state = state_of(app)
+    profile = PROFILES.get(state.profile or "api")
+    return startup_page(state.startup, profile.plan if profile else None, state.lifecycle)
 
 
 def graph_table(plan: Plan) -> str:
