@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from pixsim7_testing.apps import started
 from redis.asyncio import Redis
 
@@ -19,7 +19,7 @@ from pixsim7.backend.main.infrastructure.adapters.redis import RedisStatus
 from pixsim7.backend.main.infrastructure.discovery.plugins.context import PluginContext
 from pixsim7.backend.main.main import create_app
 from pixsim7.backend.main.startup import PROFILES
-from pixsim7.backend.main.state import RESOURCES, state_of
+from pixsim7.backend.main.state import RESOURCES, AppState, state_of
 
 PACKAGE = Path(package.__file__).parent
 
@@ -101,6 +101,16 @@ def test_the_plugin_context_has_the_types_the_table_declares() -> None:
         assert hints[field.name] in (declared | None, declared), field.name
 
 
+def test_the_typed_view_declares_what_the_table_does() -> None:
+    # AppState is the table's twin for editors: the same keys, each with the table's type
+    # (or None while unset).
+    hints = typing.get_type_hints(AppState)
+    assert set(hints) == set(RESOURCES) - {"app"}
+    for key, hint in hints.items():
+        declared = RESOURCES[key].type
+        assert hint in (declared, declared | None), (key, hint, declared)
+
+
 @pytest.mark.template_db
 async def test_a_route_whose_resource_is_absent_answers_503_with_retry_after(app_factory) -> None:
     running = await started(app_factory)
@@ -127,13 +137,63 @@ def test_the_state_view_reads_declared_keys_and_refuses_the_rest() -> None:
         view.db = None
 
 
-@pytest.mark.parametrize("old", sorted(__import__(
-    "pixsim7.backend.main.infrastructure", fromlist=["MOVED"]).MOVED))
-def test_a_former_infrastructure_path_imports_the_module_that_moved(old: str) -> None:
+FORMER_PATHS = {  # each former path under infrastructure, and where it lives now
+    "database": "adapters.database",
+    "database.base": "adapters.database.base",
+    "redis": "adapters.redis",
+    "embedded": "adapters.embedded",
+    "shared_servers": "adapters.shared_servers",
+    "arq_adapter": "adapters.arq_adapter",
+    "job_codec": "adapters.job_codec",
+    "events": "registries.events",
+    "events.bus": "registries.events.bus",
+    "events.handlers": "registries.events.handlers",
+    "ecs": "registries.ecs",
+    "providers": "registries.providers",
+    "jobs": "registries.jobs",
+    "plugins.behavior_registry": "registries.behavior_registry",
+    "manifests": "discovery.manifests",
+    "folder_manager": "discovery.folder_manager",
+    "package_loader": "discovery.package_loader",
+    "domain_registry": "discovery.domain_registry",
+    "plugins": "discovery.plugins",
+    "plugins.contents": "discovery.plugins.contents",
+    "plugins.context": "discovery.plugins.context",
+    "plugins.dependencies": "discovery.plugins.dependencies",
+    "plugins.manager": "discovery.plugins.manager",
+    "plugins.manifest": "discovery.plugins.manifest",
+    "middleware": "discovery.middleware",
+    "middleware.manager": "discovery.middleware.manager",
+}
+
+
+@pytest.mark.parametrize(("old", "now"), FORMER_PATHS.items())
+def test_a_former_infrastructure_path_imports_the_module_that_moved(old: str, now: str) -> None:
     import importlib
 
-    from pixsim7.backend.main.infrastructure import MOVED
-
     base = "pixsim7.backend.main.infrastructure"
-    assert importlib.import_module(f"{base}.{old}") is importlib.import_module(
-        f"{base}.{MOVED[old]}")
+    assert importlib.import_module(f"{base}.{old}") is importlib.import_module(f"{base}.{now}")
+
+
+LiveRedis = typing.Annotated[RedisStatus, Depends(resource(
+    "redis", up=lambda status: status.available, detail="Redis is down"))]
+
+
+async def test_a_resource_that_is_down_answers_503_with_retry_after() -> None:
+    import httpx
+
+    app = FastAPI()
+    app.state.redis = RedisStatus(client=None, available=False)
+
+    @app.get("/needs-redis")
+    async def needs_redis(redis: LiveRedis) -> dict:
+        return {"available": redis.available}
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        down = await client.get("/needs-redis")
+        app.state.redis = RedisStatus(client=None, available=True)
+        up = await client.get("/needs-redis")
+    assert (down.status_code, down.headers["retry-after"], down.json()["detail"]) == (
+        503, "1", "Redis is down")
+    assert (up.status_code, up.json()) == (200, {"available": True})

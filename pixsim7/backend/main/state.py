@@ -8,6 +8,7 @@ source against its writers.
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -69,10 +70,10 @@ RUNNER = "startup.runner.run_plan"
 
 @dataclass(frozen=True)
 class Resource:
-    """One key of `app.state`. `type` is a class (checked when a step provides the resource)
-    or, for what is made above this module, the Protocol it meets (not checked); `writer` is
-    the one place that sets it: `step:<name>` for a startup step's result (the runner
-    publishes it), else a function."""
+    """One key of `app.state`. `type` is a class (checked when a step provides the resource),
+    a Literal, or for what is made above this module the Protocol it meets (those two are not
+    checked); `writer` is the one place that sets it: `step:<name>` for a startup step's
+    result (the runner publishes it), else a function."""
 
     type: Any
     doc: str
@@ -81,7 +82,8 @@ class Resource:
     @property
     def checkable(self) -> bool:
         """Whether `type` is a class or union to check values and annotations against."""
-        return not getattr(self.type, "_is_protocol", False) and not isinstance(self.type, str)
+        return not (getattr(self.type, "_is_protocol", False)
+                    or typing.get_origin(self.type) is Literal)
 
 
 def _step(name: str) -> str:
@@ -104,7 +106,7 @@ RESOURCES: dict[str, Resource] = {
                        "startup.timeline.app_id"),
     "startup": Resource(Timeline, "the steps the app ran, with status and timing",
                         "startup.timeline.startup_timeline"),
-    "lifecycle": Resource(str, "`starting`, `ready`, `stopping` or `stopped`", RUNNER),
+    "lifecycle": Resource(Lifecycle, "`starting`, `ready`, `stopping` or `stopped`", RUNNER),
     # Provided by the startup steps, published by the runner under the same name.
     "admin_token": Resource(str | None, "the admin API's token; None: the admin API is off",
                             _step("settings")),

@@ -20,7 +20,6 @@ from fastapi import Depends, HTTPException, Request
 from pixsim7.backend.main.infrastructure.adapters.database import Database
 from pixsim7.backend.main.infrastructure.adapters.redis import RedisStatus
 from pixsim7.backend.main.infrastructure.discovery.domain_registry import DomainModelRegistry
-from pixsim7.backend.main.infrastructure.discovery.plugins.manager import PluginManager
 from pixsim7.backend.main.infrastructure.registries.behavior_registry import BehaviorRegistry
 from pixsim7.backend.main.infrastructure.registries.ecs import ComponentRegistry
 from pixsim7.backend.main.infrastructure.registries.events import EventBus
@@ -32,10 +31,10 @@ from pixsim7.backend.main.state import RESOURCES, AppState, state_of
 RETRY_AFTER_S = 1
 
 
-def unavailable(detail: str, retry_after: int = RETRY_AFTER_S) -> HTTPException:
+def _unavailable(detail: str) -> HTTPException:
     """A 503 that tells the client when to try again."""
     return HTTPException(status_code=503, detail=detail,
-                         headers={"Retry-After": str(retry_after)})
+                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
 def resource(name: str, *, up: Callable[[Any], bool] | None = None,
@@ -53,9 +52,9 @@ def resource(name: str, *, up: Callable[[Any], bool] | None = None,
         if value is None:
             if optional:
                 return None
-            raise unavailable(missing)
+            raise _unavailable(missing)
         if up is not None and not up(value):
-            raise unavailable(missing)
+            raise _unavailable(missing)
         return value
 
     dependency.__name__ = dependency.__qualname__ = f"app_state_{name}"
@@ -67,10 +66,6 @@ def app_state(request: Request) -> AppState:
     return state_of(request.app)
 
 
-def _configured(redis: RedisStatus) -> bool:
-    return redis.configured
-
-
 State = Annotated[AppState, Depends(app_state)]
 AppSettings = Annotated[Settings, Depends(resource("settings"))]
 Db = Annotated[Database, Depends(resource("db"))]
@@ -80,9 +75,5 @@ Events = Annotated[EventBus, Depends(resource("event_bus"))]
 Jobs = Annotated[JobRegistry, Depends(resource("job_registry"))]
 Behaviors = Annotated[BehaviorRegistry, Depends(resource("behavior_registry"))]
 Components = Annotated[ComponentRegistry, Depends(resource("ecs_registry"))]
-FeaturePlugins = Annotated[PluginManager, Depends(resource("plugin_manager"))]
-# Redis that is configured (it may be down right now: a route asks it and records the answer).
-Redis = Annotated[RedisStatus, Depends(resource(
-    "redis", up=_configured, detail="Redis is not configured: background jobs are off"))]
 # None when the app has no Redis step result; a route that reports the state itself.
 MaybeRedis = Annotated[RedisStatus | None, Depends(resource("redis", optional=True))]

@@ -15,18 +15,16 @@ import importlib.machinery
 import sys
 from typing import Any
 
-# Each former path under this package, and where the module now lives.
+# Each former path under this package, and where the module now lives; a former package's
+# submodules follow it (`database.base` is `adapters.database.base`) unless named here.
 MOVED = {
     "database": "adapters.database",
-    "database.base": "adapters.database.base",
     "redis": "adapters.redis",
     "embedded": "adapters.embedded",
     "shared_servers": "adapters.shared_servers",
     "arq_adapter": "adapters.arq_adapter",
     "job_codec": "adapters.job_codec",
     "events": "registries.events",
-    "events.bus": "registries.events.bus",
-    "events.handlers": "registries.events.handlers",
     "ecs": "registries.ecs",
     "providers": "registries.providers",
     "jobs": "registries.jobs",
@@ -36,14 +34,16 @@ MOVED = {
     "package_loader": "discovery.package_loader",
     "domain_registry": "discovery.domain_registry",
     "plugins": "discovery.plugins",
-    "plugins.contents": "discovery.plugins.contents",
-    "plugins.context": "discovery.plugins.context",
-    "plugins.dependencies": "discovery.plugins.dependencies",
-    "plugins.manager": "discovery.plugins.manager",
-    "plugins.manifest": "discovery.plugins.manifest",
     "middleware": "discovery.middleware",
-    "middleware.manager": "discovery.middleware.manager",
 }
+
+
+def moved(former: str) -> str | None:
+    """Where the module at `former` (a path under this package) lives now, or None."""
+    head, _, rest = former.partition(".")
+    if former in MOVED:
+        return MOVED[former]
+    return f"{MOVED[head]}.{rest}" if rest and head in MOVED else None
 
 
 class _Forward(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -52,10 +52,10 @@ class _Forward(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if not fullname.startswith(__name__ + "."):
             return None
-        moved = MOVED.get(fullname[len(__name__) + 1:])
-        if moved is None:
+        target = moved(fullname[len(__name__) + 1:])
+        if target is None:
             return None
-        return importlib.machinery.ModuleSpec(fullname, self, loader_state=moved)
+        return importlib.machinery.ModuleSpec(fullname, self, loader_state=target)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> None:
         return None  # a placeholder; exec_module puts the moved module in its place
