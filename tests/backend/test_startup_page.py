@@ -101,7 +101,7 @@ def test_check_graph_formats(profile, backend_env, tmp_path) -> None:
     assert sum(line.startswith("    s_") and "[" in line for line in lines) == len(plan)
 
 
-@pytest.mark.template_db
+@pytest.mark.rollback_db  # reads only: the worker's shared app will do
 async def test_the_admin_api_gives_the_page(app_factory) -> None:
     running = await started(app_factory)
     response = await running.get("/api/v1/admin/startup?format=html",
