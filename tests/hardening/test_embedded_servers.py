@@ -21,6 +21,7 @@ import redis
 from pixsim7_testing.polling import wait_until_async
 
 from pixsim7.backend.main.infrastructure.adapters.embedded import (
+    FAST_SCRAM_ITERATIONS,
     PASSWORD_FILE,
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -105,9 +106,13 @@ async def test_the_embedded_servers_want_their_passwords_and_keep_their_files_pr
             assert await conn.fetchval("SHOW password_encryption") == "scram-sha-256"
             methods = {row["auth_method"] for row in await conn.fetch(
                 "SELECT auth_method FROM pg_hba_file_rules")}
+            hashed = await conn.fetchval(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
         finally:
             await conn.close()
         assert methods == {"scram-sha-256"}
+        # A server that is kept hashes its password as PostgreSQL does by default.
+        assert hashed.startswith("SCRAM-SHA-256$4096:")
         redis_password = (servers_data_dir / "redis" / PASSWORD_FILE).read_text().strip()
         with redis.Redis("127.0.0.1", redis_port, password=redis_password,
                          decode_responses=True) as client:
@@ -159,6 +164,36 @@ def test_a_cluster_an_earlier_version_made_with_trust_wants_a_password_after_its
         assert again.password == password
     finally:
         again.stop()
+
+
+def test_a_throwaway_server_hashes_its_random_password_cheaply_and_still_wants_it(
+    servers_data_dir,
+) -> None:
+    server = EmbeddedPostgres(private_folder(servers_data_dir / "postgres"), fast=True).start()
+
+    async def hashed_and_refusal() -> tuple[str, type[BaseException] | None]:
+        conn = await asyncpg.connect(server.url(), timeout=5)
+        try:
+            hashed = await conn.fetchval(
+                "SELECT rolpassword FROM pg_authid WHERE rolname = 'postgres'")
+        finally:
+            await conn.close()
+        try:
+            await asyncpg.connect(server.url().replace(server.password, "guess"), timeout=5)
+        except asyncpg.InvalidPasswordError as exc:
+            return hashed, type(exc)
+        return hashed, None
+
+    try:
+        if int(server.version.split(".")[0]) < 16:
+            pytest.fail(f"PostgreSQL {server.version} has no scram_iterations; the embedded "
+                        "wheel's is 16 or later")
+        hashed, refused = asyncio.run(hashed_and_refusal())
+    finally:
+        server.stop()
+    assert hashed.startswith(f"SCRAM-SHA-256${FAST_SCRAM_ITERATIONS}:")
+    assert refused is asyncpg.InvalidPasswordError
+    assert len(server.password) >= 32  # 24 random bytes, URL-safe: beyond guessing
 
 
 def test_a_redis_that_would_keep_nothing_is_refused(servers_data_dir) -> None:
