@@ -44,6 +44,23 @@ def test_relative_overrides_resolve_against_the_working_directory(tmp_path, monk
     assert Settings(_env_file=None).feature_plugins_dir == tmp_path / "deploy" / "plugins"
 
 
+def test_a_dotenv_file_in_the_working_directory_counts_and_the_environment_wins_over_it(
+        tmp_path, monkeypatch) -> None:
+    # The .env source is left out only when it would give nothing; a file that has values
+    # still sets what the environment does not.
+    monkeypatch.chdir(tmp_path)
+    for name in ("APP_NAME", "JOBS_MAX_QUEUED", "REDIS_KEY_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().app_name == "PixSim7"  # no .env here
+    (tmp_path / ".env").write_text("APP_NAME=from-dotenv\nJOBS_MAX_QUEUED=7\n")
+    monkeypatch.setenv("JOBS_MAX_QUEUED", "9")
+    settings = Settings()
+    assert (settings.app_name, settings.jobs_max_queued) == ("from-dotenv", 9)
+    assert Settings(_env_file=None).app_name == "PixSim7"
+    (tmp_path / ".env").write_text("")
+    assert Settings().app_name == "PixSim7"
+
+
 @pytest.mark.integration
 async def test_effective_paths_are_logged_at_startup(app_factory, make_settings, tmp_path,
                                                      caplog) -> None:

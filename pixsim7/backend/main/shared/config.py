@@ -8,7 +8,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULT_SECRET_KEY = "change-this-in-production"
@@ -92,6 +92,19 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=100, gt=0)
     ws_ping_interval: float = Field(default=20.0, gt=0)
     ws_ping_timeout: float = Field(default=20.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The usual order (arguments, environment, .env, secrets). A .env that is absent or
+        # empty gives nothing, yet its source would still go through every field: 0.9 ms of
+        # the 2.1 a Settings() costs, paid by every app a test builds. It is left out then.
+        dotenv = (dotenv_settings,) if getattr(dotenv_settings, "env_vars", True) else ()
+        return (init_settings, env_settings, *dotenv, file_secret_settings)
 
     @field_validator(*DISCOVERY_DIRS, "data_dir", mode="after")
     @classmethod
