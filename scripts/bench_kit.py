@@ -16,6 +16,10 @@ template: `P1 <backend> post-and-read rollback/template: N.NNx`. Every path is m
 turn, round after round, so load hits all alike; above the P1 lines, the parts of the
 template and rollback paths (medians, so they need not add up exactly) and the load average.
 
+And the floor of the template path: the same test on an app with no plugins and no middleware
+(their folders empty), what the app's core alone costs on a clone (connections to the
+database and Redis, FastAPI's first request, shutdown), as a ratio to the pair.
+
     .venv/bin/python scripts/bench_kit.py [--runs 25] [--starts 3]
         [--external-db postgresql://... --external-redis redis://...]
 """
@@ -67,6 +71,7 @@ from pixsim7.backend.main.main import create_app  # noqa: E402
 from pixsim7.backend.main.shared.config import Settings  # noqa: E402
 
 DATA_DIR = Path(tempfile.gettempdir()) / "pixsim7-bench"
+EMPTY_DIR = DATA_DIR / "no-plugins"  # an empty folder: the floor's app discovers nothing
 PRESET = {"provider_id": "pixverse", "operation": "text_to_video"}
 
 
@@ -76,12 +81,16 @@ async def bare_pair(services: ServiceSet, admin) -> None:
     await drop_database(database, admin)
 
 
-def settings_for(database: IsolatedDatabase, namespace, cloned: bool = True) -> Settings:
-    """As make_settings makes them: on a clone of the template, no seeding (it holds it)."""
+def settings_for(database: IsolatedDatabase, namespace, cloned: bool = True,
+                 core_only: bool = False) -> Settings:
+    """As make_settings makes them: on a clone of the template, no seeding (it holds it).
+    `core_only`: no plugins and no middleware (their folders empty), for the floor."""
+    folders = dict.fromkeys(("feature_plugins_dir", "route_plugins_dir", "middleware_dir"),
+                            EMPTY_DIR) if core_only else {}
     return Settings(
         _env_file=None, debug=True, database_url=database.sqlalchemy_url,
         redis_url=namespace.url, redis_key_prefix=namespace.prefix, secret_key="bench",
-        admin_token="bench", data_dir=DATA_DIR, seed_default_presets=not cloned,
+        admin_token="bench", data_dir=DATA_DIR, seed_default_presets=not cloned, **folders,
     )
 
 
@@ -112,7 +121,7 @@ async def post_and_read(running) -> None:
 
 async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase | None,
                        parts: dict[str, list[float]], body=ready,
-                       pool: DatabasePool | None = None) -> None:
+                       pool: DatabasePool | None = None, core_only: bool = False) -> None:
     """One test with an app of its own, as the kit's fixtures do it (empty or template): its
     database from the worker's pool, given back to be dropped off the path (or, with no pool,
     made and dropped on the path)."""
@@ -121,21 +130,21 @@ async def isolated_app(services: ServiceSet, admin, template: TemplateDatabase |
         janitor = (template.janitor(admin) if template is not None
                    else DatabaseJanitor(services.postgres, admin=admin))
         async with janitor as database:
-            await app_test(services, database, lap, body, template is not None)
+            await app_test(services, database, lap, body, template is not None, core_only)
     else:
         database = await pool.take()
         try:
-            await app_test(services, database, lap, body, template is not None)
+            await app_test(services, database, lap, body, template is not None, core_only)
         finally:
             pool.give_back(database)
     lap("keyspace+drop")
 
 
 async def app_test(services: ServiceSet, database: IsolatedDatabase, lap: Laps, body,
-                   cloned: bool) -> None:
+                   cloned: bool, core_only: bool = False) -> None:
     lap("database")
     namespace = new_namespace(services.redis)
-    running = await start_app(create_app, settings_for(database, namespace, cloned))
+    running = await start_app(create_app, settings_for(database, namespace, cloned, core_only))
     assert running.started, running.startup_error
     lap("build+startup")
     await body(running)
@@ -164,7 +173,8 @@ async def measure(services: ServiceSet, template: TemplateDatabase, runs: int
                   ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """Median seconds of each path over `runs` rounds, and of the parts of two of them; one
     warm-up round is not counted."""
-    parts: dict[str, dict[str, list[float]]] = {"template": {}, "rollback": {}}
+    parts: dict[str, dict[str, list[float]]] = {"template": {}, "rollback": {}, "floor": {}}
+    EMPTY_DIR.mkdir(parents=True, exist_ok=True)
     admin = await admin_connection(services.postgres)
     apps = SharedApps(TemplateClones(template, admin), new_namespace(services.redis), DATA_DIR,
                       Normalizer())
@@ -178,6 +188,8 @@ async def measure(services: ServiceSet, template: TemplateDatabase, runs: int
         "empty": lambda: isolated_app(services, admin, None, {}, pool=empty_pool),
         "template": lambda: isolated_app(services, admin, template, parts["template"],
                                          pool=clones),
+        "floor": lambda: isolated_app(services, admin, template, parts["floor"], pool=clones,
+                                      core_only=True),
         "rollback": lambda: rollback_test(apps, parts["rollback"]),
         "post-and-read template": lambda: isolated_app(services, admin, template, {},
                                                        post_and_read, pool=clones),
@@ -262,11 +274,13 @@ def run_backend(name: str, make: Callable[[], object], args: argparse.Namespace)
     print(f"  bare CREATE + DROP pair: {pair * 1000:.1f} ms (medians of {args.runs}; "
           f"load average {os.getloadavg()[0]:.1f})")
     print(f"  empty {medians['empty'] * 1000:.1f} ms")
-    for path in ("template", "rollback"):
+    for path in ("template", "floor", "rollback"):
         print(f"  {path} {medians[path] * 1000:.1f} ms = " + " + ".join(
             f"{part} {seconds * 1000:.1f}" for part, seconds in parts[path].items()))
     print(f"  post-and-read: template {medians['post-and-read template'] * 1000:.1f} ms, "
           f"rollback {medians['post-and-read rollback'] * 1000:.1f} ms")
+    print(f"  floor, the template path on the core alone (no plugins, no middleware): "
+          f"{medians['floor'] / pair:.2f}x the pair")
     for path in ("empty", "template", "rollback"):
         print(f"P1 {name} {path}: {medians[path] / pair:.2f}x")
     print(f"P1 {name} template/empty: {medians['template'] / medians['empty']:.2f}x")
