@@ -104,7 +104,7 @@ from redis.asyncio import Redis
 
 from pixsim7.backend.main.infrastructure.registries import jobs
 # The body and answer models of POST /api/v1/jobs.
-from pixsim7.backend.main.routes.jobs import JobAccepted, JobIn
+from pixsim7.backend.main.api.schemas import JobAccepted, JobIn
 
 
 @asynccontextmanager

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from pixsim7.backend.main.api import schemas
 from pixsim7.backend.main.infrastructure.discovery import domain_registry as domain_registry_module
 from pixsim7.backend.main.infrastructure.discovery.middleware import manager as middleware_module
 from pixsim7.backend.main.infrastructure.discovery.plugins import (
@@ -92,6 +93,25 @@ async def test_two_apps_share_no_state_object(two_apps) -> None:
     shared = [key for key in OBJECT_KEYS
               if getattr(first.app.state, key) is getattr(second.app.state, key)]
     assert shared == []
+
+
+async def test_route_plugin_modules_are_each_app_s_own_and_their_schemas_are_shared_classes(
+        two_apps) -> None:
+    # Each app runs the jobs route plugin's code into a module of its own; the request and
+    # response models it uses are classes made once per process (api.schemas), and what the
+    # OpenAPI document is built from (a dict, mutable) is each app's own.
+    first, second = two_apps
+    jobs_a, jobs_b = (running.app.state.routes_manager.module("jobs") for running in two_apps)
+    assert jobs_a is not jobs_b and jobs_a.router is not jobs_b.router
+    assert jobs_a.JobIn is jobs_b.JobIn is schemas.JobIn
+
+    def body_schema(running: Any) -> dict[str, Any]:
+        operation = running.app.openapi()["paths"]["/api/v1/jobs"]["post"]
+        return operation["requestBody"]["content"]["application/json"]["schema"]
+
+    schema_a, schema_b = body_schema(first), body_schema(second)
+    assert schema_a == schema_b == schemas.JOB_IN_SCHEMA
+    assert len({id(schema_a), id(schema_b), id(schemas.JOB_IN_SCHEMA)}) == 3
 
 
 async def test_plugin_registration_in_one_app_is_absent_from_the_other(two_apps) -> None:

@@ -13,14 +13,22 @@ at most JOBS_MAX_QUEUED jobs wait or run at once; debug-only kinds (`noop`) are 
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import ValidationError
 
 from pixsim7.backend.main.api.deps import AppSettings, Jobs, MaybeRedis
+from pixsim7.backend.main.api.schemas import (
+    JOB_IN_SCHEMA,
+    JobAccepted,
+    JobIn,
+    JobKindOut,
+    JobsStatus,
+    JobState,
+)
 from pixsim7.backend.main.api.security import require_bearer
 from pixsim7.backend.main.infrastructure.adapters.redis import REDIS_DOWN, RedisStatus
 from pixsim7.backend.main.infrastructure.registries import jobs
@@ -28,38 +36,6 @@ from pixsim7.backend.main.shared.config import Settings
 from pixsim7.backend.main.state import state_of
 
 QUEUE_FULL_RETRY_AFTER_S = 30
-
-
-class JobIn(BaseModel):
-    kind: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_.]+$")
-    payload: dict[str, Any] = Field(default_factory=dict)
-
-
-class JobAccepted(BaseModel):
-    id: str
-    kind: str
-    status: Literal["queued"] = "queued"
-
-
-class JobState(BaseModel):
-    id: str
-    status: Literal["queued", "in_progress", "complete", "failed", "not_found"]
-    tries: int | None = None
-    result: Any = None
-    error: str | None = None
-
-
-class JobKindOut(BaseModel):
-    kind: str
-    description: str
-    owner: str = Field(description='"core", or the id of the feature plugin declaring the kind')
-    payload_schema: dict[str, Any]
-
-
-class JobsStatus(BaseModel):
-    background_jobs: Literal["enabled", "disabled"]
-    reason: str | None = None
-    queued: int | None = None
 
 
 router = APIRouter(tags=["jobs"])
@@ -164,9 +140,10 @@ async def job_kinds(settings: AppSettings, registry: Jobs) -> list[JobKindOut]:
             for k in _offered(settings, registry)]
 
 
+# One dict for every app: FastAPI reads it to build an app's OpenAPI document and changes nothing.
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra={
     "requestBody": {"required": True, "content": {"application/json": {
-        "schema": JobIn.model_json_schema()}}}}, responses={
+        "schema": JOB_IN_SCHEMA}}}}, responses={
     400: {"description": "the body could not be read (not UTF-8)"},
     401: {"description": "queueing needs `Authorization: Bearer <JOBS_TOKEN>` (production)"},
     413: {"description": "the payload is larger than JOB_MAX_PAYLOAD_BYTES"},

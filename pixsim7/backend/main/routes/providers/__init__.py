@@ -5,17 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 
 from pixsim7.backend.main.api.deps import Providers
-
-
-class ProviderOut(BaseModel):
-    """One provider as the API shows it."""
-
-    id: str
-    name: str
-    operations: list[str]
+from pixsim7.backend.main.api.schemas import ProviderOut
 
 
 def describe(provider: Any) -> ProviderOut:
