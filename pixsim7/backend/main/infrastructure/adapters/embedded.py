@@ -253,7 +253,7 @@ class EmbeddedPostgres(_ServerProcess):
 
     def __init__(self, data_dir: Path, *, fast: bool = False, port: int | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
-        # fsync off, and a cheap password hash: for throwaway test servers only (see _prepare)
+        # fsync off, and a cheap password hash (_initdb_settings): for throwaway test servers only
         self.fast = fast
         self.host = "127.0.0.1"
         self.port = port or 0
