@@ -185,7 +185,7 @@ def test_a_throwaway_server_hashes_its_random_password_cheaply_and_still_wants_i
         return hashed, None
 
     try:
-        if int(server.version.split(".")[0]) < 16:
+        if (server.major_version or 0) < 16:
             pytest.fail(f"PostgreSQL {server.version} has no scram_iterations; the embedded "
                         "wheel's is 16 or later")
         hashed, refused = asyncio.run(hashed_and_refusal())

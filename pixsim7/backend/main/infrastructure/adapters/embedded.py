@@ -296,6 +296,12 @@ class EmbeddedPostgres(_ServerProcess):
                 f"initdb failed for {self.pgdata} ({self.binaries.source}): "
                 f"{result.stderr.strip()}")
 
+    @property
+    def major_version(self) -> int | None:
+        """The server's major version (18 for "18.6" or "18beta1"), None if unreadable."""
+        major = re.match(r"\d+", self.version)
+        return int(major.group()) if major else None
+
     def _initdb_settings(self) -> list[str]:
         """Settings initdb applies while it hashes the superuser's password, and keeps.
 
@@ -304,8 +310,8 @@ class EmbeddedPostgres(_ServerProcess):
         connection here at 4096. The iterations only slow down guessing a password from a
         stolen hash; this one is a random 192-bit token in a private folder, beyond guessing
         at any count. A kept server (the embedded default) keeps PostgreSQL's default."""
-        major = re.match(r"\d+", self.version)
-        if not self.fast or major is None or int(major.group()) < 16:  # a setting since 16
+        major = self.major_version
+        if not self.fast or major is None or major < 16:  # a setting since 16
             return []
         return ["--set", f"scram_iterations={FAST_SCRAM_ITERATIONS}"]
 
